@@ -1,0 +1,1 @@
+"""The detachment model: mechanics, disconnection, capacity fade and fitting."""

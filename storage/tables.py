@@ -1,0 +1,171 @@
+"""Parquet tables with explicit schemas (DESIGN.md, "Tables").
+
+Tables are written atomically (a temporary file in the same folder, then a
+rename), so a reader never sees half a table, and validated on read with
+errors that name the file and the column.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+#: particles.parquet: one row per measured silicon particle or 2D section.
+PARTICLES_SCHEMA = pa.schema(
+    [
+        pa.field("sample", pa.string()),
+        pa.field("cycles", pa.int64()),
+        pa.field("modality", pa.string()),  # "3d" | "2d"
+        pa.field("particle", pa.int64()),
+        pa.field("radius_um", pa.float64()),
+        pa.field("gap_mean_um", pa.float64()),
+        pa.field("gap_std_um", pa.float64()),
+        pa.field("n_rays", pa.int64()),
+        pa.field("touches_border", pa.bool_()),
+        pa.field("centroid_z_um", pa.float64()),
+        pa.field("centroid_y_um", pa.float64()),
+        pa.field("centroid_x_um", pa.float64()),
+        pa.field("section_radius_um", pa.float64()),
+        pa.field("section_gap_um", pa.float64()),
+    ]
+)
+
+#: Columns a particle table must have to be fitted.
+PARTICLES_REQUIRED = ("cycles", "radius_um", "gap_mean_um")
+
+MODALITIES = ("3d", "2d")
+
+
+class TableError(ValueError):
+    """A table does not match its schema."""
+
+
+def check_particles(table: pd.DataFrame, source: str = "particle table") -> pd.DataFrame:
+    """Validate a particle table and return it with its columns in schema types.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Columns from :data:`PARTICLES_SCHEMA`; ``cycles``, ``radius_um`` and
+        ``gap_mean_um`` are required.
+    source : str
+        Where the table came from (a file name), used in error messages.
+
+    Returns
+    -------
+    DataFrame
+        A copy with known columns cast to their schema types.
+
+    Raises
+    ------
+    TableError
+        (a ``ValueError``) naming the column and the offending value: unknown
+        or missing columns, an empty table, negative or non-finite radii,
+        negative gaps, negative or non-integer cycles, unknown modalities. A
+        NaN gap is accepted only on rows with ``n_rays == 0`` (nothing measured).
+    """
+    known = set(PARTICLES_SCHEMA.names)
+    unknown = [c for c in table.columns if c not in known]
+    if unknown:
+        raise TableError(
+            f"{source}: unknown column {unknown[0]!r}; expected columns from "
+            f"{', '.join(PARTICLES_SCHEMA.names)}"
+        )
+    missing = [c for c in PARTICLES_REQUIRED if c not in table.columns]
+    if missing:
+        raise TableError(f"{source}: missing column {missing[0]!r}")
+    if len(table) == 0:
+        raise TableError(f"{source}: the table is empty; at least one particle row is needed")
+
+    out = table.copy()
+    cycles = pd.to_numeric(out["cycles"], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(cycles) | (cycles < 0) | (cycles != np.round(cycles))
+    if bad.any():
+        raise TableError(
+            f"{source}: column 'cycles' must hold integers >= 0; got {out['cycles'][bad].iloc[0]!r}"
+        )
+    out["cycles"] = cycles.astype(np.int64)
+    for column in ("radius_um", "gap_mean_um"):
+        values = pd.to_numeric(out[column], errors="coerce").to_numpy(dtype=float)
+        bad = values < 0
+        if column == "radius_um":
+            bad |= ~np.isfinite(values)
+        else:
+            measured = out["n_rays"].to_numpy() > 0 if "n_rays" in out else np.ones(len(out), bool)
+            bad |= np.isinf(values) | (np.isnan(values) & measured)
+        if bad.any():
+            raise TableError(
+                f"{source}: column {column!r} must hold finite values >= 0 µm; "
+                f"got {out[column][bad].iloc[0]!r} (row {int(np.flatnonzero(bad)[0])})"
+            )
+        out[column] = values
+    if "modality" in out:
+        odd = ~out["modality"].isin(MODALITIES)
+        if odd.any():
+            raise TableError(
+                f"{source}: column 'modality' must be one of {MODALITIES}; "
+                f"got {out['modality'][odd].iloc[0]!r}"
+            )
+    return out
+
+
+def write_table(
+    table: pd.DataFrame, path: str | os.PathLike[str], schema: pa.Schema | None = None
+) -> Path:
+    """Write a DataFrame to Parquet atomically.
+
+    Parameters
+    ----------
+    table : DataFrame
+    path : path
+        Destination ``.parquet`` file; its folder is created.
+    schema : pyarrow.Schema, optional
+        Restricted to the columns present, it fixes their types.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if schema is not None:
+        fields = [schema.field(c) for c in table.columns if c in schema.names]
+        fields += [
+            pa.field(c, pa.from_numpy_dtype(table[c].dtype))
+            for c in table.columns
+            if c not in schema.names
+        ]
+        arrow = pa.Table.from_pandas(table, schema=pa.schema(fields), preserve_index=False)
+    else:
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        pq.write_table(arrow, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_particles(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read and validate a particle table (``particles.parquet`` or ``.csv``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"particle table {path} does not exist")
+    if path.suffix == ".csv":
+        table = pd.read_csv(path)
+    else:
+        try:
+            table = pq.read_table(path).to_pandas()
+        except (pa.ArrowInvalid, OSError) as error:
+            raise TableError(f"{path}: not a readable Parquet file ({error})") from error
+    return check_particles(table, source=str(path))
