@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
+
 from debond.model.mechanics import check_cycles, check_radius, iter_gaps
 from debond.model.parameters import FloatArray, Material, Parameters
-from numpy.typing import ArrayLike
 
 
 class ImagedStatistics(NamedTuple):

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
+
 from debond.model.disconnection import imaged_statistics
 from debond.model.parameters import (
     PARAMETER_NAMES,
@@ -35,7 +37,6 @@ from debond.model.parameters import (
 )
 from debond.model.solver import least_squares_batched
 from debond.storage.tables import check_particles
-from numpy.typing import NDArray
 
 #: Box bounds of α0, κ0 (µm), δ0 (µm), ζ0 (1/µm).
 LOWER = np.array([1e-3, 0.0, 0.0, 0.0])

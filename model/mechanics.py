@@ -21,8 +21,9 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
-from debond.model.parameters import FloatArray, Material, Parameters
 from numpy.typing import ArrayLike, NDArray
+
+from debond.model.parameters import FloatArray, Material, Parameters
 
 
 class CycleState(NamedTuple):

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from debond.model.parameters import FloatArray
 from numpy.typing import NDArray
+
+from debond.model.parameters import FloatArray
 
 #: residuals(theta (R, P), rows (R,)) -> (R, M): rows index per-replicate data.
 Residuals = Callable[[FloatArray, NDArray[np.intp]], FloatArray]

@@ -1,0 +1,220 @@
+"""The ``debond`` command line: parses, calls library functions, prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+import typer
+
+from debond import __version__
+
+app = typer.Typer(
+    help="Electrode images to a validated model of binder detachment and capacity fade.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(help="Model predictions without images.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+Alpha = Annotated[float, typer.Option(help="α0 = (E/η)·T, dimensionless, > 0.")]
+Kappa = Annotated[float, typer.Option(help="κ0, adhesion, µm.")]
+Delta = Annotated[float, typer.Option(help="δ0, SEI grown per lithiation, µm.")]
+Zeta = Annotated[float, typer.Option(help="ζ0, disconnection slope, 1/µm.")]
+Expansion = Annotated[float, typer.Option(help="Silicon ΔV/V at full lithiation.")]
+HalfCycle = Annotated[float, typer.Option(help="Half-cycle duration T, h.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def _radii(text: str) -> np.ndarray:
+    try:
+        return np.array([float(v) for v in text.split(",") if v.strip()])
+    except ValueError as error:
+        raise _fail(f"--radii must be comma-separated numbers in µm; got {text!r}") from error
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@model_app.command("simulate")
+def simulate(
+    radii: Annotated[
+        str, typer.Option(help="Effective radii, µm, comma-separated.")
+    ] = "0.2,0.5,1.0,2.0",
+    cycles: Annotated[int, typer.Option(help="Number of cycles n.")] = 10,
+    alpha0: Alpha = 0.83,
+    kappa0: Kappa = 0.02,
+    delta0: Delta = 0.12,
+    zeta0: Zeta = 0.163,
+    volumetric_expansion: Expansion = 2.8,
+    half_cycle_hours: HalfCycle = 20.0,
+    output: Annotated[Path | None, typer.Option(help="Write the table (.csv or .parquet).")] = None,
+) -> None:
+    """Gaps d_k per radius and cycle, the imaged mean ± sd, and capacity retention."""
+    from debond.model import Material, Parameters, capacity_retention, gap_distribution, gaps
+
+    try:
+        p = Parameters(alpha0, kappa0, delta0, zeta0)
+        m = Material(volumetric_expansion, half_cycle_hours)
+        r = _radii(radii)
+        d = gaps(r, cycles, p, m)
+        capacity = capacity_retention(r, cycles, p, m)
+    except ValueError as error:
+        raise _fail(str(error)) from error
+    rows = []
+    for k in range(1, cycles + 1):
+        for i, radius in enumerate(r):
+            mean, sd = gap_distribution(radius, k, p, m)
+            rows.append(
+                {
+                    "cycle": k,
+                    "radius_um": radius,
+                    "gap_um": d[k - 1, i],
+                    "imaged_mean_um": float(mean),
+                    "imaged_sd_um": float(sd),
+                    "retention": capacity[k - 1],
+                }
+            )
+    table = pd.DataFrame(rows)
+    if output is not None:
+        if output.suffix == ".parquet":
+            table.to_parquet(output, index=False)
+        else:
+            table.to_csv(output, index=False)
+        typer.echo(f"wrote {output}")
+    wide = table.pivot(index="cycle", columns="radius_um", values="gap_um")
+    wide.columns = [f"d(r={c:g} µm)" for c in wide.columns]
+    wide["C (Si retention)"] = capacity
+    typer.echo(f"gap d_k in µm after each cycle; C over the population r = {radii} µm")
+    typer.echo(wide.to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+@model_app.command("sensitivity")
+def sensitivity_command(
+    output: Annotated[Path, typer.Option(help="Figure path without suffix (PNG and PDF).")] = Path(
+        "sensitivity"
+    ),
+    cycles: Annotated[int, typer.Option(help="Number of cycles.")] = 10,
+    particles: Annotated[
+        Path | None,
+        typer.Option(
+            help="Particle table whose radii form the population; "
+            "default: a log-normal population (median 0.6 µm)."
+        ),
+    ] = None,
+    factor: Annotated[float, typer.Option(help="Improvement factor of α0, κ0, δ0.")] = 2.0,
+    alpha0: Alpha = 0.83,
+    kappa0: Kappa = 0.02,
+    delta0: Delta = 0.12,
+    zeta0: Zeta = 0.163,
+    volumetric_expansion: Expansion = 2.8,
+    half_cycle_hours: HalfCycle = 20.0,
+) -> None:
+    """Silicon capacity retention when α0, κ0, δ0 improve (the paper's Fig. 4d)."""
+    from debond.model import Material, Parameters, sensitivity
+    from debond.model.figures import plot_sensitivity, save_figure
+    from debond.model.synthetic import draw_radii
+    from debond.storage.tables import read_particles
+
+    try:
+        p = Parameters(alpha0, kappa0, delta0, zeta0)
+        m = Material(volumetric_expansion, half_cycle_hours)
+        if particles is not None:
+            radii = read_particles(particles)["radius_um"].to_numpy()
+        else:
+            radii = draw_radii(np.random.default_rng(0), 4000)
+        curves = sensitivity(radii, cycles, p, m, factor)
+    except (ValueError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    for label, curve in curves.items():
+        typer.echo(f"{label:<28} {100 * curve[-1]:5.1f} % silicon capacity at cycle {cycles}")
+    paths = save_figure(plot_sensitivity(curves), output)
+    typer.echo("wrote " + ", ".join(map(str, paths)))
+
+
+@app.command("fit")
+def fit_command(
+    table: Annotated[Path, typer.Argument(help="Particle table (.parquet or .csv).")],
+    capacity: Annotated[
+        Path | None, typer.Option(help="CSV with cycle,retention or cycle,charge_capacity_mAh.")
+    ] = None,
+    electrode_mass_mg: Annotated[
+        float | None, typer.Option(help="Coating mass, mg (needed for charge capacities).")
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates B.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+    output: Annotated[
+        Path | None, typer.Option(help="Output folder; default: the table's folder.")
+    ] = None,
+    volumetric_expansion: Expansion = 2.8,
+    half_cycle_hours: HalfCycle = 20.0,
+) -> None:
+    """Fit α0, κ0, δ0, ζ0 to a particle table and capacity data, with bootstrap."""
+    from debond.model import Material, check_capacity, fit, read_cycling, silicon_retention
+    from debond.outputs import parameter_table, write_fit
+    from debond.storage.tables import read_particles
+
+    if table.suffix not in (".parquet", ".csv"):
+        raise _fail(f"{table}: expected a particle table (.parquet or .csv); got {table.suffix!r}")
+    try:
+        particles = read_particles(table)
+        series = None
+        if capacity is not None:
+            columns: list[str] = []
+            if capacity.is_file():
+                columns = list(pd.read_csv(capacity, nrows=0).columns)
+            if "retention" in columns:
+                series = check_capacity(pd.read_csv(capacity), source=str(capacity))
+            else:
+                if electrode_mass_mg is None:
+                    raise ValueError(
+                        f"{capacity}: charge capacities need --electrode-mass-mg "
+                        "(or give a CSV with cycle,retention)"
+                    )
+                series = silicon_retention(read_cycling(capacity), electrode_mass_mg)
+        material = Material(volumetric_expansion, half_cycle_hours)
+        typer.echo(f"fitting {len(particles)} particles, {bootstrap} bootstrap replicates …")
+        result = fit(particles, series, n_bootstrap=bootstrap, seed=seed, material=material)
+    except (ValueError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    folder = output or table.parent
+    files = write_fit(result, particles, series, folder, folder / "figures")
+    typer.echo(parameter_table(result))
+    typer.echo("wrote " + ", ".join(str(p) for p in files.values()))
+
+
+@app.command("demo")
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Output folder.")] = Path("demo"),
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates B.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the data and the resampling.")] = 0,
+) -> None:
+    """Draw a campaign from the model, fit it back, print recovered vs true."""
+    from debond.demo import run_demo
+    from debond.outputs import parameter_table
+
+    outcome = run_demo(directory, n_bootstrap=bootstrap, seed=seed, echo=typer.echo)
+    typer.echo("")
+    typer.echo("recovered parameters (bootstrap median, 16th/84th percentiles) and true values:")
+    typer.echo(parameter_table(outcome.result, outcome.truth))
+    typer.echo("")
+    typer.echo(f"figures: {outcome.directory / 'figures'}")
+    typer.echo(f"tables:  {outcome.directory / 'tables'}")
+    typer.echo(f"done in {outcome.seconds:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``debond`` script."""
+    app(args=argv, prog_name="debond")

@@ -1,0 +1,122 @@
+"""What a fit leaves on disk and on screen: fit.json, bootstrap.parquet, figures.
+
+File names and the ``fit.json`` layout follow DESIGN.md ("Tables").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from debond.model import PARAMETER_NAMES, FitResult, Material, Parameters, sensitivity
+from debond.model.figures import plot_bootstrap, plot_gap_vs_radius, plot_sensitivity, save_figure
+from debond.storage.tables import write_table
+
+LABELS = {
+    "alpha0": ("α0", ""),
+    "kappa0": ("κ0", "µm"),
+    "delta0": ("δ0", "µm"),
+    "zeta0": ("ζ0", "1/µm"),
+}
+
+
+def write_json(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w") as stream:
+        json.dump(document, stream, indent=2, ensure_ascii=False)
+        stream.write("\n")
+    os.replace(temporary, path)
+    return path
+
+
+def write_fit(
+    result: FitResult,
+    particles: pd.DataFrame,
+    capacity: pd.DataFrame | None,
+    tables: str | os.PathLike[str],
+    figures: str | os.PathLike[str],
+    *,
+    truth: Parameters | None = None,
+    sensitivity_cycles: int = 10,
+) -> dict[str, Path]:
+    """Write ``fit.json``, ``bootstrap.parquet`` and the figures of a fit.
+
+    Parameters
+    ----------
+    result : FitResult
+    particles, capacity : DataFrame
+        The fitted data (for the figures).
+    tables, figures : path
+        Folders for the tables and for the figures (PNG and PDF).
+    truth : Parameters, optional
+        Known parameters (synthetic data): recorded in fit.json and drawn.
+    sensitivity_cycles : int
+        Cycles of the Fig. 4d curves.
+
+    Returns
+    -------
+    dict
+        ``name -> path`` of every file written.
+    """
+    tables, figures = Path(tables), Path(figures)
+    document = result.summary()
+    if truth is not None:
+        document["truth"] = {n: float(getattr(truth, n)) for n in PARAMETER_NAMES}
+    written = {
+        "fit": write_json(document, tables / "fit.json"),
+        "bootstrap": write_table(result.samples, tables / "bootstrap.parquet"),
+    }
+    best = median_parameters(result)
+    radii = particles["radius_um"].to_numpy()
+    curves = sensitivity(radii, max(sensitivity_cycles, 2), best, result.material)
+    for name, figure in (
+        ("gap_vs_radius", plot_gap_vs_radius(particles, best, result.material, capacity)),
+        ("sensitivity", plot_sensitivity(curves)),
+        ("bootstrap", plot_bootstrap(result.samples, truth)),
+    ):
+        png, _ = save_figure(figure, figures / name)
+        written[name] = png
+    return written
+
+
+def median_parameters(result: FitResult) -> Parameters:
+    """The bootstrap medians as :class:`Parameters` (the values the paper reports)."""
+    return Parameters(*(result.parameters[n][0] for n in PARAMETER_NAMES))
+
+
+def parameter_table(result: FitResult, truth: Parameters | None = None) -> str:
+    """The fitted parameters in the paper's form, value (+upper/−lower), as text."""
+    material: Material = result.material
+    lines = [
+        f"{'parameter':<10} {'value (+84th/−16th percentile)':<34} {'unit':<6}"
+        + (" true" if truth is not None else "")
+    ]
+    for name in PARAMETER_NAMES:
+        value, low, high = result.parameters[name]
+        symbol, unit = LABELS[name]
+        cell = f"{value:.4g} (+{high - value:.2g}/−{value - low:.2g})"
+        row = f"{symbol:<10} {cell:<34} {unit:<6}"
+        if truth is not None:
+            row += f" {float(getattr(truth, name)):.4g}"
+        lines.append(row)
+    alpha = np.array(result.parameters["alpha0"]) / material.half_cycle_hours
+    sei = 1000.0 * np.array(result.parameters["delta0"]) / material.half_cycle_hours
+    lines.append(
+        f"{'E/η':<10} {alpha[0]:.3g} (+{alpha[2] - alpha[0]:.2g}/−{alpha[0] - alpha[1]:.2g})"
+        f"{'':<14} 1/h"
+    )
+    lines.append(
+        f"{'v_SEI':<10} {sei[0]:.3g} (+{sei[2] - sei[0]:.2g}/−{sei[0] - sei[1]:.2g}){'':<16} nm/h"
+    )
+    converged = float(result.samples["converged"].mean()) if len(result.samples) else float("nan")
+    lines.append(f"{result.n_bootstrap} bootstrap replicates, {100 * converged:.1f} % converged")
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""Parquet tables: schema, atomic writes, validation on read."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from debond.storage.tables import PARTICLES_SCHEMA, TableError, read_particles, write_table
+
+
+def _table() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "sample": ["c01", "c01"],
+            "cycles": [1, 1],
+            "modality": ["3d", "2d"],
+            "particle": [1, 2],
+            "radius_um": [0.4, 1.2],
+            "gap_mean_um": [0.1, 0.3],
+        }
+    )
+
+
+def test_round_trip_keeps_values_and_schema_types(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = write_table(_table(), tmp_path / "t" / "particles.parquet", PARTICLES_SCHEMA)
+    schema = pq.read_schema(path)
+    assert str(schema.field("cycles").type) == "int64"
+    assert str(schema.field("radius_um").type) == "double"
+    back = read_particles(path)
+    pd.testing.assert_frame_equal(back, _table(), check_dtype=False)
+    assert [p.name for p in path.parent.iterdir()] == ["particles.parquet"]
+
+
+def test_a_failed_write_leaves_the_old_table_and_no_debris(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = write_table(_table(), tmp_path / "particles.parquet", PARTICLES_SCHEMA)
+    broken = _table().assign(cycles=["one", "two"])  # not convertible to int64
+    with pytest.raises(Exception):  # noqa: B017 - pyarrow raises its own types
+        write_table(broken, path, PARTICLES_SCHEMA)
+    assert read_particles(path)["cycles"].tolist() == [1, 1]
+    assert [p.name for p in tmp_path.iterdir()] == ["particles.parquet"]
+
+
+def test_reading_names_the_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "bad.parquet"
+    write_table(_table().assign(radius_um=[0.4, -1.0]), path)
+    with pytest.raises(TableError, match=r"bad\.parquet.*radius_um.*-1"):
+        read_particles(path)
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_text("not parquet")
+    with pytest.raises(TableError, match="garbage.parquet"):
+        read_particles(garbage)
+    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+        read_particles(tmp_path / "missing.parquet")

@@ -1,0 +1,119 @@
+"""The command line, driven as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from debond.cli import app
+from debond.model import PAPER_PARAMETERS, Material, capacity_retention, gaps
+from debond.model.synthetic import simulate_campaign, simulate_cycling
+
+runner = CliRunner()
+
+
+def test_model_simulate_writes_the_model_values(tmp_path: Path) -> None:
+    out = tmp_path / "sim.csv"
+    result = runner.invoke(
+        app, ["model", "simulate", "--radii", "0.2,1.0", "--cycles", "10", "--output", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    d = gaps([0.2, 1.0], 10, PAPER_PARAMETERS, Material())
+    last = table[table["cycle"] == 10].sort_values("radius_um")
+    np.testing.assert_allclose(last["gap_um"], d[-1])
+    np.testing.assert_allclose(
+        table.groupby("cycle")["retention"].first(),
+        capacity_retention([0.2, 1.0], 10, PAPER_PARAMETERS, Material()),
+    )
+    assert "d(r=1 µm)" in result.output
+
+
+def test_model_simulate_rejects_bad_parameters() -> None:
+    result = runner.invoke(app, ["model", "simulate", "--alpha0", "-1"])
+    assert result.exit_code == 2
+    assert "alpha0" in result.output and "-1" in result.output
+
+
+def test_model_sensitivity_writes_png_and_pdf(tmp_path: Path) -> None:
+    stem = tmp_path / "fig4d"
+    result = runner.invoke(app, ["model", "sensitivity", "--output", str(stem)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "fig4d.png").stat().st_size > 10_000
+    assert (tmp_path / "fig4d.pdf").read_bytes().startswith(b"%PDF")
+    assert "all three" in result.output
+
+
+def test_fit_takes_a_particle_table_and_a_cycling_csv(tmp_path: Path) -> None:
+    sim = simulate_campaign(PAPER_PARAMETERS, seed=3)
+    table = tmp_path / "particles.parquet"
+    sim.particles.to_parquet(table)
+    cycling = tmp_path / "cycling.csv"
+    simulate_cycling(sim.capacity["retention_true"].to_numpy(), 2.0).to_csv(cycling, index=False)
+    result = runner.invoke(
+        app,
+        [
+            "fit",
+            str(table),
+            "--capacity",
+            str(cycling),
+            "--electrode-mass-mg",
+            "2",
+            "--bootstrap",
+            "50",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "fit.json").read_text())
+    assert document["bootstrap"] == 50
+    assert set(document["parameters"]) == {"alpha0", "kappa0", "delta0", "zeta0"}
+    assert len(pd.read_parquet(tmp_path / "bootstrap.parquet")) == 50
+    for name in ("gap_vs_radius", "sensitivity", "bootstrap"):
+        assert (tmp_path / "figures" / f"{name}.png").is_file()
+        assert (tmp_path / "figures" / f"{name}.pdf").is_file()
+
+
+def test_fit_explains_what_is_missing(tmp_path: Path) -> None:
+    sim = simulate_campaign(PAPER_PARAMETERS, seed=3)
+    table = tmp_path / "particles.csv"
+    sim.particles.to_csv(table, index=False)
+    cycling = tmp_path / "cycling.csv"
+    simulate_cycling(sim.capacity["retention_true"].to_numpy(), 2.0).to_csv(cycling, index=False)
+    result = runner.invoke(app, ["fit", str(table), "--capacity", str(cycling)])
+    assert result.exit_code == 2
+    assert "--electrode-mass-mg" in result.output
+    result = runner.invoke(app, ["fit", str(tmp_path / "campaign.toml")])
+    assert result.exit_code == 2 and ".parquet or .csv" in result.output
+
+
+def test_demo_prints_recovered_and_true_parameters(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", str(tmp_path / "demo"), "--bootstrap", "100"])
+    assert result.exit_code == 0, result.output
+    assert "true" in result.output and "α0" in result.output and "0.83" in result.output
+    truth = json.loads((tmp_path / "demo" / "truth" / "parameters.json").read_text())
+    assert truth["alpha0"] == PAPER_PARAMETERS.alpha0
+    fitted = json.loads((tmp_path / "demo" / "tables" / "fit.json").read_text())
+    assert fitted["truth"]["zeta0"] == PAPER_PARAMETERS.zeta0
+    assert (tmp_path / "demo" / "figures" / "gap_vs_radius.png").is_file()
+
+
+@pytest.mark.slow
+def test_installed_script_runs_the_default_demo(tmp_path: Path) -> None:
+    """The README's `debond demo`, with its 2000 replicates, as a subprocess."""
+    script = Path(sys.executable).with_name("debond")
+    done = subprocess.run(
+        [str(script), "demo", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2000 bootstrap replicates" in done.stdout
