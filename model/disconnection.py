@@ -154,9 +154,9 @@ def retention_from_survival(survival: FloatArray, weights: FloatArray) -> FloatA
         Capacity relative to cycle 1, C[0] = 1.
     """
     total = np.sum(weights, axis=-1)
-    later = np.sum(survival * weights, axis=-1) / total
-    first = np.ones((1, *np.shape(total)))
-    return np.concatenate([first, later.reshape(-1, *np.shape(total))], axis=0)
+    later = np.sum(survival * weights, axis=-1) / total  # (n − 1, ...)
+    first = np.ones((1, *later.shape[1:]))
+    return np.concatenate([first, later], axis=0)
 
 
 def capacity_retention(

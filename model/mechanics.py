@@ -148,9 +148,17 @@ def check_radius(radius_um: ArrayLike, name: str = "radius_um") -> FloatArray:
 
 def check_cycles(n_cycles: int, name: str = "n_cycles", minimum: int = 0) -> int:
     """Validate a cycle count: an integer ≥ ``minimum``."""
-    if isinstance(n_cycles, bool) or int(n_cycles) != n_cycles or n_cycles < minimum:
+    number = np.asarray(n_cycles)
+    whole = (
+        not isinstance(n_cycles, bool)
+        and number.ndim == 0
+        and np.issubdtype(number.dtype, np.number)
+        and bool(np.isfinite(number))
+        and float(number) == round(float(number))
+    )
+    if not whole or float(number) < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {n_cycles!r}")
-    return int(n_cycles)
+    return int(number)
 
 
 def gaps(

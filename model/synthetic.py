@@ -59,11 +59,11 @@ def imaged_gaps(
     radius = np.asarray(radius_um, dtype=np.float64)
     if n == 0:
         return np.zeros_like(radius)
-    d = gaps(radius, n, parameters, material)  # (n, N)
+    d = gaps(radius, n, parameters, material)  # (n, ...)
     drops = rng.random(d.shape) < disconnection_probability(d, parameters.zeta0)
     drops[-1] = True  # imaged at the end of cycle n in any case
     last = np.argmax(drops, axis=0)
-    return d[last, np.arange(radius.size)]
+    return np.take_along_axis(d, last[None, ...], axis=0)[0]
 
 
 def simulate_campaign(
