@@ -195,6 +195,26 @@ def fit_command(
     typer.echo("wrote " + ", ".join(str(p) for p in files.values()))
 
 
+@app.command("synth")
+def synth(
+    directory: Annotated[Path, typer.Argument(help="Output folder.")],
+    preset: Annotated[str, typer.Option(help="small (tests), demo or large.")] = "demo",
+    seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same files.")] = 0,
+    size: Annotated[
+        int | None, typer.Option(help="Edge of a cubic volume in voxels (large preset).")
+    ] = None,
+) -> None:
+    """Write a synthetic campaign with known ground truth: raw files, campaign.toml, truth/."""
+    from debond.synth import PRESETS, write_campaign
+
+    if preset not in PRESETS:
+        raise _fail(f"--preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    if size is not None and size < 16:
+        raise _fail(f"--size must be at least 16 voxels; got {size}")
+    result = write_campaign(directory, preset, seed, size=size, progress=typer.echo)
+    typer.echo(f"wrote {len(result.samples)} samples; campaign file {result.campaign}")
+
+
 @app.command("demo")
 def demo(
     directory: Annotated[Path, typer.Argument(help="Output folder.")] = Path("demo"),
