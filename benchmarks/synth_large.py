@@ -32,7 +32,7 @@ from debond.synth import PRESETS, Preset, draw_microstructure, write_txm
 size, angles, out = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
 preset = Preset(**{**asdict(PRESETS["large"]), "shape": (size, size, size), "n_angles": angles})
 rng = np.random.default_rng(0)
-box = tuple(n * preset.voxel_size_um for n in preset.shape)
+box = tuple((n - 1) * preset.voxel_size_um for n in preset.shape)
 micro = draw_microstructure(rng, box, 3, preset)
 truth = zarr.open_array(out / "phases.zarr", mode="w", shape=preset.shape, dtype=np.uint8,
                         chunks=(preset.slab, *preset.shape[1:]))

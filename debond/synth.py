@@ -42,6 +42,7 @@ from scipy.spatial import cKDTree
 from debond.model import PAPER_PARAMETERS, Material, Parameters, capacity_retention, gaps
 from debond.model.disconnection import disconnection_probability
 from debond.model.synthetic import RADIUS_LOG_SD, RADIUS_MEDIAN_UM, simulate_cycling
+from debond.storage import create_volume, mark_complete, open_store, set_sample_attrs
 from debond.storage.tables import write_table
 
 PORE, GRAPHITE, CBD, SILICON, SEI = 0, 1, 2, 3, 4
@@ -300,13 +301,10 @@ def _paint(
     shape = np.array(phases.shape)
     for i, (c, r) in enumerate(zip(centres, outer, strict=True)):
         low = np.maximum(np.floor((c - r - origin) / voxel).astype(int), 0)
-        high = np.minimum(np.ceil((c - r - origin) / voxel + 2 * r / voxel).astype(int) + 1, shape)
+        high = np.minimum(np.ceil((c + r - origin) / voxel).astype(int) + 1, shape)
         if np.any(high <= low):
             continue
-        axes = [
-            origin[a] + (np.arange(low[a], high[a]) + 0.5) * voxel - c[a]
-            for a in range(phases.ndim)
-        ]
+        axes = [origin[a] + np.arange(low[a], high[a]) * voxel - c[a] for a in range(phases.ndim)]
         grid = np.meshgrid(*axes, indexing="ij", sparse=True)
         distance = np.sqrt(sum(g * g for g in grid))
         block = phases[tuple(slice(low[a], high[a]) for a in range(phases.ndim))]
@@ -322,7 +320,7 @@ def render_phases(
 ) -> np.ndarray:
     """Phase codes of voxel slices z_start … z_stop − 1, shape (z, y, x), uint8.
 
-    Voxel centres sit at (index + 0.5)·voxel µm. Painting order: CBD blobs,
+    Voxel centres sit at index·voxel µm (the store's coordinates). Painting order: CBD blobs,
     CBD coats, graphite, then every silicon particle's gap (pore), SEI and
     silicon, so each particle's surroundings are exactly its drawn gap.
     """
@@ -347,8 +345,8 @@ def pillar_mask(micro: Microstructure, shape_yx: tuple[int, int], voxel: float) 
     """Voxels (y, x) inside the pillar, bool; all True without a pillar."""
     if micro.pillar_radius_um is None:
         return np.ones(shape_yx, dtype=bool)
-    y = (np.arange(shape_yx[0]) + 0.5) * voxel - micro.pillar_axis_yx[0]
-    x = (np.arange(shape_yx[1]) + 0.5) * voxel - micro.pillar_axis_yx[1]
+    y = np.arange(shape_yx[0]) * voxel - micro.pillar_axis_yx[0]
+    x = np.arange(shape_yx[1]) * voxel - micro.pillar_axis_yx[1]
     return np.asarray(y[:, None] ** 2 + x[None, :] ** 2 <= micro.pillar_radius_um**2)
 
 
@@ -482,7 +480,7 @@ def write_sem(
     depth = 2 * (2.0 + 1.6 + preset.coat_um)  # reaches any sphere that can cut the plane
     micro = draw_microstructure(
         rng,
-        (depth, rows * pixel, cols * pixel),
+        (depth, (rows - 1) * pixel, (cols - 1) * pixel),
         n_cycles,
         preset,
         parameters,
@@ -490,7 +488,7 @@ def write_sem(
         pillar=False,
     )
     # The section plane: the mid-plane of the slab, rendered as one pixel-thin slice.
-    z_index = int(depth / 2.0 / pixel)
+    z_index = round(depth / 2.0 / pixel)
     phases = render_phases(micro, z_index, z_index + 1, (rows, cols), pixel)[0]
     intensity = np.zeros(phases.shape, dtype=np.float64)
     for code, value in SEM_INTENSITY.items():
@@ -506,7 +504,7 @@ def write_sem(
         resolutionunit="CENTIMETER",
         metadata={"pixel_size_um": pixel, "phases": "pore 0, graphite 1, cbd 2, silicon 3, sei 4"},
     )
-    plane_um = (z_index + 0.5) * pixel
+    plane_um = z_index * pixel
     height = micro.silicon_centre[:, 0] - plane_um
     cut = np.abs(height) < micro.radius
     section, in_plane = section_geometry(micro.radius[cut], micro.gap[cut], height[cut])
@@ -573,27 +571,31 @@ def write_campaign(
     out = Path(directory)
     truth_dir = out / "truth"
     truth_dir.mkdir(parents=True, exist_ok=True)
-    phases_root = zarr.open_group(truth_dir / "phases.zarr", mode="w")
+    truth_store = open_store(truth_dir / "phases.zarr", mode="a")
     voxel = chosen.voxel_size_um
-    box = tuple(n * voxel for n in chosen.shape)
+    box = tuple((n - 1) * voxel for n in chosen.shape)  # voxel centres 0 … (n − 1)·voxel
     particles, sections, samples = [], [], []
     rotation = {}
     for index, cycles in enumerate(CYCLES):
         sample = f"c{cycles:02d}"
         rng = np.random.default_rng([seed, index])
         micro = draw_microstructure(rng, box, cycles, chosen, parameters, material)  # type: ignore[arg-type]
-        truth = phases_root.create_array(
+        truth = create_volume(
+            truth_store,
             sample,
-            shape=chosen.shape,
-            dtype=np.uint8,
-            chunks=(min(chosen.slab, chosen.shape[0]), *chosen.shape[1:]),
-        )
-        truth.attrs.update(
+            "phases",
+            chosen.shape,
+            np.uint8,
             voxel_size_um=voxel,
-            cycles=cycles,
-            phase_codes={name: code for code, name in PHASE_NAMES.items()},
+            chunks=(min(chosen.slab, chosen.shape[0]), *chosen.shape[1:]),
+            attrs={"phase_codes": {name: code for code, name in PHASE_NAMES.items()}},
+            stage="synth",
+            parameters={"preset": asdict(chosen), "seed": seed, "cycles": cycles},
+            overwrite=True,
         )
+        set_sample_attrs(truth_store, sample, {"cycles": cycles})
         facts = write_txm(out / "raw" / f"{sample}.h5", micro, chosen, rng, truth, progress)
+        mark_complete(truth)
         rotation[sample] = facts["rotation_centre_px"]
         axis = np.array(micro.pillar_axis_yx)
         pillar_radius = micro.pillar_radius_um or np.inf

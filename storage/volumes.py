@@ -1,0 +1,802 @@
+"""Campaign stores: Zarr v3 volumes, their chunking, and xarray views in µm.
+
+One Zarr v3 group per campaign (DESIGN.md, "Store"), at a local path or an
+fsspec URL (``s3://…``, ``memory://…``)::
+
+    <root>                      attrs {"debond": {"store_format": 1, ...}}
+      samples/<id>              attrs: the sample's own (e.g. {"cycles": 3})
+        projections             (angle, z, x)   chunks: a few whole projections
+        sinograms               (z, angle, x)   chunks: a few whole sinograms
+        recon, phases, particles, …   (z, y, x) chunks: cubes of 64–128 voxels
+
+Every array carries ``voxel_size_um``, its ``purpose`` (which chose its
+chunks), its provenance and, once every chunk is written, a completion marker
+(:mod:`debond.storage.provenance`). Arrays are compressed with Blosc/zstd,
+byte-shuffled (bit-shuffled for one-byte types such as phases and bool masks).
+
+Coordinates: voxel ``i`` along z, y or x has its centre at ``i * voxel_size_um``
+µm, so the first voxel's centre is the origin. This is the convention of
+scikit-image ``regionprops(spacing=...)`` and ``scipy.ndimage.center_of_mass``
+times the voxel size, so particle centroids in the tables
+(``centroid_z_um`` …) and xarray coordinates agree without a half-voxel shift.
+Detector rows of projections and sinograms lie along the rotation axis and
+share the ``z`` coordinate with the reconstruction; detector columns are
+``x``. The angle axis has coordinates (radians) only if the array has an
+``angles_rad`` attribute.
+
+Writers never need a whole volume in memory: :func:`create_volume` returns an
+empty array to fill region by region, then :func:`mark_complete`;
+:func:`write_volume` stores a NumPy or Dask array (chunk by chunk, no
+client-side materialisation of Dask input) and marks it complete. Readers get
+lazy Dask-backed ``xarray`` objects from :func:`open_volume` and
+:func:`open_dataset`.
+
+Examples
+--------
+>>> import numpy as np
+>>> store = open_store("memory://doctest-volumes.zarr", mode="a")
+>>> set_sample_attrs(store, "c03", {"cycles": 3})
+>>> _ = write_volume(store, "c03", "phases", np.zeros((4, 5, 6), np.uint8),
+...                  voxel_size_um=0.03, stage="segment", parameters={"classes": 5})
+>>> volume = open_volume(store, "c03", "phases")
+>>> volume.dims, float(volume.x[1]), volume.attrs["cycles"], volume.attrs["stage"]
+(('z', 'y', 'x'), 0.03, 3, 'segment')
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, cast
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+from dask.base import tokenize
+from zarr.codecs import BloscCodec
+from zarr.errors import ContainsArrayError
+
+from debond import __version__
+from debond.storage.provenance import (
+    COMPLETE_KEY,
+    PROVENANCE_KEY,
+    ArrayExists,
+    ArrayNotFound,
+    IncompleteArray,
+    InputLike,
+    MetadataError,
+    SampleNotFound,
+    Status,
+    StoreFormatError,
+    StoreNotFound,
+    clear_completion,
+    make_provenance,
+    mark_complete,
+    status,
+    store_location,
+    to_json_value,
+)
+
+#: Root attribute naming the store format (like ome-zarr's ``"ome": {"version"}``).
+FORMAT_KEY = "debond"
+#: Version of the store layout this module writes and reads.
+STORE_FORMAT = 1
+#: Group holding one group per sample.
+SAMPLES = "samples"
+#: Array names of DESIGN.md (any other valid name is accepted too).
+ARRAY_NAMES = ("projections", "sinograms", "recon", "phases", "particles")
+#: Purposes and the dimension names of their arrays.
+PURPOSE_DIMS: dict[str, tuple[str, str, str]] = {
+    "projections": ("angle", "z", "x"),
+    "sinograms": ("z", "angle", "x"),
+    "volume": ("z", "y", "x"),
+}
+#: Dimensions with coordinates in µm.
+SPATIAL_DIMS = ("z", "y", "x")
+#: Target bytes of a projection or sinogram chunk (whole frames, at least one).
+SLAB_CHUNK_BYTES = 16 * 2**20
+#: Target bytes of a volume chunk; the cube side is then clipped to CUBE_SIDE.
+CUBE_CHUNK_BYTES = 8 * 2**20
+#: Smallest and largest side of a volume chunk, in voxels.
+CUBE_SIDE = (64, 128)
+#: zstd level of the Blosc compressor (1–9; 3 favours speed).
+CLEVEL = 3
+#: Attributes that the module sets itself and ``attrs=`` may not override.
+RESERVED_ATTRS = ("voxel_size_um", "purpose", PROVENANCE_KEY, COMPLETE_KEY)
+#: Modes of :func:`open_store`.
+MODES = ("r", "r+", "a")
+
+Mode = Literal["r", "r+", "a"]
+
+Location = str | os.PathLike[str]
+
+
+# --------------------------------------------------------------------- arguments
+
+
+def _check_key(kind: str, value: object) -> str:
+    """A sample id or array name usable as a Zarr node name."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or "/" in value
+        or value in (".", "..")
+        or value.startswith("__")
+    ):
+        raise ValueError(
+            f"{kind} must be a non-empty string without '/', not '.' or '..' and not "
+            f"starting with '__'; got {value!r}"
+        )
+    return value
+
+
+def _check_shape(shape: Sequence[int], where: str) -> tuple[int, int, int]:
+    values = tuple(shape)
+    if len(values) != 3 or not all(isinstance(n, int | np.integer) and n >= 1 for n in values):
+        raise ValueError(f"{where}: shape must be three integers >= 1 (z, y, x); got {shape!r}")
+    z, y, x = (int(n) for n in values)
+    return z, y, x
+
+
+def _check_dtype(dtype: Any, where: str) -> np.dtype[Any]:
+    try:
+        result = np.dtype(dtype)
+    except TypeError as error:
+        raise TypeError(f"{where}: {dtype!r} is not a NumPy dtype") from error
+    if result.kind not in "biuf":
+        raise TypeError(
+            f"{where}: dtype {result} is not supported; use bool, an integer or a float type"
+        )
+    return result
+
+
+def _check_voxel_size(value: Any, where: str) -> float:
+    try:
+        size = float(value)
+    except (TypeError, ValueError):
+        size = math.nan
+    if isinstance(value, bool) or not (math.isfinite(size) and size > 0):
+        raise ValueError(f"{where}: voxel_size_um must be a finite number > 0 µm; got {value!r}")
+    return size
+
+
+def _check_purpose(purpose: str | None, name: str) -> str:
+    if purpose is None:
+        return name if name in PURPOSE_DIMS else "volume"
+    if purpose not in PURPOSE_DIMS:
+        raise ValueError(
+            f"array {name!r}: purpose must be one of {', '.join(PURPOSE_DIMS)}; got {purpose!r}"
+        )
+    return purpose
+
+
+def _check_chunks(chunks: Sequence[int], where: str) -> tuple[int, int, int]:
+    values = tuple(chunks)
+    if len(values) != 3 or not all(isinstance(n, int | np.integer) and n >= 1 for n in values):
+        raise ValueError(f"{where}: chunks must be three integers >= 1; got {chunks!r}")
+    z, y, x = (int(n) for n in values)
+    return z, y, x
+
+
+def _check_dims(dims: Sequence[str], where: str) -> tuple[str, str, str]:
+    values = tuple(dims)
+    if len(values) != 3 or len(set(values)) != 3 or not all(isinstance(d, str) for d in values):
+        raise ValueError(f"{where}: dims must be three distinct names; got {dims!r}")
+    a, b, c = values
+    return a, b, c
+
+
+def _array_path(sample: str, name: str) -> str:
+    return f"{SAMPLES}/{_check_key('sample', sample)}/{_check_key('array name', name)}"
+
+
+# ---------------------------------------------------------------- chunks, codecs
+
+
+def default_chunks(shape: Sequence[int], purpose: str, dtype: Any) -> tuple[int, int, int]:
+    """Chunk shape for an array of the given purpose.
+
+    Parameters
+    ----------
+    shape : (3,) ints
+        Array shape: ``(angles, rows, columns)`` for projections, ``(rows,
+        angles, columns)`` for sinograms, ``(z, y, x)`` for volumes.
+    purpose : {"projections", "sinograms", "volume"}
+        ``"projections"``: whole projections, as many per chunk as fit in
+        :data:`SLAB_CHUNK_BYTES` (16 MiB), at least one; per-projection stages
+        (normalisation, the 7×7 median) read one chunk per task.
+        ``"sinograms"``: whole sinograms (one detector row each), likewise;
+        reconstruction reads complete sinograms. ``"volume"``: cubes whose side
+        is ``(CUBE_CHUNK_BYTES / itemsize) ** (1/3)`` (8 MiB) rounded down to a
+        multiple of 16 and clipped to 64–128 voxels (128 for up to 4-byte
+        types, 96 for 8-byte), so overlapping filters and labelling have
+        compact blocks.
+    dtype : dtype-like
+
+    Returns
+    -------
+    tuple of 3 ints
+        Capped by ``shape`` along every axis.
+
+    Examples
+    --------
+    >>> default_chunks((1800, 2048, 2048), "projections", "float32")
+    (1, 2048, 2048)
+    >>> default_chunks((180, 128, 128), "projections", "uint16")
+    (180, 128, 128)
+    >>> default_chunks((600, 1000, 1000), "volume", "uint8")
+    (128, 128, 128)
+    >>> default_chunks((40, 1000, 1000), "volume", "float64")
+    (40, 96, 96)
+    """
+    z, y, x = _check_shape(shape, f"{purpose} array")
+    itemsize = _check_dtype(dtype, f"{purpose} array").itemsize
+    if purpose in ("projections", "sinograms"):
+        frames = max(1, SLAB_CHUNK_BYTES // (y * x * itemsize))
+        return min(frames, z), y, x
+    if purpose == "volume":
+        side = int((CUBE_CHUNK_BYTES / itemsize) ** (1 / 3) + 1e-6) // 16 * 16
+        side = min(max(side, CUBE_SIDE[0]), CUBE_SIDE[1])
+        return min(side, z), min(side, y), min(side, x)
+    raise ValueError(f"purpose must be one of {', '.join(PURPOSE_DIMS)}; got {purpose!r}")
+
+
+def default_compressor(dtype: Any, clevel: int = CLEVEL) -> BloscCodec:
+    """Blosc with zstd: byte shuffle, or bit shuffle for one-byte types."""
+    one_byte = np.dtype(dtype).itemsize == 1
+    return BloscCodec(cname="zstd", clevel=clevel, shuffle="bitshuffle" if one_byte else "shuffle")
+
+
+# ------------------------------------------------------------------------ stores
+
+
+def open_store(
+    location: Location | zarr.Group,
+    mode: Mode = "r",
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> zarr.Group:
+    """Open (or create) a campaign store.
+
+    Parameters
+    ----------
+    location : path, fsspec URL or zarr.Group
+        A folder (``"si-graphite.zarr"``), a URL (``"s3://bucket/c.zarr"``,
+        ``"memory://c.zarr"``, which all calls in one process share), or a
+        group already open (checked and returned).
+    mode : {"r", "r+", "a"}
+        Read only; read and write an existing store; read and write,
+        creating the store if needed. There is no ``"w"``: delete a store
+        explicitly to start over.
+    storage_options : mapping, optional
+        Passed to fsspec for URLs (credentials, endpoints).
+
+    Returns
+    -------
+    zarr.Group
+        The root group; a new store gets the attribute
+        ``{"debond": {"store_format": 1, "created_by": "debond <version>"}}``.
+
+    Raises
+    ------
+    StoreNotFound
+        (a ``FileNotFoundError``) if nothing is there and ``mode`` is not "a".
+    StoreFormatError
+        (a ``ValueError``) if the location holds a Zarr array, a Zarr group
+        that is not a debond store, or a newer store format.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if isinstance(location, zarr.Group):
+        group = location
+        where = store_location(group.store)
+    else:
+        where = os.fspath(location)
+        options = None if storage_options is None else dict(storage_options)
+        try:
+            group = zarr.open_group(where, mode=mode, zarr_format=3, storage_options=options)
+        except FileNotFoundError as error:
+            raise StoreNotFound(
+                f"no campaign store at {where}; open it with mode='a' to create one"
+            ) from error
+        except ContainsArrayError as error:
+            raise StoreFormatError(f"{where} is a Zarr array, not a campaign store") from error
+    return _check_format(group, where)
+
+
+def _check_format(group: zarr.Group, where: str) -> zarr.Group:
+    info = group.attrs.get(FORMAT_KEY)
+    if info is None:
+        members = sorted(group.keys())
+        if members or group.read_only:
+            raise StoreFormatError(
+                f"{where} is a Zarr group but not a debond campaign store (no {FORMAT_KEY!r} "
+                f"attribute); it holds {members or 'nothing'}"
+            )
+        group.attrs[FORMAT_KEY] = {
+            "store_format": STORE_FORMAT,
+            "created_by": f"debond {__version__}",
+        }
+        return group
+    found = info.get("store_format") if isinstance(info, dict) else None
+    if not isinstance(found, int) or found > STORE_FORMAT:
+        raise StoreFormatError(
+            f"{where}: store format {found!r} is not readable by debond {__version__}, "
+            f"which reads formats up to {STORE_FORMAT}; upgrade debond"
+        )
+    return group
+
+
+def _as_group(store: Location | zarr.Group, mode: Mode) -> zarr.Group:
+    return store if isinstance(store, zarr.Group) else open_store(store, mode)
+
+
+def list_samples(store: Location | zarr.Group) -> list[str]:
+    """Sample ids in the store, sorted."""
+    group = _as_group(store, "r")
+    samples = group.get(SAMPLES)
+    return sorted(samples.group_keys()) if isinstance(samples, zarr.Group) else []
+
+
+def list_arrays(store: Location | zarr.Group, sample: str) -> list[str]:
+    """Array names of a sample, sorted.
+
+    Raises
+    ------
+    SampleNotFound
+        (a ``KeyError``) naming the sample and the samples that exist.
+    """
+    return sorted(_sample_group(_as_group(store, "r"), sample).array_keys())
+
+
+def _sample_group(group: zarr.Group, sample: str, wanted: str | None = None) -> zarr.Group:
+    node = group.get(f"{SAMPLES}/{_check_key('sample', sample)}")
+    if not isinstance(node, zarr.Group):
+        looking = (
+            ""
+            if wanted is None
+            else f" (looking for array {wanted!r}, {SAMPLES}/{sample}/{wanted})"
+        )
+        raise SampleNotFound(
+            f"no sample {sample!r}{looking} in the store {store_location(group.store)}; "
+            f"samples there: {', '.join(list_samples(group)) or 'none'}"
+        )
+    return node
+
+
+def sample_attrs(store: Location | zarr.Group, sample: str) -> dict[str, Any]:
+    """Attributes of a sample group (e.g. ``{"cycles": 3}``)."""
+    return dict(_sample_group(_as_group(store, "r"), sample).attrs)
+
+
+def set_sample_attrs(store: Location | zarr.Group, sample: str, attrs: Mapping[str, Any]) -> None:
+    """Add or update attributes of ``samples/<sample>``, creating the group.
+
+    Parameters
+    ----------
+    store : zarr.Group, path or URL
+    sample : str
+    attrs : mapping
+        JSON-able values, e.g. ``{"cycles": 3}``; they appear in the attributes
+        of every volume opened from the sample.
+    """
+    group = _as_group(store, "a")
+    values = to_json_value(dict(attrs), f"attributes of sample {sample!r}")
+    node = group.require_group(f"{SAMPLES}/{_check_key('sample', sample)}")
+    node.attrs.update(values)
+
+
+def get_array(store: Location | zarr.Group, sample: str, name: str) -> zarr.Array:
+    """The Zarr array ``samples/<sample>/<name>``.
+
+    Raises
+    ------
+    SampleNotFound, ArrayNotFound
+        (``KeyError``) naming the sample and array and listing what exists.
+    """
+    group = _as_group(store, "r")
+    path = _array_path(sample, name)
+    node = _sample_group(group, sample, name).get(name)
+    if not isinstance(node, zarr.Array):
+        arrays = sorted(_sample_group(group, sample).array_keys())
+        raise ArrayNotFound(
+            f"no array {name!r} for sample {sample!r} ({path}) in the store "
+            f"{store_location(group.store)}; arrays of {sample!r}: {', '.join(arrays) or 'none'}"
+        )
+    return node
+
+
+def find_array(store: Location | zarr.Group, sample: str, name: str) -> zarr.Array | None:
+    """Like :func:`get_array`, but None where the sample or the array does not exist."""
+    try:
+        return get_array(store, sample, name)
+    except (SampleNotFound, ArrayNotFound):
+        return None
+
+
+def volume_status(
+    store: Location | zarr.Group,
+    sample: str,
+    name: str,
+    stage: str,
+    parameters: Mapping[str, Any] | None,
+    inputs: Mapping[str, InputLike] | None,
+) -> Status:
+    """:func:`~debond.storage.provenance.status` of ``samples/<sample>/<name>``."""
+    try:
+        array = find_array(store, sample, name)
+    except StoreNotFound:
+        array = None
+    return status(array, stage, parameters, inputs)
+
+
+# ------------------------------------------------------------------------ writing
+
+
+def create_volume(
+    store: Location | zarr.Group,
+    sample: str,
+    name: str,
+    shape: Sequence[int],
+    dtype: Any,
+    *,
+    voxel_size_um: float,
+    chunks: Sequence[int] | None = None,
+    purpose: str | None = None,
+    dims: Sequence[str] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    stage: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, InputLike] | None = None,
+    overwrite: bool = False,
+    clevel: int = CLEVEL,
+) -> zarr.Array:
+    """Create an empty array ``samples/<sample>/<name>`` to be filled region by region.
+
+    Nothing is stored but metadata; unwritten chunks read as 0 (False). Write
+    regions aligned to ``array.chunks`` when writing in parallel, then call
+    :func:`~debond.storage.provenance.mark_complete`.
+
+    Parameters
+    ----------
+    store : zarr.Group, path or URL
+        The campaign store (a location is opened with mode "a").
+    sample : str
+        Sample id, e.g. ``"c03"``.
+    name : str
+        Array name: ``projections, sinograms, recon, phases, particles`` or any
+        other valid node name.
+    shape : (3,) ints
+        ``(z, y, x)`` for volumes (see ``purpose`` for the others); each >= 1.
+    dtype : dtype-like
+        bool, an integer or a float type.
+    voxel_size_um : float
+        Edge of a voxel (detector pixel for projections), µm, > 0.
+    chunks : (3,) ints, optional
+        Chunk shape; need not divide ``shape`` and is capped by it. Default
+        :func:`default_chunks`.
+    purpose : {"projections", "sinograms", "volume"}, optional
+        Chooses default chunks and dims; default ``name`` if it is
+        "projections" or "sinograms", else "volume".
+    dims : (3,) str, optional
+        Dimension names stored in the Zarr metadata; default by purpose
+        (:data:`PURPOSE_DIMS`).
+    attrs : mapping, optional
+        Further JSON-able attributes (e.g. ``{"angles_rad": [...]}``); the keys
+        of :data:`RESERVED_ATTRS` are set by this function.
+    stage, parameters, inputs : optional
+        Provenance of the output (see :mod:`debond.storage.provenance`);
+        recorded now, before any chunk. Without ``stage`` nothing is
+        recorded and the array cannot be marked complete until
+        ``record(array, make_provenance(...))`` is called.
+    overwrite : bool
+        Replace an existing array (its completion marker is removed first,
+        then the array with all its chunks). Default False.
+    clevel : int
+        zstd level, 1–9.
+
+    Returns
+    -------
+    zarr.Array
+
+    Raises
+    ------
+    ArrayExists
+        (a ``FileExistsError``) if the array exists and ``overwrite`` is False.
+    ValueError, TypeError
+        For invalid arguments, naming the argument; raised before anything is
+        written. ``FileNotFoundError`` if a file input does not exist.
+    """
+    path = _array_path(sample, name)
+    shape = _check_shape(shape, f"array {path}")
+    dtype = _check_dtype(dtype, f"array {path}")
+    voxel = _check_voxel_size(voxel_size_um, f"array {path}")
+    purpose = _check_purpose(purpose, name)
+    if chunks is None:
+        chunks = default_chunks(shape, purpose, dtype)
+    else:
+        given = _check_chunks(chunks, f"array {path}")
+        chunks = (min(given[0], shape[0]), min(given[1], shape[1]), min(given[2], shape[2]))
+    dims = PURPOSE_DIMS[purpose] if dims is None else _check_dims(dims, f"array {path}")
+    extra = to_json_value(dict(attrs or {}), f"attrs of {path}")
+    clash = [key for key in extra if key in RESERVED_ATTRS]
+    if clash:
+        raise ValueError(f"attrs of {path}: {clash[0]!r} is set by create_volume itself")
+    if stage is None and (parameters or inputs):
+        raise ValueError(f"array {path}: parameters and inputs need a stage to be recorded")
+    provenance = None if stage is None else make_provenance(stage, parameters, inputs)
+
+    group = _as_group(store, "a")
+    existing = group.get(path)
+    if existing is not None:
+        if not isinstance(existing, zarr.Array):
+            raise StoreFormatError(
+                f"{path} in {store_location(group.store)} is a group, not an array"
+            )
+        if not overwrite:
+            raise ArrayExists(
+                f"array {path} exists in {store_location(group.store)} (shape {existing.shape}, "
+                f"{'complete' if COMPLETE_KEY in existing.attrs else 'incomplete'}); "
+                "pass overwrite=True to replace it"
+            )
+        clear_completion(existing)
+
+    attributes: dict[str, Any] = {"voxel_size_um": voxel, "purpose": purpose, **extra}
+    if provenance is not None:
+        attributes[PROVENANCE_KEY] = provenance.to_json()
+    return group.create_array(
+        path,
+        shape=shape,
+        dtype=dtype,
+        chunks=chunks,
+        compressors=default_compressor(dtype, clevel),
+        fill_value=False if dtype.kind == "b" else 0,
+        dimension_names=dims,
+        attributes=attributes,
+        overwrite=overwrite,
+    )
+
+
+def write_volume(
+    store: Location | zarr.Group,
+    sample: str,
+    name: str,
+    data: np.ndarray[Any, Any] | da.Array,
+    *,
+    voxel_size_um: float,
+    stage: str,
+    parameters: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, InputLike] | None = None,
+    purpose: str | None = None,
+    chunks: Sequence[int] | None = None,
+    dims: Sequence[str] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> zarr.Array:
+    """Store a whole volume with its provenance and mark it complete.
+
+    Parameters
+    ----------
+    store, sample, name, voxel_size_um, purpose, chunks, dims, attrs, overwrite
+        As for :func:`create_volume`.
+    data : (Z, Y, X) numpy.ndarray or dask.array.Array
+        bool, integer or float. A Dask array is rechunked to the array's
+        chunks and stored by its own tasks (``dask.array.Array.store``, one task per
+        Zarr chunk) on the current scheduler; nothing that scales with the
+        volume passes through the caller. It must not read the array it
+        replaces.
+    stage : str
+        Stage name recorded in the provenance.
+    parameters : mapping, optional
+        The stage's JSON-able parameters.
+    inputs : mapping, optional
+        Input name -> path, URL, ``zarr.Array`` or identity (see
+        :func:`~debond.storage.provenance.identify`).
+
+    Returns
+    -------
+    zarr.Array
+        The stored array, marked complete.
+    """
+    if not isinstance(data, np.ndarray | da.Array):
+        raise TypeError(
+            f"array {_array_path(sample, name)}: data must be a numpy or dask array; "
+            f"got {type(data).__name__}"
+        )
+    if isinstance(data, da.Array) and any(math.isnan(n) for c in data.chunks for n in c):
+        raise ValueError(
+            f"array {_array_path(sample, name)}: the dask array has unknown chunk sizes; "
+            "call .compute_chunk_sizes() first"
+        )
+    array = create_volume(
+        store,
+        sample,
+        name,
+        data.shape,
+        data.dtype,
+        voxel_size_um=voxel_size_um,
+        chunks=chunks,
+        purpose=purpose,
+        dims=dims,
+        attrs=attrs,
+        stage=stage,
+        parameters=parameters,
+        inputs=inputs,
+        overwrite=overwrite,
+    )
+    if isinstance(data, da.Array):
+        # One task per Zarr chunk: no two tasks ever write the same chunk, on any
+        # scheduler (dask.array.to_zarr would rechunk to "auto" multiples, which a
+        # small array.chunk-size setting can misalign).
+        data.rechunk(array.chunks).store(array, lock=False)
+    else:
+        array[...] = data
+    mark_complete(array)
+    return array
+
+
+# ------------------------------------------------------------------------ reading
+
+
+def _voxel_size_of(array: zarr.Array, where: str) -> float:
+    value = array.attrs.get("voxel_size_um")
+    if value is None:
+        raise MetadataError(
+            f"array {where} has no 'voxel_size_um' attribute; every volume needs its voxel "
+            "size in µm (write it with create_volume/write_volume(voxel_size_um=...))"
+        )
+    try:
+        return _check_voxel_size(value, f"array {where}")
+    except ValueError as error:
+        raise MetadataError(str(error)) from error
+
+
+def _coordinates(
+    dims: tuple[str, ...], shape: tuple[int, ...], voxel: float, attrs: Mapping[str, Any]
+) -> dict[str, xr.Variable]:
+    coords = {}
+    for dim, n in zip(dims, shape, strict=True):
+        if dim in SPATIAL_DIMS:
+            values = np.arange(n, dtype=np.float64) * voxel
+            coords[dim] = xr.Variable(dim, values, {"units": "um", "long_name": f"{dim} (µm)"})
+        elif dim == "angle" and len(attrs.get("angles_rad") or ()) == n:
+            values = np.asarray(attrs["angles_rad"], dtype=np.float64)
+            coords[dim] = xr.Variable(dim, values, {"units": "rad"})
+    return coords
+
+
+def _to_data_array(
+    group: zarr.Group, sample: str, name: str, allow_incomplete: bool
+) -> xr.DataArray:
+    array = get_array(group, sample, name)
+    where = f"{_array_path(sample, name)} in {store_location(group.store)}"
+    stored = dict(array.attrs)
+    voxel = _voxel_size_of(array, where)
+    if COMPLETE_KEY not in stored and not allow_incomplete:
+        raise IncompleteArray(
+            f"array {where} is not complete: its write was interrupted or is still running; "
+            "rerun its stage, or pass allow_incomplete=True to read it as it is"
+        )
+    names = getattr(array.metadata, "dimension_names", None)
+    purpose = stored.get("purpose")
+    default = PURPOSE_DIMS.get(purpose if isinstance(purpose, str) else "", SPATIAL_DIMS)
+    dims = tuple(str(d) for d in names) if names and None not in names else default
+    provenance = cast(dict[str, Any], stored.get(PROVENANCE_KEY) or {})
+    marker = cast(dict[str, Any], stored.get(COMPLETE_KEY) or {}).get("at")
+    token = tokenize(str(group.store), sample, name, provenance.get("created"), marker)
+    data = da.from_zarr(array, name=f"{name}-{token}")
+    attrs = {"sample": sample, **sample_attrs(group, sample), **stored}
+    attrs |= {"stage": provenance.get("stage"), "parameters": provenance.get("parameters")}
+    return xr.DataArray(
+        data,
+        dims=dims,
+        coords=_coordinates(dims, array.shape, voxel, stored),
+        name=name,
+        attrs=attrs,
+    )
+
+
+def open_volume(
+    store: Location | zarr.Group,
+    sample: str,
+    name: str,
+    *,
+    allow_incomplete: bool = False,
+) -> xr.DataArray:
+    """A stored array as a lazy ``xarray.DataArray`` with coordinates in µm.
+
+    Parameters
+    ----------
+    store : zarr.Group, path or URL
+        The campaign store (a location is opened read-only).
+    sample, name : str
+        Sample id and array name.
+    allow_incomplete : bool
+        Read an array that has no completion marker (e.g. to watch a running
+        stage). Default False.
+
+    Returns
+    -------
+    xarray.DataArray
+        Backed by a Dask array with the stored chunks (``dask.array.from_zarr``;
+        nothing is read until computed). Dims ``("z", "y", "x")`` for volumes
+        (see the module docstring for projections and sinograms); coordinates
+        ``i * voxel_size_um`` µm (voxel centres, the first at 0) with
+        ``units = "um"``. Attributes: ``sample``, the sample's attributes, the
+        array's (``voxel_size_um``, ``purpose``, ``provenance``, ``complete``
+        and any others) and, for convenience, ``stage`` and ``parameters``
+        from the provenance.
+
+    Raises
+    ------
+    SampleNotFound, ArrayNotFound
+        (``KeyError``) naming the sample and array and listing what exists.
+    IncompleteArray
+        (a ``RuntimeError``) if the array is not complete and
+        ``allow_incomplete`` is False.
+    MetadataError
+        (a ``ValueError``) if the array has no valid ``voxel_size_um``.
+    """
+    return _to_data_array(_as_group(store, "r"), sample, name, allow_incomplete)
+
+
+def open_dataset(
+    store: Location | zarr.Group,
+    sample: str,
+    names: Sequence[str] | None = None,
+    *,
+    allow_incomplete: bool = False,
+) -> xr.Dataset:
+    """Several arrays of one sample as a lazy ``xarray.Dataset``.
+
+    Parameters
+    ----------
+    store : zarr.Group, path or URL
+    sample : str
+    names : sequence of str, optional
+        The arrays; default every array of the sample whose purpose is
+        "volume" (recon, phases, particles …).
+    allow_incomplete : bool
+        As for :func:`open_volume`.
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per array (each as from :func:`open_volume`), shared
+        coordinates in µm; attributes ``sample`` and the sample's attributes.
+
+    Raises
+    ------
+    ValueError
+        If the arrays differ in shape, dims or voxel size (listing each), or
+        there are none. The errors of :func:`open_volume`.
+    """
+    group = _as_group(store, "r")
+    if names is None:
+        names = [
+            name
+            for name in list_arrays(group, sample)
+            if get_array(group, sample, name).attrs.get("purpose", "volume") == "volume"
+        ]
+    if not names:
+        raise ValueError(
+            f"sample {sample!r} has no volume arrays to put in a dataset; arrays there: "
+            f"{', '.join(list_arrays(group, sample)) or 'none'}"
+        )
+    arrays = [_to_data_array(group, sample, name, allow_incomplete) for name in names]
+    layouts = {(a.dims, a.shape, a.attrs["voxel_size_um"]) for a in arrays}
+    if len(layouts) > 1:
+        found = "; ".join(
+            f"{a.name}: dims {a.dims}, shape {a.shape}, voxel {a.attrs['voxel_size_um']} µm"
+            for a in arrays
+        )
+        raise ValueError(
+            f"sample {sample!r}: arrays in one dataset must share dims, shape and voxel size; "
+            f"found {found}; pass names= with arrays that match"
+        )
+    return xr.Dataset(
+        {str(a.name): a for a in arrays},
+        attrs={"sample": sample, **sample_attrs(group, sample)},
+    )
