@@ -16,7 +16,7 @@ import pandas as pd
 
 from debond.model import PARAMETER_NAMES, FitResult, Material, Parameters, sensitivity
 from debond.model.figures import plot_bootstrap, plot_gap_vs_radius, plot_sensitivity, save_figure
-from debond.storage.tables import write_table
+from debond.storage.tables import BOOTSTRAP_SCHEMA, write_table
 
 LABELS = {
     "alpha0": ("α0", ""),
@@ -73,7 +73,7 @@ def write_fit(
         document["truth"] = {n: float(getattr(truth, n)) for n in PARAMETER_NAMES}
     written = {
         "fit": write_json(document, tables / "fit.json"),
-        "bootstrap": write_table(result.samples, tables / "bootstrap.parquet"),
+        "bootstrap": write_table(result.samples, tables / "bootstrap.parquet", BOOTSTRAP_SCHEMA),
     }
     best = median_parameters(result)
     radii = particles["radius_um"].to_numpy()

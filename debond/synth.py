@@ -43,7 +43,7 @@ from debond.model import PAPER_PARAMETERS, Material, Parameters, capacity_retent
 from debond.model.disconnection import disconnection_probability
 from debond.model.synthetic import RADIUS_LOG_SD, RADIUS_MEDIAN_UM, simulate_cycling
 from debond.storage import create_volume, mark_complete, open_store, set_sample_attrs
-from debond.storage.tables import write_table
+from debond.storage.tables import SECTIONS_SCHEMA, TRUTH_SCHEMA, write_table
 
 PORE, GRAPHITE, CBD, SILICON, SEI = 0, 1, 2, 3, 4
 PHASE_NAMES = {PORE: "pore", GRAPHITE: "graphite", CBD: "cbd", SILICON: "silicon", SEI: "sei"}
@@ -636,8 +636,12 @@ def write_campaign(
     (out / "echem").mkdir(exist_ok=True)
     cycling.to_csv(out / "echem" / "cycling.csv", index=False)
 
-    write_table(pd.concat(particles, ignore_index=True), truth_dir / "particles.parquet")
-    write_table(pd.concat(sections, ignore_index=True), truth_dir / "sections.parquet")
+    write_table(
+        pd.concat(particles, ignore_index=True), truth_dir / "particles.parquet", TRUTH_SCHEMA
+    )
+    write_table(
+        pd.concat(sections, ignore_index=True), truth_dir / "sections.parquet", SECTIONS_SCHEMA
+    )
     (truth_dir / "parameters.json").write_text(
         json.dumps(
             {

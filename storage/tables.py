@@ -39,6 +39,52 @@ PARTICLES_SCHEMA = pa.schema(
 #: Columns a particle table must have to be fitted.
 PARTICLES_REQUIRED = ("cycles", "radius_um", "gap_mean_um")
 
+#: truth/particles.parquet of a synthetic campaign: the drawn silicon particles.
+TRUTH_SCHEMA = pa.schema(
+    [
+        pa.field("sample", pa.string()),
+        pa.field("cycles", pa.int64()),
+        pa.field("particle", pa.int64()),
+        pa.field("radius_um", pa.float64()),
+        pa.field("gap_um", pa.float64()),
+        pa.field("sei_um", pa.float64()),
+        pa.field("last_cycle", pa.int64()),  # K: disconnected after it (or the sample's cycles)
+        pa.field("centroid_z_um", pa.float64()),
+        pa.field("centroid_y_um", pa.float64()),
+        pa.field("centroid_x_um", pa.float64()),
+        pa.field("touches_border", pa.bool_()),
+    ]
+)
+
+#: truth/sections.parquet: silicon particles cut by synthetic SEM sections.
+SECTIONS_SCHEMA = pa.schema(
+    [
+        pa.field("sample", pa.string()),
+        pa.field("cycles", pa.int64()),
+        pa.field("image", pa.string()),
+        pa.field("particle", pa.int64()),
+        pa.field("radius_um", pa.float64()),
+        pa.field("gap_um", pa.float64()),
+        pa.field("section_radius_um", pa.float64()),
+        pa.field("section_gap_um", pa.float64()),
+        pa.field("centroid_y_um", pa.float64()),
+        pa.field("centroid_x_um", pa.float64()),
+    ]
+)
+
+#: tables/bootstrap.parquet: one row per bootstrap replicate of a fit.
+BOOTSTRAP_SCHEMA = pa.schema(
+    [
+        pa.field("replicate", pa.int64()),
+        pa.field("alpha0", pa.float64()),
+        pa.field("kappa0", pa.float64()),  # µm
+        pa.field("delta0", pa.float64()),  # µm
+        pa.field("zeta0", pa.float64()),  # 1/µm
+        pa.field("cost", pa.float64()),
+        pa.field("converged", pa.bool_()),
+    ]
+)
+
 MODALITIES = ("3d", "2d")
 
 
@@ -154,6 +200,49 @@ def write_table(
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_table(path: str | os.PathLike[str], schema: pa.Schema) -> pd.DataFrame:
+    """Read a Parquet table and check it against its schema.
+
+    Every column of ``schema`` must be present with a type that casts safely
+    to the schema's (an int column where floats are expected is fine, a
+    string where numbers are expected is not); extra columns are kept.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    TableError
+        Naming the file and the column: unreadable file, missing column,
+        wrong type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"table {path} does not exist")
+    try:
+        arrow = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise TableError(f"{path}: not a readable Parquet file ({error})") from error
+    for field in schema:
+        if field.name not in arrow.column_names:
+            raise TableError(
+                f"{path}: missing column {field.name!r} ({field.type}); "
+                f"has {', '.join(arrow.column_names)}"
+            )
+        found = arrow.schema.field(field.name).type
+        if found != field.type:
+            try:
+                arrow = arrow.set_column(
+                    arrow.column_names.index(field.name),
+                    field.name,
+                    arrow[field.name].cast(field.type, safe=True),
+                )
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+                raise TableError(
+                    f"{path}: column {field.name!r} has type {found}; expected {field.type}"
+                ) from error
+    return arrow.to_pandas()
 
 
 def read_particles(path: str | os.PathLike[str]) -> pd.DataFrame:

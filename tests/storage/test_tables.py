@@ -52,3 +52,28 @@ def test_reading_names_the_file(tmp_path) -> None:  # type: ignore[no-untyped-de
         read_particles(garbage)
     with pytest.raises(FileNotFoundError, match="missing.parquet"):
         read_particles(tmp_path / "missing.parquet")
+
+
+def test_read_table_checks_columns_and_types_against_the_schema(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from debond.storage.tables import BOOTSTRAP_SCHEMA, read_table
+
+    good = pd.DataFrame(
+        {
+            "replicate": [0, 1],
+            "alpha0": [0.8, 0.9],
+            "kappa0": [0.0, 0.01],
+            "delta0": [0.1, 0.12],
+            "zeta0": [1, 2],
+            "cost": [3.0, 4.0],
+            "converged": [True, False],
+        }
+    )  # zeta0 as integers: casts safely to float64
+    path = write_table(good, tmp_path / "bootstrap.parquet")
+    back = read_table(path, BOOTSTRAP_SCHEMA)
+    assert back["zeta0"].dtype == "float64"
+    write_table(good.drop(columns="cost"), tmp_path / "missing.parquet")
+    with pytest.raises(TableError, match=r"missing.parquet.*missing column 'cost'"):
+        read_table(tmp_path / "missing.parquet", BOOTSTRAP_SCHEMA)
+    write_table(good.assign(alpha0=["a", "b"]), tmp_path / "typed.parquet")
+    with pytest.raises(TableError, match=r"typed.parquet.*'alpha0'.*string.*double"):
+        read_table(tmp_path / "typed.parquet", BOOTSTRAP_SCHEMA)
