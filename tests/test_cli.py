@@ -117,3 +117,19 @@ def test_installed_script_runs_the_default_demo(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "2000 bootstrap replicates" in done.stdout
+
+
+def test_synth_writes_a_campaign_and_rejects_unknown_presets(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["synth", str(tmp_path / "s"), "--preset", "small", "--seed", "2"])
+    assert result.exit_code == 0, result.output
+    for name in (
+        "campaign.toml",
+        "raw/c10.h5",
+        "sem/c03_0.tif",
+        "echem/cycling.csv",
+        "truth/particles.parquet",
+        "truth/parameters.json",
+    ):
+        assert (tmp_path / "s" / name).is_file(), name
+    result = runner.invoke(app, ["synth", str(tmp_path / "t"), "--preset", "huge"])
+    assert result.exit_code == 2 and "small, demo, large" in result.output
