@@ -39,6 +39,7 @@ import zarr
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from debond.campaign import write_campaign_file
 from debond.model import PAPER_PARAMETERS, Material, Parameters, capacity_retention, gaps
 from debond.model.disconnection import disconnection_probability
 from debond.model.synthetic import RADIUS_LOG_SD, RADIUS_MEDIAN_UM, simulate_cycling
@@ -663,36 +664,27 @@ def write_campaign(
         + "\n"
     )
     campaign = out / "campaign.toml"
-    campaign.write_text(_campaign_toml(out.name or "synthetic", samples, chosen))
+    write_campaign_file(_campaign_document(out.name or "synthetic", samples, chosen), campaign)
     return SynthResult(out, campaign, samples)
 
 
-def _campaign_toml(name: str, samples: list[str], preset: Preset) -> str:
-    lines = [
-        "[campaign]",
-        f'name = "{name}"',
-        'store = "store.zarr"',
-        "",
-        "[material]",
-        "volumetric_expansion = 2.8",
-        "half_cycle_hours = 20.0",
-        "",
-    ]
-    for sample in samples:
-        lines += [
-            "[[sample]]",
-            f'id = "{sample}"',
-            f"cycles = {int(sample[1:])}",
-            f'txm = "raw/{sample}.h5"',
-            f"voxel_size_um = {preset.voxel_size_um}",
-            f'sem = ["sem/{sample}_*.tif"]',
-            f"sem_pixel_size_um = {preset.sem_pixel_size_um}",
-            "",
-        ]
-    lines += [
-        "[electrochemistry]",
-        'cycling = "echem/cycling.csv"',
-        f"electrode_mass_mg = {ELECTRODE_MASS_MG}",
-        "",
-    ]
-    return "\n".join(lines)
+def _campaign_document(name: str, samples: list[str], preset: Preset) -> dict[str, object]:
+    return {
+        "campaign": {"name": name, "store": "store.zarr"},
+        "material": {"volumetric_expansion": 2.8, "half_cycle_hours": 20.0},
+        "sample": [
+            {
+                "id": sample,
+                "cycles": int(sample[1:]),
+                "txm": f"raw/{sample}.h5",
+                "voxel_size_um": preset.voxel_size_um,
+                "sem": [f"sem/{sample}_*.tif"],
+                "sem_pixel_size_um": preset.sem_pixel_size_um,
+            }
+            for sample in samples
+        ],
+        "electrochemistry": {
+            "cycling": "echem/cycling.csv",
+            "electrode_mass_mg": ELECTRODE_MASS_MG,
+        },
+    }

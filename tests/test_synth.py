@@ -202,3 +202,15 @@ def test_a_seed_writes_the_same_campaign(tmp_path: Path, small: Path) -> None:
     other = tmp_path / "other"
     write_campaign(other, "small", seed=8)
     assert _digest(other) != _digest(small)
+
+
+def test_the_campaign_file_validates_and_finds_every_file(small: Path) -> None:
+    from debond.campaign import load_campaign
+
+    campaign = load_campaign(small / "campaign.toml")
+    assert [s.cycles for s in campaign.samples] == [0, 1, 3, 10]
+    for sample in campaign.samples:
+        assert sample.txm is not None and sample.txm.is_file()
+        assert sample.voxel_size_um == PRESETS["small"].voxel_size_um
+        assert len(sample.sem) == PRESETS["small"].sem_images
+    assert campaign.cycling is not None and campaign.cycling.is_file()
