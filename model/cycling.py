@@ -94,16 +94,41 @@ def read_cycling(path: str | os.PathLike[str]) -> pd.DataFrame:
     return check_cycling(table, source=str(path))
 
 
-def check_cycling(table: pd.DataFrame, source: str = "cycling data") -> pd.DataFrame:
-    """Validate a cycling table; see :func:`read_cycling`."""
-    for column in CYCLING_COLUMNS:
-        if column not in table.columns:
+def check_cycle_series(
+    table: pd.DataFrame, column: str, source: str, unit: str = ""
+) -> pd.DataFrame:
+    """Validate a per-cycle series: ``cycle`` (integers from 1, increasing) and ``column``.
+
+    Parameters
+    ----------
+    table : DataFrame
+    column : str
+        The value column; its values must be finite and ≥ 0.
+    source : str
+        Where the table came from (a file name), used in error messages.
+    unit : str
+        Unit of the values, for messages.
+
+    Returns
+    -------
+    DataFrame
+        ``cycle`` (int64) and ``column`` (float64), other columns dropped.
+
+    Raises
+    ------
+    ValueError
+        Naming the source, the column and the offending value: missing
+        columns, no rows, cycles that are not integers, do not start at 1 or do
+        not increase, negative or non-finite values.
+    """
+    for name in ("cycle", column):
+        if name not in table.columns:
             raise ValueError(
-                f"{source}: missing column {column!r}; expected columns "
-                f"{', '.join(CYCLING_COLUMNS)} (have {', '.join(map(str, table.columns))})"
+                f"{source}: missing column {name!r}; expected columns cycle, {column} "
+                f"(have {', '.join(map(str, table.columns))})"
             )
     if len(table) == 0:
-        raise ValueError(f"{source}: no rows")
+        raise ValueError(f"{source}: the series is empty; no rows")
     cycle = pd.to_numeric(table["cycle"], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(cycle) | (cycle != np.round(cycle))
     if bad.any():
@@ -111,18 +136,26 @@ def check_cycling(table: pd.DataFrame, source: str = "cycling data") -> pd.DataF
             f"{source}: column 'cycle' must hold integers; got {table['cycle'][bad].iloc[0]!r}"
         )
     if cycle[0] != 1:
-        raise ValueError(f"{source}: column 'cycle' must start at 1; got {int(cycle[0])}")
+        raise ValueError(
+            f"{source}: column 'cycle' must start at cycle 1 (values are relative to cycle 1); "
+            f"got {int(cycle[0])}"
+        )
     if (np.diff(cycle) <= 0).any():
         row = int(np.flatnonzero(np.diff(cycle) <= 0)[0]) + 1
         raise ValueError(f"{source}: column 'cycle' must increase; row {row} has {int(cycle[row])}")
-    charge = pd.to_numeric(table["charge_capacity_mAh"], errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(charge) | (charge < 0)
+    values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | (values < 0)
     if bad.any():
         raise ValueError(
-            f"{source}: column 'charge_capacity_mAh' must be finite and >= 0 mAh; "
-            f"got {table['charge_capacity_mAh'][bad].iloc[0]!r}"
+            f"{source}: column {column!r} must be finite and >= 0{' ' + unit if unit else ''}; "
+            f"got {table[column][bad].iloc[0]!r}"
         )
-    return pd.DataFrame({"cycle": cycle.astype(np.int64), "charge_capacity_mAh": charge})
+    return pd.DataFrame({"cycle": cycle.astype(np.int64), column: values})
+
+
+def check_cycling(table: pd.DataFrame, source: str = "cycling data") -> pd.DataFrame:
+    """Validate a cycling table; see :func:`read_cycling`."""
+    return check_cycle_series(table, "charge_capacity_mAh", source, "mAh")
 
 
 def silicon_retention(

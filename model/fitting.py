@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from debond.model.cycling import check_cycle_series
 from debond.model.disconnection import imaged_statistics
 from debond.model.parameters import (
     PARAMETER_NAMES,
@@ -137,40 +138,10 @@ class FitResult:
 def check_capacity(capacity: pd.DataFrame, source: str = "capacity") -> pd.DataFrame:
     """Validate a capacity-retention series: ``cycle`` (1, 2, …) and ``retention``.
 
-    Raises
-    ------
-    ValueError
-        Naming the column and the offending value: missing columns, an empty
-        series, cycles that do not start at 1 or do not increase, non-finite or
-        negative retention.
+    See :func:`debond.model.cycling.check_cycle_series` for the errors raised.
     """
-    for column in ("cycle", "retention"):
-        if column not in capacity.columns:
-            raise ValueError(f"{source}: missing column {column!r} (have {list(capacity.columns)})")
-    if len(capacity) == 0:
-        raise ValueError(f"{source}: the series is empty")
-    cycle = pd.to_numeric(capacity["cycle"], errors="coerce").to_numpy(dtype=float)
-    if not np.isfinite(cycle).all() or (cycle != np.round(cycle)).any():
-        raise ValueError(
-            f"{source}: column 'cycle' must hold integers; got {capacity['cycle'].tolist()[:5]}"
-        )
-    if cycle[0] != 1:
-        raise ValueError(
-            f"{source}: column 'cycle' must start at cycle 1 (retention is relative to "
-            f"cycle 1); got first cycle {capacity['cycle'].iloc[0]!r}"
-        )
-    if (np.diff(cycle) <= 0).any():
-        raise ValueError(
-            f"{source}: column 'cycle' must increase; got {capacity['cycle'].tolist()[:10]}"
-        )
-    retention = pd.to_numeric(capacity["retention"], errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(retention) | (retention < 0)
-    if bad.any():
-        raise ValueError(
-            f"{source}: column 'retention' must be finite and >= 0; "
-            f"got {capacity['retention'][bad].iloc[0]!r}"
-        )
-    return pd.DataFrame({"cycle": cycle.astype(np.int64), "retention": retention})
+    series: pd.DataFrame = check_cycle_series(capacity, "retention", source)
+    return series
 
 
 @dataclass(frozen=True)
