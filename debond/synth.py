@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -351,10 +351,16 @@ def pillar_mask(micro: Microstructure, shape_yx: tuple[int, int], voxel: float) 
     return np.asarray(y[:, None] ** 2 + x[None, :] ** 2 <= micro.pillar_radius_um**2)
 
 
-def attenuation(phases: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Attenuation in 1/µm of phase codes; 0 (air) outside the pillar mask."""
-    table = np.zeros(max(ATTENUATION_PER_UM) + 1, dtype=np.float32)
-    for code, value in ATTENUATION_PER_UM.items():
+def attenuation(
+    phases: np.ndarray, mask: np.ndarray, per_um: Mapping[int, float] | None = None
+) -> np.ndarray:
+    """Attenuation in 1/µm of phase codes; 0 (air) outside the pillar mask.
+
+    ``per_um`` maps phase codes to attenuation (default :data:`ATTENUATION_PER_UM`).
+    """
+    values = {**ATTENUATION_PER_UM, **(per_um or {})}
+    table = np.zeros(max(values) + 1, dtype=np.float32)
+    for code, value in values.items():
         table[code] = value
     return np.where(mask, table[phases], np.float32(0.0))
 
@@ -400,6 +406,7 @@ def write_txm(
     rng: np.random.Generator,
     truth: zarr.Array | None = None,
     progress: Callable[[str], None] | None = None,
+    attenuation_per_um: Mapping[int, float] | None = None,
 ) -> dict[str, float]:
     """Render, project and write one sample as Data Exchange HDF5, slab by slab.
 
@@ -442,7 +449,8 @@ def write_txm(
             phases = render_phases(micro, z0, z1, (n_y, n_x), voxel)
             if truth is not None:
                 truth[z0:z1] = phases
-            line = project(attenuation(phases, mask) * np.float32(voxel), geometry)
+            mu = attenuation(phases, mask, attenuation_per_um)
+            line = project(mu * np.float32(voxel), geometry)
             counts = rng.poisson(flat_mean[None, z0:z1, :] * np.exp(-line)).astype(np.float32)
             data[:, z0:z1, :] = counts + rng.poisson(preset.dark_counts, counts.shape)
             if progress is not None:
@@ -540,6 +548,7 @@ def write_campaign(
     parameters: Parameters = PAPER_PARAMETERS,
     material: Material | None = None,
     size: int | None = None,
+    attenuation_per_um: Mapping[int, float] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SynthResult:
     """Write a synthetic campaign with known ground truth into ``directory``.
@@ -558,6 +567,9 @@ def write_campaign(
         The true model.
     size : int, optional
         Edge of a cubic volume in voxels (for the ``large`` preset: 512³ and up).
+    attenuation_per_um : mapping, optional
+        Phase code → X-ray attenuation in 1/µm, overriding
+        :data:`ATTENUATION_PER_UM` (recorded in ``truth/parameters.json``).
     progress : callable, optional
         Receives progress lines.
 
@@ -595,7 +607,9 @@ def write_campaign(
             overwrite=True,
         )
         set_sample_attrs(truth_store, sample, {"cycles": cycles})
-        facts = write_txm(out / "raw" / f"{sample}.h5", micro, chosen, rng, truth, progress)
+        facts = write_txm(
+            out / "raw" / f"{sample}.h5", micro, chosen, rng, truth, progress, attenuation_per_um
+        )
         mark_complete(truth)
         rotation[sample] = facts["rotation_centre_px"]
         axis = np.array(micro.pillar_axis_yx)
@@ -655,7 +669,10 @@ def write_campaign(
                 "electrode_mass_mg": ELECTRODE_MASS_MG,
                 "voxel_size_um": voxel,
                 "rotation_centre_px": rotation,
-                "attenuation_per_um": {PHASE_NAMES[k]: v for k, v in ATTENUATION_PER_UM.items()},
+                "attenuation_per_um": {
+                    PHASE_NAMES[k]: v
+                    for k, v in {**ATTENUATION_PER_UM, **(attenuation_per_um or {})}.items()
+                },
                 "sem_intensity": {PHASE_NAMES[k]: v for k, v in SEM_INTENSITY.items()},
                 "seed": seed,
             },

@@ -214,3 +214,14 @@ def test_the_campaign_file_validates_and_finds_every_file(small: Path) -> None:
         assert sample.voxel_size_um == PRESETS["small"].voxel_size_um
         assert len(sample.sem) == PRESETS["small"].sem_images
     assert campaign.cycling is not None and campaign.cycling.is_file()
+
+
+def test_attenuation_is_configurable_and_recorded(tmp_path: Path) -> None:
+    """Raising the CBD attenuation darkens projections through a CBD-bearing sample."""
+    base, brighter = tmp_path / "base", tmp_path / "cbd"
+    write_campaign(base, "small", seed=5)
+    write_campaign(brighter, "small", seed=5, attenuation_per_um={CBD: 0.9})
+    recorded = json.loads((brighter / "truth" / "parameters.json").read_text())
+    assert recorded["attenuation_per_um"]["cbd"] == 0.9
+    with h5py.File(base / "raw" / "c01.h5") as a, h5py.File(brighter / "raw" / "c01.h5") as b:
+        assert b["exchange/data"][:].mean() < a["exchange/data"][:].mean()
