@@ -21,7 +21,7 @@ replicate axis, in chunks that bound memory.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ from debond.model.parameters import (
     Material,
     Parameters,
 )
-from debond.model.solver import least_squares_batched
+from debond.model.solver import Residuals, least_squares_batched
 from debond.storage.tables import check_particles
 
 #: Box bounds of α0, κ0 (µm), δ0 (µm), ζ0 (1/µm).
@@ -102,7 +102,6 @@ class FitResult:
     material: Material
     n_bootstrap: int
     seed: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The ``fit.json`` document of DESIGN.md (value = median, lower/upper = 16th/84th)."""
@@ -131,7 +130,6 @@ class FitResult:
                 "volumetric_expansion": self.material.volumetric_expansion,
                 "half_cycle_hours": self.material.half_cycle_hours,
             },
-            **self.extra,
         }
 
 
@@ -287,7 +285,7 @@ class _Replicates:
     retention_scale: float  # σ_C
 
 
-def _residual_function(data: _Data, reps: _Replicates, material: Material):  # type: ignore[no-untyped-def]
+def _residual_function(data: _Data, reps: _Replicates, material: Material) -> Residuals:
     def residuals(theta: FloatArray, rows: NDArray[np.intp]) -> FloatArray:
         gaps, retention = _predict(data, theta, material, reps.population[rows])
         gap_part = (data.gap[None, :] - gaps) * reps.weight_sqrt[rows]
