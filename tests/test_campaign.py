@@ -1,12 +1,27 @@
-"""Campaign files: validation, path resolution, errors that name the key."""
+"""Campaign files: validation, path resolution, errors that name the key, writing."""
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from debond.campaign import CampaignError, campaign_toml, load_campaign, write_campaign_file
+from debond.campaign import (
+    REQUIRED,
+    STAGES,
+    CampaignError,
+    CampaignFile,
+    campaign_toml,
+    dump_campaign,
+    load_campaign,
+    parameter_table,
+    write_campaign_file,
+)
+from debond.model import Material
 
 VALID = """
 [campaign]
@@ -27,6 +42,7 @@ cycles = 3
 phases = "seg/c03.tif"
 phase_codes = {pore = 0, silicon = 85, cbd = 170}
 voxel_size_um = 0.0299
+rotation_centre_px = 1023.5
 [electrochemistry]
 cycling = "echem/cycling.csv"
 electrode_mass_mg = 2.0
@@ -34,35 +50,98 @@ electrode_mass_mg = 2.0
 algorithm = "fbp"
 """
 
+RAW_FILES = ("raw/c00.h5", "sem/c00_1.tif", "sem/c00_0.tif", "seg/c03.tif", "echem/cycling.csv")
+
 
 def _folder(tmp_path: Path, text: str = VALID) -> Path:
-    for name in (
-        "raw/c00.h5",
-        "sem/c00_0.tif",
-        "sem/c00_1.tif",
-        "seg/c03.tif",
-        "echem/cycling.csv",
-    ):
+    for name in RAW_FILES:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     path = tmp_path / "campaign.toml"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
+
+
+def _error(path: Path, **kwargs: bool) -> str:
+    with pytest.raises(CampaignError) as error:
+        load_campaign(path, **kwargs)
+    text = str(error.value)
+    assert str(path) in text, "every error names the campaign file"
+    return text
+
+
+# --------------------------------------------------------------------------- valid files
 
 
 def test_a_valid_file_loads_with_defaults_and_resolved_paths(tmp_path: Path) -> None:
     campaign = load_campaign(_folder(tmp_path))
-    assert [s.id for s in campaign.samples] == ["c00", "c03"]
-    c00 = campaign.sample("c00")
-    assert c00.txm == (tmp_path / "raw" / "c00.h5").resolve()
-    assert [p.name for p in c00.sem] == ["c00_0.tif", "c00_1.tif"]
-    assert campaign.store_location == str((tmp_path / "si-graphite.zarr").resolve())
-    assert campaign.tables_dir == tmp_path.resolve() / "tables"
-    assert campaign.material.half_cycle_hours == 20.0
-    recon = campaign.stage_parameters("recon")
-    assert recon["algorithm"] == "fbp" and recon["iterations"] == 1000
-    assert campaign.stage_parameters("prep")["median_size"] == 7
+    assert campaign.name == "si-graphite"
+    assert isinstance(campaign.samples, list)
+    assert [(s.id, s.index, s.cycles) for s in campaign.samples] == [("c00", 0, 0), ("c03", 1, 3)]
+    c00, c03 = campaign.samples
+    assert c00.txm == tmp_path / "raw" / "c00.h5" and c00.phases is None
+    assert c00.sem == (tmp_path / "sem" / "c00_0.tif", tmp_path / "sem" / "c00_1.tif")
+    assert c00.sem_patterns == ("sem/c00_*.tif",) and c00.sem_pixel_size_um == 0.021
+    assert c00.rotation_centre_px is None and c00.first_stage == "ingest"
+    assert c03.phases == tmp_path / "seg" / "c03.tif" and c03.txm is None
+    assert c03.phase_codes == {"pore": 0, "silicon": 85, "cbd": 170}
+    assert c03.rotation_centre_px == 1023.5 and c03.first_stage == "label"
+    assert campaign.sample("c03") is c03
+    assert campaign.store_location == str(tmp_path / "si-graphite.zarr")
+    assert campaign.tables_dir == tmp_path / "tables"
+    assert campaign.cycling == tmp_path / "echem" / "cycling.csv"
+    assert campaign.electrode_mass_mg == 2.0
+    assert campaign.material == Material(volumetric_expansion=2.8, half_cycle_hours=20.0)
     assert campaign.recipe.graphite_fraction == 0.70
+
+
+def test_stage_parameters_are_plain_dicts_with_every_default(tmp_path: Path) -> None:
+    campaign = load_campaign(_folder(tmp_path))
+    recon = campaign.stage_parameters("recon")
+    assert recon == campaign.stage_parameters("reconstruction")
+    assert recon["algorithm"] == "fbp" and recon["iterations"] == 1000
+    assert recon["nonnegative"] is True
+    assert campaign.stage_parameters("prep")["median_size"] == 7
+    assert campaign.stage_parameters("prep")["ring_removal"] is False
+    assert campaign.stage_parameters("measure")["n_rays"] == 256
+    assert campaign.stage_parameters("fit") == {
+        "bootstrap": 2000,
+        "seed": 0,
+        "sigma_gap_um": None,
+        "sigma_retention": None,
+    }
+    for stage in STAGES:
+        assert isinstance(campaign.stage_parameters(stage), dict)
+    campaign.stage_parameters("measure")["n_rays"] = 1  # a copy: the campaign is unchanged
+    assert campaign.stage_parameters("measure")["n_rays"] == 256
+    with pytest.raises(ValueError, match="unknown stage 'reconstruct'.*recon"):
+        campaign.stage_parameters("reconstruct")
+
+
+def test_every_parameter_is_declared_with_type_default_and_help() -> None:
+    rows = {(p.section, p.key): p for p in parameter_table()}
+    assert all(p.help for p in rows.values())
+    assert rows["reconstruction", "iterations"].default == 1000
+    assert rows["reconstruction", "algorithm"].type == "'fbp' | 'sirt' | 'cgls'"
+    assert rows["sample", "voxel_size_um"].default is REQUIRED
+    assert rows["sample", "voxel_size_um"].unit == "µm"
+    assert rows["material", "half_cycle_hours"].unit == "h"
+    assert rows["segmentation", "thresholds"].type == "list of float or none"
+    sections = {p.section for p in rows.values()}
+    assert sections == {
+        "campaign",
+        "material",
+        "sample",
+        "electrochemistry",
+        "ingest",
+        "prep",
+        "reconstruction",
+        "segmentation",
+        "labelling",
+        "measure",
+        "sem",
+        "fit",
+    }
 
 
 def test_a_url_store_is_kept_as_given(tmp_path: Path) -> None:
@@ -70,57 +149,342 @@ def test_a_url_store_is_kept_as_given(tmp_path: Path) -> None:
     assert load_campaign(_folder(tmp_path, text)).store_location == "s3://bucket/si.zarr"
 
 
-def test_missing_files_are_all_reported_with_their_sample(tmp_path: Path) -> None:
+def test_an_absolute_store_and_parent_paths(tmp_path: Path) -> None:
+    store = tmp_path / "elsewhere" / "x.zarr"
+    text = VALID.replace('"si-graphite.zarr"', f'"{store.as_posix()}"')
+    text = text.replace('txm = "raw/c00.h5"', 'txm = "../shared/c00.h5"')
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "c00.h5").write_bytes(b"x")
+    (tmp_path / "campaigns").mkdir()
+    path = _folder(tmp_path, text).rename(tmp_path / "campaigns" / "c.toml")
+    for name in ("sem", "seg", "echem"):
+        (tmp_path / name).rename(tmp_path / "campaigns" / name)
+    campaign = load_campaign(path)
+    assert campaign.store_location == str(store)
+    assert campaign.samples[0].txm == tmp_path / "shared" / "c00.h5"
+
+
+def test_sem_globs_expand_sorted_without_repeats(tmp_path: Path) -> None:
+    text = VALID.replace(
+        'sem = ["sem/c00_*.tif"]', 'sem = ["sem/c00_1.tif", "sem/c00_*.tif", "sem/**/*.tiff"]'
+    )
+    path = _folder(tmp_path, text)
+    (tmp_path / "sem" / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "sem" / "deep" / "er" / "b.tiff").write_bytes(b"x")
+    (tmp_path / "sem" / "deep" / "a.tiff").write_bytes(b"x")
+    (tmp_path / "sem" / "c00_9.tif").mkdir()  # a folder is not an image
+    names = [p.relative_to(tmp_path).as_posix() for p in load_campaign(path).samples[0].sem]
+    assert names == [
+        "sem/c00_1.tif",
+        "sem/c00_0.tif",
+        "sem/deep/a.tiff",
+        "sem/deep/er/b.tiff",
+    ]
+
+
+def test_a_tiff_stack_folder_is_a_valid_txm(tmp_path: Path) -> None:
+    path = _folder(tmp_path, VALID.replace('"raw/c00.h5"', '"raw/c00"'))
+    (tmp_path / "raw" / "c00").mkdir()
+    (tmp_path / "raw" / "c00" / "flat_0.tif").write_bytes(b"x")
+    with pytest.raises(
+        CampaignError,
+        match=r"sample\[0\] \('c00'\)\.txm: folder .* no file matching 'proj_\*\.tif' "
+        r"\(ingest\.tiff_projections\)",
+    ):
+        load_campaign(path)
+    (tmp_path / "raw" / "c00" / "proj_0000.tif").write_bytes(b"x")
+    assert load_campaign(path).samples[0].txm == tmp_path / "raw" / "c00"
+
+
+# --------------------------------------------------------------------------- missing files
+
+
+def test_a_missing_raw_file_names_the_sample_and_the_file(tmp_path: Path) -> None:
+    path = _folder(tmp_path)
+    (tmp_path / "raw" / "c00.h5").unlink()
+    text = _error(path)
+    assert "1 missing input file" in text
+    assert f"sample[0] ('c00').txm: {tmp_path / 'raw' / 'c00.h5'} does not exist" in text
+
+
+def test_all_missing_files_are_reported_at_once(tmp_path: Path) -> None:
     path = _folder(tmp_path)
     (tmp_path / "raw" / "c00.h5").unlink()
     (tmp_path / "seg" / "c03.tif").unlink()
+    (tmp_path / "echem" / "cycling.csv").unlink()
     for sem in (tmp_path / "sem").iterdir():
         sem.unlink()
-    with pytest.raises(CampaignError) as error:
-        load_campaign(path)
-    text = str(error.value)
-    assert "sample[0] (c00).txm" in text and "c00.h5" in text
-    assert "sample[1] (c03).phases" in text
-    assert "sem/c00_*.tif" in text
-    assert load_campaign(path, check_files=False).sample("c03").phases is not None
-
-
-@pytest.mark.parametrize(
-    ("change", "match"),
-    [
-        (("cycles = 3", 'cycles = "three"'), r"sample\[1\]\.cycles: .*integer.*'three'"),
-        (
-            ('algorithm = "fbp"', 'algorithm = "art"'),
-            r"reconstruction\.algorithm: .*'fbp'.*'sirt'.*'cgls'.*'art'",
-        ),
-        (('algorithm = "fbp"', "iteration = 10"), r"reconstruction\.iteration: unknown key"),
-        (
-            ("voxel_size_um = 0.0299\nsem", "voxel_size_um = -1.0\nsem"),
-            r"sample\[0\]\.voxel_size_um: .*greater than 0.*-1",
-        ),
-        (('id = "c03"', 'id = "c00"'), r"duplicate sample id 'c00' in sample\[0\] and sample\[1\]"),
-        (
-            ('phases = "seg/c03.tif"', 'txm = "raw/c00.h5"\nphases = "seg/c03.tif"'),
-            r"sample\[1\]: give exactly one of 'txm'",
-        ),
-        (("electrode_mass_mg = 2.0", ""), r"electrochemistry: 'cycling' needs 'electrode_mass_mg'"),
-        (('name = "si-graphite"', 'name = "si-graphite'), r"not valid TOML.*line 3"),
-    ],
-)
-def test_errors_name_the_file_the_key_and_the_value(tmp_path: Path, change, match) -> None:  # type: ignore[no-untyped-def]
-    path = _folder(tmp_path, VALID.replace(*change))
-    with pytest.raises(CampaignError, match=match) as error:
-        load_campaign(path)
-    assert str(path) in str(error.value)
+    text = _error(path)
+    assert "4 missing input file(s)" in text
+    assert "sample[0] ('c00').txm:" in text
+    assert "sample[1] ('c03').phases:" in text and "c03.tif" in text
+    assert "sample[0] ('c00').sem[0]: no file matches 'sem/c00_*.tif'" in text
+    assert "electrochemistry.cycling:" in text and "cycling.csv" in text
+    # without the check the file loads, and the check can be asked for later
+    campaign = load_campaign(path, check_files=False)
+    assert campaign.samples[0].sem == ()
+    assert len(campaign.missing_inputs()) == 4
+    with pytest.raises(CampaignError, match="4 missing input file"):
+        campaign.check_inputs()
 
 
 def test_a_missing_campaign_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(CampaignError, match="nowhere.toml"):
+    with pytest.raises(CampaignError, match=r"campaign file .*nowhere\.toml does not exist"):
         load_campaign(tmp_path / "nowhere.toml")
+    with pytest.raises(CampaignError, match="is not a file"):
+        load_campaign(tmp_path)
 
 
-def test_written_files_load_back_identically(tmp_path: Path) -> None:
+# --------------------------------------------------------------------------- invalid files
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(
+            "cycles = 3",
+            'cycles = "three"',
+            r"  sample\[1\]\.cycles: found 'three' \(string\), expected a valid integer "
+            r"\(sample 'c03'\)",
+            id="wrong-type",
+        ),
+        pytest.param(
+            "cycles = 3",
+            "cycles = 3.0",
+            r"sample\[1\]\.cycles: found 3\.0 \(float\), expected a valid integer",
+            id="float-for-int",
+        ),
+        pytest.param(
+            "volumetric_expansion = 2.8",
+            'volumetric_expansion = "2.8"',
+            r"material\.volumetric_expansion: found '2\.8' \(string\), expected a valid number",
+            id="string-for-float",
+        ),
+        pytest.param(
+            'algorithm = "fbp"',
+            'algorithm = "art"',
+            r"reconstruction\.algorithm: found 'art' \(string\), expected 'fbp', 'sirt' or 'cgls'",
+            id="bad-choice",
+        ),
+        pytest.param(
+            'algorithm = "fbp"',
+            "iteration = 10",
+            r"reconstruction\.iteration: unknown key; did you mean 'iterations'\? "
+            r"Expected one of: algorithm, iterations, ",
+            id="unknown-key",
+        ),
+        pytest.param(
+            "[reconstruction]",
+            "[reconstuction]",
+            r"  reconstuction: unknown key; did you mean 'reconstruction'\?",
+            id="unknown-section",
+        ),
+        pytest.param(
+            "voxel_size_um = 0.0299\nsem",
+            "voxel_size_um = -1.0\nsem",
+            r"sample\[0\]\.voxel_size_um: found -1\.0 \(float\), expected a value greater than 0",
+            id="out-of-range",
+        ),
+        pytest.param(
+            "voxel_size_um = 0.0299\nsem",
+            "voxel_size_um = nan\nsem",
+            r"sample\[0\]\.voxel_size_um: found nan \(float\), expected a finite number",
+            id="nan",
+        ),
+        pytest.param(
+            "voxel_size_um = 0.0299\nsem",
+            "sem",
+            r"sample\[0\]\.voxel_size_um: missing; expected float: Voxel edge length",
+            id="missing-key",
+        ),
+        pytest.param(
+            'id = "c03"',
+            'id = "c00"',
+            r"  sample: duplicate sample id 'c00' in sample\[0\] and sample\[1\]",
+            id="duplicate-id",
+        ),
+        pytest.param(
+            'phases = "seg/c03.tif"',
+            'txm = "raw/c00.h5"\nphases = "seg/c03.tif"',
+            r"sample\[1\]: found both 'txm' and 'phases'; expected exactly one: 'txm' ",
+            id="txm-and-phases",
+        ),
+        pytest.param(
+            'txm = "raw/c00.h5"',
+            "",
+            r"sample\[0\]: found neither 'txm' nor 'phases'; expected exactly one: .* "
+            r"or 'phases' \(a segmentation\) \(sample 'c00'\)",
+            id="neither-txm-nor-phases",
+        ),
+        pytest.param(
+            "phase_codes = {pore = 0, silicon = 85, cbd = 170}",
+            "phase_codes = {pore = 0, silicon = 85}",
+            r"sample\[1\]: 'phases' needs 'phase_codes' naming pore, silicon, cbd; missing cbd",
+            id="phase-codes-incomplete",
+        ),
+        pytest.param(
+            "cbd = 170}",
+            "cbd = 170, binder = 200}",
+            r"sample\[1\]\.phase_codes: unknown phase 'binder'; expected names among pore, ",
+            id="phase-codes-unknown",
+        ),
+        pytest.param(
+            "cbd = 170}",
+            "cbd = 85}",
+            r"sample\[1\]\.phase_codes: phases 'silicon' and 'cbd' share the code 85",
+            id="phase-codes-shared",
+        ),
+        pytest.param(
+            "electrode_mass_mg = 2.0",
+            "",
+            r"  electrochemistry: 'cycling' needs 'electrode_mass_mg'",
+            id="cycling-without-mass",
+        ),
+        pytest.param(
+            "[reconstruction]",
+            "[segmentation]\nthresholds = [0.1, 0.2, 0.15, 0.3]\n[reconstruction]",
+            r"segmentation\.thresholds: found \[0\.1, 0\.2, 0\.15, 0\.3\], "
+            r"expected strictly increasing",
+            id="thresholds-order",
+        ),
+        pytest.param(
+            "[reconstruction]",
+            "[prep]\nmedian_size = 6\n[reconstruction]",
+            r"prep\.median_size: must be odd; found 6",
+            id="even-median",
+        ),
+        pytest.param(
+            "[reconstruction]",
+            "[prep]\nring_removal = 1\n[reconstruction]",
+            r"prep\.ring_removal: found 1 \(integer\), expected a valid boolean",
+            id="int-for-bool",
+        ),
+    ],
+)
+def test_errors_name_the_file_the_key_found_and_expected(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    assert old in VALID
+    text = _error(_folder(tmp_path, VALID.replace(old, new, 1)))
+    assert "invalid campaign file (1 problem(s)):" in text
+    assert len(text.splitlines()) == 2, "one line per problem"
+    assert re.search(expected, text), text
+
+
+def test_every_problem_is_reported_one_per_line(tmp_path: Path) -> None:
+    text = VALID.replace("cycles = 3", 'cycles = "three"').replace(
+        'algorithm = "fbp"', 'algorithm = "art"\niteration = 10'
+    )
+    lines = _error(_folder(tmp_path, text)).splitlines()
+    assert "(3 problem(s))" in lines[0]
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "sample[1].cycles",
+        "reconstruction.algorithm",
+        "reconstruction.iteration",
+    ]
+
+
+def test_a_file_without_samples_or_campaign_section(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[fit]\nseed = 1\n[[sample]]\nid = "a b"\n')
+    text = _error(path)
+    assert "  campaign: missing; expected CampaignSection" in text
+    assert "sample[0].id: String should match pattern" in text
+    assert "sample[0].cycles: missing; expected int" in text
+
+
+def test_a_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = _folder(tmp_path, VALID.replace('name = "si-graphite"', 'name = "si-graphite'))
+    text = _error(path)
+    assert f"{path}, line 3: not valid TOML:" in text
+    assert '  3 | name = "si-graphite' in text
+
+
+def test_a_file_that_is_not_text(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xff\xfe\x00")
+    assert "not UTF-8" in _error(path)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def test_dump_then_load_round_trips(tmp_path: Path) -> None:
     original = load_campaign(_folder(tmp_path))
-    again = write_campaign_file(original.declared, tmp_path / "again.toml")
-    assert load_campaign(again).declared == original.declared
-    assert "[[sample]]" in campaign_toml(original.declared)
+    again = dump_campaign(original, tmp_path / "again.toml")
+    reloaded = load_campaign(again)
+    assert reloaded.declared == original.declared
+    assert reloaded.samples == original.samples
+    text = again.read_text(encoding="utf-8")
+    assert "[[sample]]" in text and "phase_codes = {pore = 0, silicon = 85, cbd = 170}" in text
+    assert "iterations = 1000  # Iterations of SIRT or CGLS" in text
+    assert "voxel_size_um = 0.0299  # Voxel edge length. [µm]" in text
+    assert "rotation_centre_px" in text.split("[[sample]]")[2]
+    assert "rotation_centre_px" not in text.split("[[sample]]")[1], "None is left out"
+    second = text.split("[[sample]]")[2].split("[electrochemistry]")[0]
+    assert "#" in text.split("[[sample]]")[1] and "#" not in second
+
+
+def test_dump_into_another_folder_keeps_naming_the_same_files(tmp_path: Path) -> None:
+    original = load_campaign(_folder(tmp_path))
+    (tmp_path / "copy").mkdir()
+    moved = load_campaign(dump_campaign(original, tmp_path / "copy" / "campaign.toml"))
+    assert [s.txm for s in moved.samples] == [s.txm for s in original.samples]
+    assert [s.phases for s in moved.samples] == [s.phases for s in original.samples]
+    assert [s.sem for s in moved.samples] == [s.sem for s in original.samples]
+    assert moved.samples[0].sem_patterns == (f"{tmp_path}/sem/c00_*.tif",)
+    assert moved.cycling == original.cycling
+    assert moved.store_location == original.store_location
+    assert moved.tables_dir == tmp_path / "copy" / "tables"
+
+
+def test_a_dict_is_validated_filled_and_written(tmp_path: Path) -> None:
+    document = {
+        "campaign": {"name": "synthetic", "store": "store.zarr"},
+        "sample": [{"id": "c01", "cycles": 1, "txm": "raw/c01.h5", "voxel_size_um": 0.03}],
+        "reconstruction": {"iterations": 50},
+    }
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "c01.h5").write_bytes(b"x")
+    path = dump_campaign(document, tmp_path / "campaign.toml", comments=False)
+    assert "#" not in path.read_text(encoding="utf-8").split("\n", 3)[3]
+    campaign = load_campaign(path)
+    assert campaign.stage_parameters("recon")["iterations"] == 50
+    assert campaign.stage_parameters("recon")["algorithm"] == "sirt"
+    assert write_campaign_file is dump_campaign
+    bad = {**document, "sample": [{"id": "c01", "cycles": -1, "txm": "raw/c01.h5"}]}
+    with pytest.raises(CampaignError, match=r"bad\.toml.*\n  sample\[0\]\.cycles: found -1"):
+        dump_campaign(bad, tmp_path / "bad.toml")
+    assert not (tmp_path / "bad.toml").exists()
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), min_size=1, max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=_TEXT,
+    voxel=st.floats(min_value=1e-300, max_value=1e300, exclude_min=False),
+    cycles=st.integers(min_value=0, max_value=2**62),
+    sem=st.lists(_TEXT, max_size=3),
+)
+def test_the_writer_round_trips_any_string_and_number(
+    name: str, voxel: float, cycles: int, sem: list[str]
+) -> None:
+    declared = CampaignFile.model_validate(
+        {
+            "campaign": {"name": name, "store": name},
+            "sample": [
+                {
+                    "id": "s",
+                    "cycles": cycles,
+                    "phases": name,
+                    "phase_codes": {"pore": 0, "silicon": 1, "cbd": 2},
+                    "voxel_size_um": voxel,
+                    "sem": sem,
+                }
+            ],
+        }
+    )
+    assert CampaignFile.model_validate(tomllib.loads(campaign_toml(declared))) == declared
+    assert tomllib.loads(campaign_toml(declared, comments=False))["campaign"]["name"] == name
