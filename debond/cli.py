@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -193,6 +194,57 @@ def fit_command(
     files = write_fit(result, particles, series, folder, folder / "figures")
     typer.echo(parameter_table(result))
     typer.echo("wrote " + ", ".join(str(p) for p in files.values()))
+
+
+@app.command("run")
+def run_command(
+    campaign: Annotated[Path, typer.Argument(help="The campaign file (TOML).")],
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Address of an existing Dask scheduler (default: DASK_SCHEDULER_ADDRESS, "
+            "else an embedded cluster)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes of the embedded cluster (default: cores).")
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option(help="Comma-separated stages to run, e.g. ingest,prep.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Recompute outputs even when current.")] = False,
+) -> None:
+    """Run the image stages for every sample, resumably (complete, current outputs are kept)."""
+    from debond.campaign import CampaignError, load_campaign
+    from debond.cluster import ClusterError, cluster
+    from debond.runner import RunError, parse_stages, run_campaign
+
+    try:
+        stages = parse_stages(only)
+        loaded = load_campaign(campaign)
+        loaded.check_inputs()
+    except (CampaignError, RunError) as error:
+        raise _fail(str(error)) from error
+    if workers is not None and workers < 1:
+        raise _fail(f"--workers must be at least 1; got {workers}")
+    typer.echo(
+        f"campaign {loaded.name}: {len(loaded.samples)} samples, store {loaded.store_location}"
+    )
+    typer.echo(f"stages: {', '.join(stages)}")
+    started = time.perf_counter()
+    try:
+        with cluster(scheduler, workers=workers, echo=typer.echo) as client:
+            outcomes = run_campaign(loaded, client, stages=stages, force=force, echo=typer.echo)
+    except ClusterError as error:
+        raise _fail(str(error)) from error
+    except (RunError, CampaignError) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from error
+    counts = {state: sum(o.state == state for o in outcomes) for state in ("done", "skipped")}
+    typer.echo(
+        f"finished in {time.perf_counter() - started:.1f} s: {counts['done']} done, "
+        f"{counts['skipped']} skipped (current)"
+    )
 
 
 @app.command("synth")

@@ -60,6 +60,10 @@ CYCLES = (0, 1, 3, 10)
 ELECTRODE_MASS_MG = 2.0
 
 
+#: Median filter written into synthetic campaign files (px); see ``_campaign_document``.
+SYNTHETIC_MEDIAN_SIZE = 3
+
+
 @dataclass(frozen=True)
 class Preset:
     """Sizes of a synthetic campaign.
@@ -704,4 +708,11 @@ def _campaign_document(name: str, samples: list[str], preset: Preset) -> dict[st
             "cycling": "echem/cycling.csv",
             "electrode_mass_mg": ELECTRODE_MASS_MG,
         },
+        # The paper's 7 × 7 px median spans 0.21 µm at its 30 nm pixels; 3 × 3 of
+        # these coarser pixels is about as wide (7 × 7 blurs the shells: Pearson
+        # 0.80 against 0.93). FBP instead of 1000 SIRT iterations: on a CPU these
+        # would take hours (0.07 s per iteration and 160² slice), and on these
+        # projections FBP correlates as well with the truth as 200 SIRT iterations.
+        "prep": {"median_size": SYNTHETIC_MEDIAN_SIZE},
+        "reconstruction": {"algorithm": "fbp"},
     }

@@ -46,10 +46,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import fft as sp_fft
 
-__all__ = ["ALGORITHMS", "reconstruct", "reconstruct_block"]
+__all__ = ["ALGORITHMS", "FBP_FILTERS", "reconstruct", "reconstruct_block"]
 
 #: Algorithm names accepted by ``algorithm``.
 ALGORITHMS = ("fbp", "sirt", "cgls")
+#: FBP filters (ASTRA's ``FilterType`` names).
+FBP_FILTERS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
 #: ASTRA's CPU projector for every CPU algorithm: Joseph's linear interpolation,
 #: the model of the CUDA kernels and of the synthetic projections.
 CPU_PROJECTOR = "linear"
@@ -71,6 +73,7 @@ class _Parameters:
     algorithm: str
     iterations: int
     nonnegative: bool
+    fbp_filter: str
     voxel_size_um: float
     gpu: bool | None
     shape_yx: tuple[int, int]
@@ -84,6 +87,7 @@ def reconstruct_block(
     algorithm: str = "sirt",
     iterations: int = 1000,
     nonnegative: bool = True,
+    fbp_filter: str = "ram-lak",
     voxel_size_um: float,
     gpu: bool | None = None,
     shape_yx: tuple[int, int] | None = None,
@@ -103,7 +107,7 @@ def reconstruct_block(
         −0.5 … columns − 0.5.
     algorithm : {"sirt", "fbp", "cgls"}
         ``"sirt"`` (default): ASTRA SIRT / SIRT_CUDA; ``"fbp"``: filtered
-        back-projection, Ram-Lak filter; ``"cgls"``: conjugate gradient least
+        back-projection (filter ``fbp_filter``); ``"cgls"``: conjugate gradient least
         squares.
     iterations : int
         Iterations of SIRT and CGLS, ≥ 1 (default 1000); unused by FBP.
@@ -111,6 +115,9 @@ def reconstruct_block(
         SIRT only: clamp the estimate at ≥ 0 after every iteration (ASTRA
         option ``MinConstraint = 0``). FBP and CGLS have no constraint in
         ASTRA and ignore it. Default True.
+    fbp_filter : str
+        FBP only: the filter, one of :data:`FBP_FILTERS` (ASTRA's
+        ``FilterType``); default ``"ram-lak"``.
     voxel_size_um : float
         Voxel (and detector pixel) edge, µm, > 0.
     gpu : bool or None
@@ -159,6 +166,7 @@ def reconstruct_block(
         algorithm=algorithm,
         iterations=iterations,
         nonnegative=nonnegative,
+        fbp_filter=fbp_filter,
         voxel_size_um=voxel_size_um,
         gpu=gpu,
         shape_yx=shape_yx,
@@ -174,6 +182,7 @@ def reconstruct(
     algorithm: str = "sirt",
     iterations: int = 1000,
     nonnegative: bool = True,
+    fbp_filter: str = "ram-lak",
     voxel_size_um: float,
     gpu: bool | None = None,
     shape_yx: tuple[int, int] | None = None,
@@ -185,7 +194,7 @@ def reconstruct(
     sinograms : (rows, angles, columns) dask or NumPy array
         Line integrals in voxel units. Chunks along rows are kept (each is one
         task); angles and columns are merged into one chunk each.
-    angles, centre_px, algorithm, iterations, nonnegative, voxel_size_um, gpu, shape_yx
+    angles, centre_px, algorithm, iterations, nonnegative, fbp_filter, voxel_size_um, gpu, shape_yx
         As for :func:`reconstruct_block`; validated here, before any work.
 
     Returns
@@ -217,6 +226,7 @@ def reconstruct(
         algorithm=algorithm,
         iterations=iterations,
         nonnegative=nonnegative,
+        fbp_filter=fbp_filter,
         voxel_size_um=voxel_size_um,
         gpu=gpu,
         shape_yx=shape_yx,
@@ -243,6 +253,7 @@ def _parameters(
     algorithm: str,
     iterations: int,
     nonnegative: bool,
+    fbp_filter: str,
     voxel_size_um: float,
     gpu: bool | None,
     shape_yx: tuple[int, int] | None,
@@ -266,6 +277,10 @@ def _parameters(
     if not isinstance(algorithm, str) or algorithm.lower() not in ALGORITHMS:
         raise ValueError(
             f"algorithm must be one of {', '.join(map(repr, ALGORITHMS))}; got {algorithm!r}"
+        )
+    if not isinstance(fbp_filter, str) or fbp_filter.lower() not in FBP_FILTERS:
+        raise ValueError(
+            f"fbp_filter must be one of {', '.join(map(repr, FBP_FILTERS))}; got {fbp_filter!r}"
         )
     if isinstance(iterations, bool) or not isinstance(iterations, int | np.integer):
         raise ValueError(f"iterations must be an integer ≥ 1; got {iterations!r}")
@@ -302,6 +317,7 @@ def _parameters(
         algorithm=algorithm.lower(),
         iterations=int(iterations),
         nonnegative=bool(nonnegative),
+        fbp_filter=fbp_filter.lower(),
         voxel_size_um=voxel,
         gpu=None if gpu is None else bool(gpu),
         shape_yx=grid,
@@ -369,7 +385,9 @@ def _geometry_3d(
     return geometry
 
 
-def _options(params: _Parameters) -> dict[str, float]:
+def _options(params: _Parameters) -> dict[str, float | str]:
+    if params.algorithm == "fbp":
+        return {"FilterType": params.fbp_filter}
     return {"MinConstraint": 0.0} if params.algorithm == "sirt" and params.nonnegative else {}
 
 

@@ -31,6 +31,7 @@ from debond.storage.provenance import (
 )
 from debond.storage.volumes import (
     ARRAY_NAMES,
+    PendingWrite,
     create_volume,
     default_chunks,
     find_array,
@@ -40,6 +41,7 @@ from debond.storage.volumes import (
     open_dataset,
     open_store,
     open_volume,
+    prepare_write,
     sample_attrs,
     set_sample_attrs,
     volume_status,
@@ -53,6 +55,7 @@ __all__ = [
     "IncompleteArray",
     "MetadataError",
     "NodeNotFound",
+    "PendingWrite",
     "Provenance",
     "SampleNotFound",
     "Status",
@@ -76,6 +79,7 @@ __all__ = [
     "open_dataset",
     "open_store",
     "open_volume",
+    "prepare_write",
     "read_provenance",
     "record",
     "sample_attrs",

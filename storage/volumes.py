@@ -48,13 +48,16 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
 from dask.base import tokenize
+from dask.delayed import Delayed
 from zarr.codecs import BloscCodec
 from zarr.errors import ContainsArrayError
 
@@ -559,6 +562,105 @@ def create_volume(
     )
 
 
+@dataclass(frozen=True, eq=False)
+class PendingWrite:
+    """An array created with its provenance, whose chunks a Dask task will write.
+
+    Compute :attr:`task` (on any scheduler, alone or together with other
+    work), then call :meth:`finish`; until then the array is incomplete, so an
+    interrupted write is never taken for a finished one.
+
+    Attributes
+    ----------
+    array : zarr.Array
+        The created array (provenance recorded, no completion marker).
+    task : dask.delayed.Delayed
+        Stores every chunk when computed (one task per Zarr chunk).
+    """
+
+    array: zarr.Array
+    task: Delayed
+
+    def finish(self, attrs: Mapping[str, Any] | None = None) -> zarr.Array:
+        """Add ``attrs`` (results known only after the write) and mark the array complete.
+
+        Call it only once :attr:`task` has been computed without error.
+        """
+        if attrs:
+            extra = to_json_value(dict(attrs), f"attrs of {self.array.path}")
+            clash = [key for key in extra if key in RESERVED_ATTRS]
+            if clash:
+                raise ValueError(f"attrs of {self.array.path}: {clash[0]!r} is reserved")
+            self.array.attrs.update(extra)
+        mark_complete(self.array)
+        return self.array
+
+
+def _check_data(data: Any, sample: str, name: str) -> None:
+    if not isinstance(data, np.ndarray | da.Array):
+        raise TypeError(
+            f"array {_array_path(sample, name)}: data must be a numpy or dask array; "
+            f"got {type(data).__name__}"
+        )
+    if isinstance(data, da.Array) and any(math.isnan(n) for c in data.chunks for n in c):
+        raise ValueError(
+            f"array {_array_path(sample, name)}: the dask array has unknown chunk sizes; "
+            "call .compute_chunk_sizes() first"
+        )
+
+
+def prepare_write(
+    store: Location | zarr.Group,
+    sample: str,
+    name: str,
+    data: np.ndarray[Any, Any] | da.Array,
+    *,
+    voxel_size_um: float,
+    stage: str,
+    parameters: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, InputLike] | None = None,
+    purpose: str | None = None,
+    chunks: Sequence[int] | None = None,
+    dims: Sequence[str] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> PendingWrite:
+    """Create ``samples/<sample>/<name>`` now and return the lazy write of ``data``.
+
+    The deferred form of :func:`write_volume` (same arguments), for runners
+    that compute the writes of many arrays together on a cluster and mark
+    each complete as it finishes (:meth:`PendingWrite.finish`).
+
+    Returns
+    -------
+    PendingWrite
+        The created array and the task that fills it.
+    """
+    _check_data(data, sample, name)
+    array = create_volume(
+        store,
+        sample,
+        name,
+        data.shape,
+        data.dtype,
+        voxel_size_um=voxel_size_um,
+        chunks=chunks,
+        purpose=purpose,
+        dims=dims,
+        attrs=attrs,
+        stage=stage,
+        parameters=parameters,
+        inputs=inputs,
+        overwrite=overwrite,
+    )
+    lazy = data if isinstance(data, da.Array) else da.from_array(data, chunks=array.chunks)
+    # One task per Zarr chunk: no two tasks ever write the same chunk, on any
+    # scheduler (dask.array.to_zarr would rechunk to "auto" multiples, which a
+    # small array.chunk-size setting can misalign).
+    task = lazy.rechunk(array.chunks).store(array, lock=False, compute=False)
+    return PendingWrite(array, task)
+
+
 def write_volume(
     store: Location | zarr.Group,
     sample: str,
@@ -600,41 +702,24 @@ def write_volume(
     zarr.Array
         The stored array, marked complete.
     """
-    if not isinstance(data, np.ndarray | da.Array):
-        raise TypeError(
-            f"array {_array_path(sample, name)}: data must be a numpy or dask array; "
-            f"got {type(data).__name__}"
-        )
-    if isinstance(data, da.Array) and any(math.isnan(n) for c in data.chunks for n in c):
-        raise ValueError(
-            f"array {_array_path(sample, name)}: the dask array has unknown chunk sizes; "
-            "call .compute_chunk_sizes() first"
-        )
-    array = create_volume(
+    pending = prepare_write(
         store,
         sample,
         name,
-        data.shape,
-        data.dtype,
+        data,
         voxel_size_um=voxel_size_um,
-        chunks=chunks,
-        purpose=purpose,
-        dims=dims,
-        attrs=attrs,
         stage=stage,
         parameters=parameters,
         inputs=inputs,
+        purpose=purpose,
+        chunks=chunks,
+        dims=dims,
+        attrs=attrs,
         overwrite=overwrite,
     )
-    if isinstance(data, da.Array):
-        # One task per Zarr chunk: no two tasks ever write the same chunk, on any
-        # scheduler (dask.array.to_zarr would rechunk to "auto" multiples, which a
-        # small array.chunk-size setting can misalign).
-        data.rechunk(array.chunks).store(array, lock=False)
-    else:
-        array[...] = data
-    mark_complete(array)
-    return array
+    # NumPy data is already here: write it in this process, not on a cluster.
+    dask.compute(pending.task, scheduler="sync" if isinstance(data, np.ndarray) else None)
+    return pending.finish()
 
 
 # ------------------------------------------------------------------------ reading

@@ -1,0 +1,521 @@
+"""The campaign runner: which stages run for which samples, skipped or resumed.
+
+``debond run CAMPAIGN.toml`` comes here. Stages run in their fixed order
+(:data:`STAGE_ORDER`); within a stage every sample that needs work is
+submitted to the cluster at once and each output is marked complete as soon
+as its own computation finishes, so samples overlap on the workers and an
+interrupted run keeps every output that had finished (DESIGN.md, principle 6).
+
+For each stage and sample the runner
+
+1. works out the stage's parameters (the campaign section, with the sample's
+   voxel size and manual rotation centre) and its inputs (the raw file, or the
+   upstream arrays in the store, identified by their completion digests);
+2. skips the outputs if :func:`debond.storage.status` says they are current
+   (unless ``force``), otherwise
+3. builds the lazy graph, which validates the input before any heavy work;
+   only when every sample of the stage has built is anything created in the
+   store (so bad input in one sample neither runs nor damages anything);
+4. creates the outputs with their provenance (no completion marker), computes
+   their writes on the cluster, and marks them complete.
+
+Stages and their outputs in ``samples/<id>/``:
+
+========  ==============================  ====================================
+stage     reads                           writes
+========  ==============================  ====================================
+ingest    the raw file (``txm``)          ``flats``, ``darks``, ``projections``
+prep      projections, flats, darks       ``sinograms``
+recon     sinograms                       ``recon``
+========  ==============================  ====================================
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+from distributed import Client, as_completed
+
+from debond.campaign import STAGES, Campaign, Sample
+from debond.pipeline.centre import resolve_centre
+from debond.pipeline.ingest import IngestError, Projections, read_data_exchange, read_tiff_stack
+from debond.pipeline.prep import median_filter, normalise, remove_rings, to_sinograms
+from debond.pipeline.recon import reconstruct
+from debond.storage import (
+    PendingWrite,
+    Status,
+    StoreError,
+    find_array,
+    open_store,
+    open_volume,
+    prepare_write,
+    set_sample_attrs,
+    status,
+)
+from debond.storage.provenance import InputLike
+
+__all__ = [
+    "AVAILABLE_STAGES",
+    "STAGE_ORDER",
+    "Outcome",
+    "RunError",
+    "parse_stages",
+    "run_campaign",
+]
+
+#: Every stage of ``debond run``, in the order they run (DESIGN.md).
+STAGE_ORDER: tuple[str, ...] = STAGES
+#: The stages this version implements.
+AVAILABLE_STAGES = ("ingest", "prep", "recon")
+#: The 3D stages that start from raw projections (samples with ``phases`` skip them).
+RAW_STAGES = ("ingest", "prep", "recon")
+
+Echo = Callable[[str], None]
+
+
+class RunError(RuntimeError):
+    """A run that could not start or did not finish; the message says which sample and why.
+
+    Attributes
+    ----------
+    outcomes : list of Outcome
+        What had happened by then (empty when nothing ran).
+    """
+
+    def __init__(self, message: str, outcomes: Sequence[Outcome] = ()) -> None:
+        super().__init__(message)
+        self.outcomes = list(outcomes)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one stage of one sample.
+
+    Attributes
+    ----------
+    stage, sample : str
+    state : {"done", "skipped", "failed", "blocked"}
+        ``skipped``: outputs were current; ``blocked``: an earlier stage of the
+        sample failed in this run.
+    seconds : float
+        Wall time from submission to completion, s (0 when not run).
+    detail : str
+        Why it was skipped or failed, or what was found (e.g. the centre).
+    """
+
+    stage: str
+    sample: str
+    state: str
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class _Output:
+    """One array a stage writes: the lazy data and how to store it."""
+
+    name: str
+    data: da.Array
+    purpose: str
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Work:
+    """The built graph of one stage of one sample."""
+
+    outputs: list[_Output]  # written in this order; the last is the stage's result
+    extras: dict[str, da.Array]  # 0-d results recorded as attributes of the last output
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One stage of one sample before anything is built."""
+
+    stage: str
+    sample: Sample
+    outputs: tuple[str, ...]
+    parameters: dict[str, Any]
+    inputs: dict[str, InputLike]
+    build: Callable[[], _Work]
+
+
+# ----------------------------------------------------------------- stages
+
+
+def parse_stages(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Stages named by ``--only`` in run order; all available ones for ``None``.
+
+    Parameters
+    ----------
+    text : str, sequence of str or None
+        ``"ingest,prep"`` or ``["ingest", "prep"]``; blanks ignored.
+
+    Returns
+    -------
+    tuple of str
+        The stages, in :data:`STAGE_ORDER`.
+
+    Raises
+    ------
+    RunError
+        An unknown stage name, or one this version does not implement yet.
+    """
+    if text is None:
+        return AVAILABLE_STAGES
+    names = text.split(",") if isinstance(text, str) else list(text)
+    wanted = {name.strip() for name in names if name.strip()}
+    if not wanted:
+        raise RunError(f"--only names no stage; expected some of {', '.join(STAGE_ORDER)}")
+    unknown = sorted(wanted - set(STAGE_ORDER))
+    if unknown:
+        raise RunError(
+            f"--only: unknown stage {unknown[0]!r}; expected names among {', '.join(STAGE_ORDER)}"
+        )
+    missing = [stage for stage in STAGE_ORDER if stage in wanted and stage not in AVAILABLE_STAGES]
+    if missing:
+        raise RunError(
+            f"--only: stage {missing[0]!r} is not implemented in this version; "
+            f"available: {', '.join(AVAILABLE_STAGES)}"
+        )
+    return tuple(stage for stage in STAGE_ORDER if stage in wanted)
+
+
+def _upstream(
+    group: zarr.Group, sample: Sample, names: Sequence[str], stage: str
+) -> dict[str, Any]:
+    """The store arrays a stage reads; a clear error when one is missing."""
+    found: dict[str, Any] = {}
+    for name in names:
+        array = find_array(group, sample.id, name)
+        if array is None:
+            producer = "ingest" if name in ("projections", "flats", "darks") else "prep"
+            raise RunError(
+                f"{stage} of {sample.where}: samples/{sample.id}/{name} is not in the store; "
+                f"run the stage {producer!r} first"
+            )
+        found[name] = array
+    return found
+
+
+def _plan_ingest(campaign: Campaign, sample: Sample, group: zarr.Group) -> _Plan:
+    parameters = {**campaign.stage_parameters("ingest"), "voxel_size_um": sample.voxel_size_um}
+    assert sample.txm is not None  # RAW_STAGES only run for samples with txm
+
+    def build() -> _Work:
+        txm = sample.txm
+        assert txm is not None
+        if txm.is_dir():
+            raw: Projections = read_tiff_stack(
+                txm,
+                projections=parameters["tiff_projections"],
+                flats=parameters["tiff_flats"],
+                darks=parameters["tiff_darks"],
+                theta_file=parameters["tiff_theta_file"],
+                angles_per_chunk=parameters["angles_per_chunk"],
+            )
+        else:
+            raw = read_data_exchange(txm, angles_per_chunk=parameters["angles_per_chunk"])
+        attrs = {
+            "angles_rad": raw.theta_rad.tolist(),
+            "source": str(raw.source),
+            "layout": raw.layout,
+            "detector_rows": list(raw.rows),
+        }
+        n_angles, n_rows, n_columns = raw.data.shape
+        return _Work(
+            outputs=[
+                _Output("flats", raw.flats, "projections"),
+                _Output("darks", raw.darks, "projections"),
+                _Output("projections", raw.data, "projections", attrs),
+            ],
+            extras={},
+            detail=f"{n_angles} projections of {n_rows} × {n_columns} px ({raw.layout})",
+        )
+
+    return _Plan(
+        "ingest", sample, ("flats", "darks", "projections"), parameters, {"raw": sample.txm}, build
+    )
+
+
+def _plan_prep(campaign: Campaign, sample: Sample, group: zarr.Group) -> _Plan:
+    parameters = campaign.stage_parameters("prep")
+    inputs = _upstream(group, sample, ("projections", "flats", "darks"), "prep")
+
+    def build() -> _Work:
+        projections = open_volume(group, sample.id, "projections")
+        flats = open_volume(group, sample.id, "flats").data
+        darks = open_volume(group, sample.id, "darks").data
+        normalised = normalise(projections.data, flats, darks, clip_to=parameters["clip_min"])
+        filtered = median_filter(normalised.data, parameters["median_size"])
+        sinograms = to_sinograms(filtered)
+        if parameters["ring_removal"]:
+            sinograms = remove_rings(sinograms)
+        attrs = {"angles_rad": projections.attrs["angles_rad"]}
+        return _Work(
+            outputs=[_Output("sinograms", sinograms, "sinograms", attrs)],
+            extras={"clipped_values": normalised.clipped},
+        )
+
+    return _Plan("prep", sample, ("sinograms",), parameters, dict(inputs), build)
+
+
+def _plan_recon(campaign: Campaign, sample: Sample, group: zarr.Group) -> _Plan:
+    parameters = {
+        **campaign.stage_parameters("recon"),
+        "rotation_centre_px": sample.rotation_centre_px,
+        "voxel_size_um": sample.voxel_size_um,
+    }
+    inputs = _upstream(group, sample, ("sinograms",), "recon")
+
+    def build() -> _Work:
+        sinograms = open_volume(group, sample.id, "sinograms")
+        angles = np.asarray(sinograms.attrs["angles_rad"], dtype=np.float64)
+        manual = parameters["rotation_centre_px"]
+        centre = resolve_centre(
+            manual,
+            sinograms.data,
+            angles,
+            search_radius_px=parameters["centre_search_radius_px"],
+        )
+        source = "campaign file" if manual is not None else "automatic (Vo's Fourier method)"
+        volume = reconstruct(
+            sinograms.data.rechunk({0: parameters["slab_rows"]}),
+            angles,
+            centre,
+            algorithm=parameters["algorithm"],
+            iterations=parameters["iterations"],
+            nonnegative=parameters["nonnegative"],
+            fbp_filter=parameters["fbp_filter"],
+            voxel_size_um=sample.voxel_size_um,
+        )
+        attrs = {
+            "rotation_centre_px": centre,
+            "rotation_centre_source": source,
+            "algorithm": parameters["algorithm"],
+            "units": "1/µm",
+        }
+        return _Work(
+            outputs=[_Output("recon", volume, "volume", attrs)],
+            extras={},
+            detail=f"rotation centre {centre:.2f} px ({source})",
+        )
+
+    return _Plan("recon", sample, ("recon",), parameters, dict(inputs), build)
+
+
+_PLANNERS: dict[str, Callable[[Campaign, Sample, zarr.Group], _Plan]] = {
+    "ingest": _plan_ingest,
+    "prep": _plan_prep,
+    "recon": _plan_recon,
+}
+
+
+# ----------------------------------------------------------------- running
+
+
+def _state(group: zarr.Group, plan: _Plan) -> Status:
+    """The least finished of the plan's outputs."""
+    order = [Status.MISSING, Status.INCOMPLETE, Status.STALE, Status.CURRENT]
+    states = [
+        status(find_array(group, plan.sample.id, name), plan.stage, plan.parameters, plan.inputs)
+        for name in plan.outputs
+    ]
+    return min(states, key=order.index)
+
+
+def _submit(group: zarr.Group, plan: _Plan, work: _Work) -> tuple[list[PendingWrite], list[Any]]:
+    """Create the outputs (provenance, no marker) and the tasks that write them.
+
+    Returns the pending writes and the collections to compute: one write
+    task per output, then the extras. They are computed as one list by
+    ``Client.compute``, not wrapped in a single ``dask.delayed``: a delayed
+    wrapper around a peer-to-peer rechunk loses the shuffle's barrier task
+    (the scheduler cancels it for "lost dependencies").
+    """
+    pending = [
+        prepare_write(
+            group,
+            plan.sample.id,
+            output.name,
+            output.data,
+            voxel_size_um=plan.sample.voxel_size_um,
+            stage=plan.stage,
+            parameters=plan.parameters,
+            inputs=plan.inputs,
+            purpose=output.purpose,
+            attrs=output.attrs,
+            overwrite=True,
+        )
+        for output in work.outputs
+    ]
+    return pending, [p.task for p in pending] + list(work.extras.values())
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
+
+
+def _run_stage(
+    client: Client,
+    group: zarr.Group,
+    plans: list[_Plan],
+    *,
+    force: bool,
+    echo: Echo,
+) -> list[Outcome]:
+    """One stage for its samples: skip what is current, build all, then compute all."""
+    outcomes: list[Outcome] = []
+    todo: list[tuple[_Plan, str]] = []
+    for plan in plans:
+        state = _state(group, plan)
+        if state is Status.CURRENT and not force:
+            echo(f"{plan.stage:<7} {plan.sample.id:<10} skipped: current")
+            outcomes.append(Outcome(plan.stage, plan.sample.id, "skipped", detail="current"))
+        else:
+            todo.append((plan, "forced" if force else state.value))
+    if not todo:
+        return outcomes
+
+    built: list[tuple[_Plan, _Work, str]] = []
+    problems: list[str] = []
+    for plan, reason in todo:
+        try:
+            built.append((plan, plan.build(), reason))
+        except (IngestError, StoreError, ValueError, KeyError, OSError) as error:
+            problems.append(f"{plan.stage} of {plan.sample.where}: {_describe(error)}")
+    if problems:
+        raise RunError(
+            f"bad input; nothing of stage {todo[0][0].stage!r} was run:\n  "
+            + "\n  ".join(problems),
+            outcomes,
+        )
+
+    started = time.perf_counter()
+    owner: dict[Any, int] = {}  # future -> index into `running`
+    running = []
+    for plan, work, reason in built:
+        pending, collections = _submit(group, plan, work)
+        note = f"; {work.detail}" if work.detail else ""
+        echo(f"{plan.stage:<7} {plan.sample.id:<10} running (output {reason}{note})")
+        futures = client.compute(collections)
+        running.append((plan, work, pending, futures))
+        owner.update({future: len(running) - 1 for future in futures})
+    left = [len(entry[3]) for entry in running]
+    failed: set[int] = set()
+    done = 0
+    for future in as_completed(list(owner)):
+        index = owner[future]
+        plan, work, pending, futures = running[index]
+        if index in failed:
+            continue
+        seconds = time.perf_counter() - started
+        if future.status != "finished":
+            failed.add(index)
+            client.cancel(futures)
+            try:
+                future.result()
+            except Exception as error:  # any failure of the sample's graph on a worker
+                reason = str(error) or type(error).__name__
+            else:  # pragma: no cover - cancelled by someone else
+                reason = f"task {future.status}"
+            echo(f"{plan.stage:<7} {plan.sample.id:<10} FAILED after {seconds:.1f} s: {reason}")
+            outcomes.append(Outcome(plan.stage, plan.sample.id, "failed", seconds, reason))
+            continue
+        left[index] -= 1
+        if left[index]:
+            continue
+        values = [np.asarray(f.result()).item() for f in futures[len(pending) :]]
+        extras = dict(zip(work.extras, values, strict=True))
+        for write in pending[:-1]:
+            write.finish()
+        pending[-1].finish(extras)
+        done += 1
+        found = "".join(f"; {key} {value}" for key, value in extras.items())
+        echo(
+            f"{plan.stage:<7} {plan.sample.id:<10} done in {seconds:.1f} s "
+            f"[{done}/{len(running)}]{found}"
+        )
+        outcomes.append(Outcome(plan.stage, plan.sample.id, "done", seconds, work.detail))
+    return outcomes
+
+
+def run_campaign(
+    campaign: Campaign,
+    client: Client,
+    *,
+    stages: Sequence[str] | None = None,
+    force: bool = False,
+    echo: Echo = print,
+) -> list[Outcome]:
+    """Run stages for every sample of a campaign on a Dask cluster, resumably.
+
+    Parameters
+    ----------
+    campaign : Campaign
+        From :func:`debond.campaign.load_campaign`.
+    client : distributed.Client
+        Where the graphs run (see :func:`debond.cluster.cluster`).
+    stages : sequence of str, optional
+        Stages to run (:func:`parse_stages`); default every available stage.
+    force : bool
+        Recompute outputs even when they are current.
+    echo : callable
+        Receives one line per stage and sample (progress).
+
+    Returns
+    -------
+    list of Outcome
+        One per stage and sample, in the order they were decided.
+
+    Raises
+    ------
+    RunError
+        Missing raw inputs, bad input found while building a stage (nothing of
+        that stage is run or created), or a stage that failed for some
+        samples (the others are complete; the message lists the failures).
+    """
+    chosen = parse_stages(None if stages is None else list(stages))
+    # The embedded scheduler logs every peer-to-peer rechunk at WARNING level.
+    logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
+    campaign.check_inputs()
+    group = open_store(campaign.store_location, mode="a")
+    for sample in campaign.samples:
+        set_sample_attrs(
+            group, sample.id, {"cycles": sample.cycles, "voxel_size_um": sample.voxel_size_um}
+        )
+    outcomes: list[Outcome] = []
+    failed: set[str] = set()
+    for stage in chosen:
+        plans = []
+        for sample in campaign.samples:
+            if stage in RAW_STAGES and sample.txm is None:
+                continue
+            if sample.id in failed:
+                outcomes.append(
+                    Outcome(stage, sample.id, "blocked", detail="an earlier stage failed")
+                )
+                continue
+            plans.append(_PLANNERS[stage](campaign, sample, group))
+        try:
+            stage_outcomes = _run_stage(client, group, plans, force=force, echo=echo)
+        except RunError as error:
+            raise RunError(str(error), outcomes + error.outcomes) from None
+        outcomes.extend(stage_outcomes)
+        failed.update(o.sample for o in stage_outcomes if o.state == "failed")
+    if failed:
+        lines = [f"{o.stage} of {o.sample}: {o.detail}" for o in outcomes if o.state == "failed"]
+        raise RunError(
+            f"{len(lines)} stage(s) failed; every other output is complete:\n  "
+            + "\n  ".join(lines),
+            outcomes,
+        )
+    return outcomes

@@ -1,0 +1,344 @@
+"""`debond run`: the 3D stages on real Dask clusters, resumed, and refusing bad input.
+
+One small synthetic campaign (4 samples, 48 × 64 × 64 voxels, 90 angles; its
+campaign file asks for a 3 × 3 median and FBP) is run once on an embedded
+cluster; the other runs are compared with that one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from distributed import Client
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from debond.campaign import load_campaign
+from debond.cli import app
+from debond.cluster import cluster
+from debond.pipeline.recon import reconstruct_block
+from debond.runner import AVAILABLE_STAGES, Outcome, RunError, parse_stages, run_campaign
+from debond.storage import get_array, list_arrays, list_samples, open_store, open_volume
+from debond.storage.provenance import completion, read_provenance
+from debond.synth import write_campaign
+
+pytestmark = pytest.mark.distributed
+
+SAMPLES = ("c00", "c01", "c03", "c10")
+OUTPUTS = ("flats", "darks", "projections", "sinograms", "recon")
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def copy_campaign(source: Path, target: Path) -> Path:
+    """The campaign's inputs (raw, sem, echem, campaign.toml) without its store."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("store.zarr", "truth"))
+    return target / "campaign.toml"
+
+
+def run(campaign_file: Path, client: Client, **options: object) -> list[Outcome]:
+    lines: list[str] = []
+    outcomes = run_campaign(load_campaign(campaign_file), client, echo=lines.append, **options)  # type: ignore[arg-type]
+    return outcomes
+
+
+def states(outcomes: list[Outcome], stage: str) -> set[str]:
+    return {o.state for o in outcomes if o.stage == stage}
+
+
+def complete_arrays(store: Path) -> list[str]:
+    """Every array in the store that carries a completion marker."""
+    if not store.exists():
+        return []
+    group = open_store(store, mode="r")
+    return [
+        f"{sample}/{name}"
+        for sample in list_samples(group)
+        for name in list_arrays(group, sample)
+        if completion(get_array(group, sample, name)) is not None
+    ]
+
+
+def reference_recon(raw: Path, centre: float, voxel_um: float, median: int) -> np.ndarray:
+    """−log((I − D̄)/(F̄ − D̄)) in NumPy, scipy's median, then ASTRA FBP through the kernel."""
+    with h5py.File(raw, "r") as f:
+        data = f["exchange/data"][...].astype(np.float32)
+        flat = f["exchange/data_white"][...].astype(np.float32).mean(axis=0)
+        dark = f["exchange/data_dark"][...].astype(np.float32).mean(axis=0)
+        theta = np.deg2rad(f["exchange/theta"][...])
+    line_integrals = -np.log((data - dark) / (flat - dark))
+    filtered = ndimage.median_filter(line_integrals, size=(1, median, median))
+    sinograms = np.ascontiguousarray(filtered.transpose(1, 0, 2))
+    return reconstruct_block(sinograms, theta, centre, algorithm="fbp", voxel_size_um=voxel_um)
+
+
+# ----------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    with cluster(workers=2) as connected:
+        yield connected
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pristine") / "small"
+    write_campaign(folder, "small", seed=0)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_run(
+    pristine: Path, client: Client, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[Outcome]]:
+    """The whole small campaign, run once on the embedded cluster."""
+    campaign_file = copy_campaign(pristine, tmp_path_factory.mktemp("local") / "small")
+    return campaign_file, run(campaign_file, client)
+
+
+def recon_values(campaign_file: Path, sample: str, name: str = "recon") -> np.ndarray:
+    return open_volume(campaign_file.parent / "store.zarr", sample, name).values
+
+
+# ----------------------------------------------------------------- a whole run
+
+
+def test_every_stage_completes_with_its_provenance(local_run: tuple[Path, list[Outcome]]) -> None:
+    campaign_file, outcomes = local_run
+    assert {(o.stage, o.sample) for o in outcomes} == {
+        (stage, sample) for stage in AVAILABLE_STAGES for sample in SAMPLES
+    }
+    assert {o.state for o in outcomes} == {"done"}
+    store = campaign_file.parent / "store.zarr"
+    assert sorted(complete_arrays(store)) == sorted(f"{s}/{n}" for s in SAMPLES for n in OUTPUTS)
+    group = open_store(store, mode="r")
+    recon = get_array(group, "c03", "recon")
+    provenance = read_provenance(recon)
+    assert provenance is not None
+    assert provenance.stage == "recon"
+    assert provenance.parameters["algorithm"] == "fbp"
+    assert provenance.inputs["sinograms"]["kind"] == "array"
+    assert recon.attrs["units"] == "1/µm"
+    assert get_array(group, "c03", "sinograms").attrs["clipped_values"] == 0
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_recon_equals_the_stages_done_by_hand(
+    local_run: tuple[Path, list[Outcome]], pristine: Path, sample: str
+) -> None:
+    """Normalised in NumPy, median-filtered by scipy, reconstructed at the recorded
+    centre; the recorded centre within 0.1 px of the synthetic truth."""
+    campaign_file, _ = local_run
+    campaign = load_campaign(campaign_file)
+    result = open_volume(campaign_file.parent / "store.zarr", sample, "recon")
+    centre = result.attrs["rotation_centre_px"]
+    truth = json.loads((pristine / "truth" / "parameters.json").read_text())
+    assert centre == pytest.approx(truth["rotation_centre_px"][sample], abs=0.1)
+    assert result.attrs["rotation_centre_source"].startswith("automatic")
+    expected = reference_recon(
+        campaign_file.parent / "raw" / f"{sample}.h5",
+        centre,
+        campaign.sample(sample).voxel_size_um,
+        campaign.stage_parameters("prep")["median_size"],
+    )
+    values = result.values
+    assert values.shape == expected.shape == (48, 64, 64)
+    assert np.linalg.norm(values - expected) / np.linalg.norm(expected) <= 1e-5
+
+
+def test_a_rerun_skips_everything_and_touches_nothing(
+    local_run: tuple[Path, list[Outcome]], client: Client
+) -> None:
+    campaign_file, _ = local_run
+    group = open_store(campaign_file.parent / "store.zarr", mode="r")
+    before = {name: completion(get_array(group, "c01", name)) for name in OUTPUTS}
+    outcomes = run(campaign_file, client)
+    assert {o.state for o in outcomes} == {"skipped"}
+    assert {name: completion(get_array(group, "c01", name)) for name in OUTPUTS} == before
+
+
+def test_a_changed_parameter_redoes_only_its_stage(
+    pristine: Path, client: Client, tmp_path: Path
+) -> None:
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    run(campaign_file, client, stages=["ingest", "prep"])
+    text = campaign_file.read_text()
+    text = re.sub(r"(?m)^iterations = \d+", "iterations = 3", text)
+    campaign_file.write_text(text.replace('algorithm = "fbp"', 'algorithm = "sirt"'))
+    outcomes = run(campaign_file, client)
+    assert states(outcomes, "ingest") == states(outcomes, "prep") == {"skipped"}
+    assert states(outcomes, "recon") == {"done"}
+    recon = open_volume(campaign_file.parent / "store.zarr", "c00", "recon")
+    assert recon.attrs["algorithm"] == "sirt"
+
+
+# ----------------------------------------------------------------- distributed
+
+
+def test_an_existing_cluster_gives_identical_results(
+    local_run: tuple[Path, list[Outcome]], pristine: Path, scheduler: str, tmp_path: Path
+) -> None:
+    """A real `dask scheduler` and two `dask worker` processes on 127.0.0.1."""
+    local_file, _ = local_run
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    with cluster(scheduler) as remote:
+        remote.wait_for_workers(2, timeout=60)
+        outcomes = run(campaign_file, remote)
+        workers = remote.scheduler_info()["workers"]
+    assert {o.state for o in outcomes} == {"done"}
+    assert len(workers) == 2
+    for sample in SAMPLES:
+        for name in ("sinograms", "recon"):
+            assert np.array_equal(
+                recon_values(campaign_file, sample, name), recon_values(local_file, sample, name)
+            )
+
+
+# ----------------------------------------------------------------- resume
+
+
+def test_a_run_killed_after_ingest_resumes_without_redoing_it(
+    local_run: tuple[Path, list[Outcome]], pristine: Path, client: Client, tmp_path: Path
+) -> None:
+    local_file, _ = local_run
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    script = Path(sys.executable).with_name("debond")
+    process = subprocess.Popen(
+        [str(script), "run", str(campaign_file), "--workers", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # its own process group: the cluster dies with it
+    )
+    seen = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 240
+        for line in process.stdout:
+            seen.append(line)
+            if line.startswith("prep ") or time.monotonic() > deadline:
+                break
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert any(line.startswith("prep ") for line in seen), "".join(seen)
+    store = campaign_file.parent / "store.zarr"
+    assert all(f"{s}/projections" in complete_arrays(store) for s in SAMPLES)
+    assert not any(name.endswith("/recon") for name in complete_arrays(store))
+
+    outcomes = run(campaign_file, client)
+    assert states(outcomes, "ingest") == {"skipped"}
+    assert "done" in states(outcomes, "prep")
+    assert states(outcomes, "recon") == {"done"}
+    for sample in SAMPLES:
+        assert np.array_equal(recon_values(campaign_file, sample), recon_values(local_file, sample))
+
+
+# ----------------------------------------------------------------- bad input
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _replace(path: Path, name: str, value: np.ndarray, attrs: dict[str, str] | None = None) -> None:
+    with h5py.File(path, "r+") as f:
+        del f[name]
+        f[name] = value
+        for key, text in (attrs or {}).items():
+            f[name].attrs[key] = text
+
+
+def _short_theta(path: Path) -> None:
+    with h5py.File(path, "r") as f:
+        theta = f["exchange/theta"][...]
+    _replace(path, "exchange/theta", theta[:-3], {"units": "degrees"})
+
+
+def _odd_flats(path: Path) -> None:
+    with h5py.File(path, "r") as f:
+        flats = f["exchange/data_white"][...]
+    _replace(path, "exchange/data_white", flats[:, :-2, :])
+
+
+def _zero_flat(path: Path) -> None:
+    with h5py.File(path, "r") as f:
+        flats = f["exchange/data_white"][...]
+    flats[1] = 0
+    _replace(path, "exchange/data_white", flats)
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (_truncate, r"cannot be opened as HDF5"),
+        (_short_theta, r"exchange/theta has shape \(87,\); expected \(90,\)"),
+        (_odd_flats, r"exchange/data_white has shape .*46, 64"),
+        (_zero_flat, r"exchange/data_white frame 1 is all zero"),
+    ],
+    ids=["truncated", "theta-length", "flats-shape", "zero-flat"],
+)
+def test_bad_raw_input_fails_fast_and_marks_nothing_complete(
+    pristine: Path, client: Client, tmp_path: Path, corrupt: object, message: str
+) -> None:
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    raw = campaign_file.parent / "raw" / "c01.h5"
+    corrupt(raw)  # type: ignore[operator]
+    started = time.perf_counter()
+    with pytest.raises(RunError, match=message) as info:
+        run(campaign_file, client)
+    assert time.perf_counter() - started < 60
+    text = str(info.value)
+    assert "nothing of stage 'ingest' was run" in text
+    assert "sample[1] ('c01')" in text and str(raw) in text
+    assert complete_arrays(campaign_file.parent / "store.zarr") == []
+
+
+def test_the_command_line_reports_bad_input_with_exit_code_1(
+    pristine: Path, tmp_path: Path
+) -> None:
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    _zero_flat(campaign_file.parent / "raw" / "c03.h5")
+    result = CliRunner().invoke(app, ["run", str(campaign_file), "--workers", "1"])
+    assert result.exit_code == 1
+    assert re.search(r"frame 1 is all zero", result.output)
+    assert "dashboard" in result.output
+
+
+def test_later_stages_need_earlier_ones(pristine: Path, client: Client, tmp_path: Path) -> None:
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    with pytest.raises(
+        RunError, match=r"samples/c00/sinograms is not in the store; run the stage 'prep'"
+    ):
+        run(campaign_file, client, stages=["recon"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ingest,reconstruct", "unknown stage 'reconstruct'"),
+        ("segment", "stage 'segment' is not implemented in this version"),
+        (" , ", "names no stage"),
+    ],
+)
+def test_only_names_known_stages(text: str, message: str) -> None:
+    with pytest.raises(RunError, match=message):
+        parse_stages(text)
+    assert parse_stages("recon, ingest") == ("ingest", "recon")
