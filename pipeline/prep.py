@@ -30,6 +30,7 @@ from dask.base import get_scheduler
 from numpy.typing import ArrayLike
 from scipy import ndimage
 
+from debond.pipeline.blocks import map_exact
 from debond.storage import default_chunks
 
 __all__ = [
@@ -299,24 +300,6 @@ def median_kernel(
     return ndimage.median_filter(block, size=(1, size, size), mode=mode, cval=cval)
 
 
-def _merge_small_chunks(chunks: Sequence[int], minimum: int) -> tuple[int, ...]:
-    """Merge neighbouring chunks until each is at least ``minimum`` long.
-
-    Like dask's ``ensure_minimum_chunksize`` but it never fails: an axis
-    shorter than ``minimum`` becomes one chunk.
-    """
-    merged: list[int] = []
-    for c in chunks:
-        if merged and merged[-1] < minimum:
-            merged[-1] += c
-        else:
-            merged.append(c)
-    if len(merged) > 1 and merged[-1] < minimum:
-        last = merged.pop()
-        merged[-1] += last
-    return tuple(merged)
-
-
 def median_filter(
     projections: da.Array | np.ndarray, size: int = 7, *, mode: str = "reflect", cval: float = 0.0
 ) -> da.Array:
@@ -364,26 +347,14 @@ def median_filter(
         raise ValueError(f"size must be a positive integer (pixels); got {size!r}")
     if mode not in MEDIAN_MODES:
         raise ValueError(f"mode must be one of {', '.join(MEDIAN_MODES)}; got {mode!r}")
-    halo = int(size) // 2
-    chunks = (
-        array.chunks[0],
-        _merge_small_chunks(array.chunks[1], halo),
-        _merge_small_chunks(array.chunks[2], halo),
-    )
-    if chunks != array.chunks:
-        array = array.rechunk(chunks)
-    depth = {0: 0, 1: halo if len(chunks[1]) > 1 else 0, 2: halo if len(chunks[2]) > 1 else 0}
-    return array.map_overlap(
+    return map_exact(
+        array,
         median_kernel,
-        depth=depth,
-        boundary="none",
-        trim=True,
-        allow_rechunk=False,
+        {1: int(size) // 2, 2: int(size) // 2},
+        dtype=array.dtype,
         size=int(size),
         mode=mode,
         cval=float(cval),
-        dtype=array.dtype,
-        meta=_meta(array.dtype),
     )
 
 

@@ -453,9 +453,10 @@ def _shift_columns(sinograms: NDArray[np.floating], shift: float) -> NDArray[np.
     n_columns = sinograms.shape[-1]
     pad = n_columns + math.ceil(abs(shift))
     widths = [(0, 0)] * (sinograms.ndim - 1) + [(pad, pad)]
-    padded = np.pad(np.asarray(sinograms, dtype=np.float64), widths, mode="edge")
+    # Single precision: the result is float32 anyway, and the transforms take half the time.
+    padded = np.pad(np.asarray(sinograms, dtype=np.float32), widths, mode="edge")
     size = padded.shape[-1]
-    ramp = np.exp(2j * np.pi * sp_fft.rfftfreq(size) * shift)
+    ramp = np.exp(2j * np.pi * sp_fft.rfftfreq(size) * shift).astype(np.complex64)
     moved = sp_fft.irfft(sp_fft.rfft(padded, axis=-1) * ramp, size, axis=-1)
     return np.asarray(moved[..., pad : pad + n_columns], dtype=np.float32)
 
