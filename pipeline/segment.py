@@ -1,0 +1,324 @@
+"""Segmentation: a reconstructed attenuation volume into five phases.
+
+Phase codes (DESIGN.md): 0 pore, 1 graphite, 2 carbon black-binder domain
+(CBD), 3 silicon, 4 SEI; and a ``sample`` mask, False in the air (or vacuum)
+around the imaged pillar.
+
+The method (every parameter is a keyword of :func:`segment` and a key of the
+campaign's ``[segmentation]`` section):
+
+1. **Denoise** (optional): a Gaussian of ``sigma_voxels``.
+2. **Grey classes** from one global histogram, reduced over the whole Dask
+   volume: multi-Otsu with five classes, air < pore and graphite < SEI <
+   silicon < CBD, or four ``thresholds`` given in the campaign (1/µm).
+   The histogram also gives each class's mean attenuation.
+3. **Sample**: per z-slice, everything not air with its holes filled.
+4. **Silicon**: the silicon class opened by the 6-neighbourhood (erosion
+   then dilation). Blurred CBD edges pass through the silicon grey range
+   on their way down to pore; those rims are one voxel thin and the opening
+   removes them, while particles survive.
+5. **CBD**: above the midpoint of the pore and CBD class means (the
+   half-height of a pore–CBD edge, so thin coats keep their width), silicon
+   excepted.
+6. **SEI**: the intermediate class within ``sei_max_voxels`` of silicon (the
+   weakly absorbing layer between a particle and its gap); elsewhere that
+   grey level is the partial volume of CBD edges and counts as pore.
+7. **Graphite vs pore** (they absorb almost alike): graphite is large and
+   compact. Voxels of the low class whose local mean (a Gaussian of 2
+   voxels) is above the Otsu threshold of the low class's own histogram,
+   opened by a ball of ``graphite_min_radius_voxels``: smaller or thinner
+   objects are pore.
+
+Steps 3–7 run block by block in one kernel (:func:`phases_kernel`) with a
+halo deep enough for every neighbourhood operation, on whole z-slices; the
+result equals the kernel on the whole volume for any chunking along z.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+from skimage.filters import threshold_multiotsu, threshold_otsu
+
+from debond.pipeline.blocks import map_exact
+
+__all__ = [
+    "CBD",
+    "GRAPHITE",
+    "PORE",
+    "SEI",
+    "SILICON",
+    "Segmentation",
+    "Thresholds",
+    "open_with_ball",
+    "phases_kernel",
+    "segment",
+    "thresholds_from_histogram",
+]
+
+PORE, GRAPHITE, CBD, SILICON, SEI = 0, 1, 2, 3, 4
+#: Smoothing (voxels) of the local mean that separates graphite from pore.
+GRAPHITE_SIGMA_VOXELS = 2.0
+_SIX = ndimage.generate_binary_structure(3, 1)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Grey-level decisions of a segmentation, attenuation in 1/µm.
+
+    Attributes
+    ----------
+    classes : (4,) tuple of float
+        Increasing boundaries of the five grey classes: air | pore+graphite |
+        SEI | silicon | CBD.
+    cbd : float
+        CBD above this (midpoint of the pore and CBD class means).
+    graphite : float
+        Local mean above which low-class voxels may be graphite.
+    means : (5,) tuple of float
+        Mean attenuation of each grey class (NaN for an empty class).
+    """
+
+    classes: tuple[float, float, float, float]
+    cbd: float
+    graphite: float
+    means: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Lazy phases and sample mask with the thresholds that made them.
+
+    Attributes
+    ----------
+    phases : (z, y, x) dask array of uint8
+        Phase codes (module docstring).
+    sample : (z, y, x) dask array of bool
+        True inside the imaged sample.
+    thresholds : Thresholds
+    """
+
+    phases: da.Array
+    sample: da.Array
+    thresholds: Thresholds
+
+
+def thresholds_from_histogram(
+    counts: NDArray[np.integer] | NDArray[np.floating],
+    edges: NDArray[np.floating],
+    classes: tuple[float, float, float, float] | None = None,
+) -> Thresholds:
+    """Grey classes, CBD and graphite thresholds from a global histogram.
+
+    Parameters
+    ----------
+    counts : (bins,) array
+        Voxels per bin.
+    edges : (bins + 1,) array
+        Bin edges, 1/µm.
+    classes : four increasing floats, optional
+        Given class boundaries; default multi-Otsu (five classes).
+
+    Returns
+    -------
+    Thresholds
+
+    Raises
+    ------
+    ValueError
+        A histogram without enough distinct grey levels for five classes, or
+        ``classes`` not four increasing numbers.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    if classes is None:
+        if np.count_nonzero(counts) < 5:
+            raise ValueError(
+                f"the volume's histogram has {np.count_nonzero(counts)} non-empty bins; "
+                "five grey classes need at least 5 (is the reconstruction empty or constant?)"
+            )
+        bounds = tuple(float(t) for t in threshold_multiotsu(hist=(counts, centres), classes=5))
+    else:
+        bounds = tuple(float(t) for t in classes)
+    if len(bounds) != 4 or not all(a < b for a, b in itertools.pairwise(bounds)):
+        raise ValueError(f"thresholds must be four increasing numbers (1/µm); got {classes!r}")
+    which = np.digitize(centres, bounds)
+    means = []
+    for k in range(5):
+        weight = counts[which == k].sum()
+        means.append(float((counts * centres)[which == k].sum() / weight) if weight else math.nan)
+    low, cbd = means[1], means[4]
+    cbd_threshold = 0.5 * (low + cbd) if math.isfinite(low + cbd) else bounds[3]
+    in_low = which == 1
+    if np.count_nonzero(counts[in_low]) >= 2:
+        graphite = float(threshold_otsu(hist=(counts[in_low], centres[in_low])))
+    else:
+        graphite = bounds[1]
+    return Thresholds(
+        classes=(bounds[0], bounds[1], bounds[2], bounds[3]),
+        cbd=float(cbd_threshold),
+        graphite=graphite,
+        means=tuple(means),
+    )
+
+
+def open_with_ball(mask: NDArray[np.bool_], radius: float) -> NDArray[np.bool_]:
+    """Morphological opening of ``mask`` by a Euclidean ball, through distance transforms.
+
+    Erosion keeps voxels farther than ``radius`` from the background; the
+    dilation of that by the same ball is everything within ``radius`` of it.
+    Exact for Euclidean balls and linear in the volume, where a structuring
+    element of a large ball would cost its (2r + 1)³ voxels per voxel.
+    """
+    if radius <= 0 or not mask.any():
+        return mask.copy()
+    core = ndimage.distance_transform_edt(mask) > radius
+    if not core.any():
+        return core
+    return np.asarray(ndimage.distance_transform_edt(~core) <= radius)
+
+
+def phases_kernel(
+    block: NDArray[np.floating],
+    thresholds: Thresholds,
+    *,
+    sei_max_voxels: int = 3,
+    graphite_min_radius_voxels: int = 4,
+) -> NDArray[np.uint8]:
+    """Phase codes of a block of whole z-slices (steps 3–7 of the module docstring).
+
+    Parameters
+    ----------
+    block : (z, y, x) array
+        Attenuation, 1/µm (denoised already if wanted).
+    thresholds : Thresholds
+    sei_max_voxels : int
+        Intermediate grey within this many voxels of silicon is SEI.
+    graphite_min_radius_voxels : int
+        Radius of the ball that graphite must contain.
+
+    Returns
+    -------
+    (z, y, x) ndarray of uint8
+        Phase codes, with 255 outside the sample (see :func:`segment`).
+    """
+    t_air, t_low, t_sei, t_si = thresholds.classes
+    sample = np.stack([ndimage.binary_fill_holes(s) for s in block >= t_air])
+    silicon = ndimage.binary_opening((block >= t_sei) & (block < t_si), _SIX)
+    cbd = (block >= thresholds.cbd) & ~silicon
+    near = ndimage.binary_dilation(silicon, _SIX, iterations=sei_max_voxels)
+    sei = (block >= t_low) & (block < t_sei) & near & ~cbd
+    local = ndimage.gaussian_filter(block.astype(np.float32), GRAPHITE_SIGMA_VOXELS, mode="nearest")
+    low = (block >= t_air) & (block < t_low)
+    graphite = low & (local >= thresholds.graphite)
+    if graphite_min_radius_voxels > 0:
+        graphite = open_with_ball(graphite, graphite_min_radius_voxels)
+    phases = np.full(block.shape, PORE, dtype=np.uint8)
+    phases[graphite] = GRAPHITE
+    phases[sei] = SEI
+    phases[cbd] = CBD
+    phases[silicon] = SILICON
+    phases[~sample] = 255
+    return phases
+
+
+def _halo(sei_max_voxels: int, graphite_min_radius_voxels: int) -> int:
+    """Deepest reach of the kernel's neighbourhood operations, voxels."""
+    gaussian = math.ceil(4.0 * GRAPHITE_SIGMA_VOXELS)  # scipy's truncate=4
+    return max(2, sei_max_voxels + 2, gaussian + 2 * graphite_min_radius_voxels)
+
+
+def segment(
+    recon: da.Array | NDArray[np.floating],
+    *,
+    voxel_size_um: float,
+    sigma_voxels: float = 0.0,
+    bins: int = 256,
+    thresholds: tuple[float, float, float, float] | None = None,
+    sei_max_um: float = 0.2,
+    graphite_min_radius_um: float = 1.0,
+) -> Segmentation:
+    """Five phases and the sample mask of a reconstruction (module docstring).
+
+    Computes two small reductions (the volume's range and histogram); the
+    phases and the mask stay lazy.
+
+    Parameters
+    ----------
+    recon : (z, y, x) dask or NumPy array
+        Attenuation, 1/µm.
+    voxel_size_um : float
+        Voxel edge, µm.
+    sigma_voxels : float
+        Gaussian denoising before everything else, voxels (0: none).
+    bins : int
+        Bins of the global histogram, ≥ 16.
+    thresholds : four increasing floats, optional
+        Grey-class boundaries (1/µm) instead of multi-Otsu.
+    sei_max_um : float
+        Farthest an SEI voxel lies from silicon, µm.
+    graphite_min_radius_um : float
+        Graphite objects contain a ball of this radius, µm; smaller
+        low-attenuation objects are pore.
+
+    Returns
+    -------
+    Segmentation
+        ``phases`` and ``sample`` chunked as the input along z, whole slices
+        in y and x.
+
+    Raises
+    ------
+    ValueError
+        Not 3D, non-finite range, a parameter out of range (named).
+    """
+    volume = recon if isinstance(recon, da.Array) else da.asarray(np.asarray(recon))
+    if volume.ndim != 3:
+        raise ValueError(f"recon must be 3D (z, y, x); got shape {volume.shape}")
+    if not voxel_size_um > 0:
+        raise ValueError(f"voxel_size_um must be > 0 (µm); got {voxel_size_um!r}")
+    if sigma_voxels < 0:
+        raise ValueError(f"sigma_voxels must be ≥ 0; got {sigma_voxels!r}")
+    if bins < 16:
+        raise ValueError(f"bins must be ≥ 16; got {bins!r}")
+    volume = volume.astype(np.float32).rechunk({1: -1, 2: -1})
+    if sigma_voxels > 0:
+        reach = math.ceil(4.0 * sigma_voxels)
+        volume = map_exact(
+            volume,
+            ndimage.gaussian_filter,
+            {0: reach, 1: reach, 2: reach},
+            dtype=np.float32,
+            sigma=float(sigma_voxels),
+            mode="nearest",
+        )
+    low, high = (float(v) for v in dask.compute(volume.min(), volume.max()))
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        raise ValueError(
+            f"recon holds no usable grey levels (min {low}, max {high}); "
+            "expected a reconstruction with contrast"
+        )
+    counts, edges = da.histogram(volume, bins=bins, range=(low, high))
+    decided = thresholds_from_histogram(counts.compute(), edges, thresholds)
+    sei_voxels = max(1, round(sei_max_um / voxel_size_um))
+    graphite_voxels = max(0, round(graphite_min_radius_um / voxel_size_um))
+    halo = _halo(sei_voxels, graphite_voxels)
+    coded = map_exact(
+        volume,
+        phases_kernel,
+        {0: halo},
+        dtype=np.uint8,
+        thresholds=decided,
+        sei_max_voxels=sei_voxels,
+        graphite_min_radius_voxels=graphite_voxels,
+    )
+    sample = coded != 255
+    phases = da.where(sample, coded, np.uint8(PORE)).astype(np.uint8)
+    return Segmentation(phases=phases, sample=sample, thresholds=decided)

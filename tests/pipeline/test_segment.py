@@ -1,0 +1,128 @@
+"""Segmentation: thresholds from the histogram, chunking invariance, the synthetic truth."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from debond.pipeline.segment import (
+    CBD,
+    SILICON,
+    phases_kernel,
+    segment,
+    thresholds_from_histogram,
+)
+from debond.pipeline.segment import open_with_ball as open_ball
+from debond.storage import open_volume
+from debond.synth import ATTENUATION_PER_UM, write_campaign
+
+VOXEL_UM = 0.06
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+@pytest.fixture(scope="module")
+def truth(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndarray]:
+    """Phases of the small synthetic sample c03 and a noisy, slightly blurred attenuation."""
+    folder = tmp_path_factory.mktemp("synth") / "small"
+    write_campaign(folder, "small", seed=0)
+    phases = open_volume(folder / "truth" / "phases.zarr", "c03", "phases").values
+    n = phases.shape[-1]
+    y, x = np.mgrid[:n, :n] - (n - 1) / 2
+    inside = np.hypot(y, x) <= 0.45 * (n - 1)
+    table = np.zeros(5, dtype=np.float32)
+    for code, value in ATTENUATION_PER_UM.items():
+        table[code] = value
+    values = np.where(inside, table[phases], np.float32(0.0))
+    blurred = ndimage.gaussian_filter(values, 0.5)
+    noisy = blurred + np.random.default_rng(0).normal(0.0, 0.01, blurred.shape)
+    return phases, noisy.astype(np.float32)
+
+
+def test_thresholds_of_a_five_level_mixture() -> None:
+    """Multi-Otsu bounds fall between the levels; class means recover them."""
+    rng = np.random.default_rng(1)
+    levels = [0.0, 0.05, 0.09, 0.16, 0.30]
+    sizes = [40_000, 60_000, 20_000, 20_000, 20_000]
+    values = np.concatenate([rng.normal(v, 0.006, n) for v, n in zip(levels, sizes, strict=True)])
+    counts, edges = np.histogram(values, bins=256)
+    decided = thresholds_from_histogram(counts, edges)
+    for low, bound, high in zip(levels, decided.classes, levels[1:], strict=False):
+        assert low < bound < high
+    assert decided.means == pytest.approx(levels, abs=0.005)
+    assert decided.cbd == pytest.approx((0.05 + 0.30) / 2, abs=0.005)
+
+
+def test_given_thresholds_are_used_and_checked() -> None:
+    counts, edges = np.histogram(np.linspace(0, 0.3, 1000), bins=64)
+    given = (0.02, 0.07, 0.12, 0.2)
+    assert thresholds_from_histogram(counts, edges, given).classes == given
+    with pytest.raises(ValueError, match="four increasing numbers"):
+        thresholds_from_histogram(counts, edges, (0.02, 0.07, 0.05, 0.2))
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3.5])
+def test_ball_opening_equals_scipy_with_a_ball_element(radius: float) -> None:
+    mask = ndimage.gaussian_filter(np.random.default_rng(2).random((30, 31, 32)), 2) > 0.5
+    r = int(np.floor(radius))
+    grid = np.arange(-r, r + 1)
+    ball = (grid[:, None, None] ** 2 + grid[None, :, None] ** 2 + grid**2) <= radius**2
+    # scipy's opening erodes with the border as background; pad so both see the same.
+    padded = np.pad(mask, r + 1)
+    expected = ndimage.binary_opening(padded, ball)[r + 1 : -r - 1, r + 1 : -r - 1, r + 1 : -r - 1]
+    result = open_ball(padded, radius)[r + 1 : -r - 1, r + 1 : -r - 1, r + 1 : -r - 1]
+    assert np.array_equal(result, expected)
+
+
+@pytest.mark.parametrize("chunks", [48, 16, (5, 20, 23), 3])
+def test_chunking_does_not_change_the_phases(
+    truth: tuple[np.ndarray, np.ndarray], chunks: int | tuple[int, ...]
+) -> None:
+    _, values = truth
+    result = segment(
+        da.from_array(values, chunks=chunks), voxel_size_um=VOXEL_UM, graphite_min_radius_um=0.2
+    )
+    whole = phases_kernel(values, result.thresholds, sei_max_voxels=3, graphite_min_radius_voxels=3)
+    assert np.array_equal(result.phases.compute(), np.where(whole == 255, 0, whole))
+    assert np.array_equal(result.sample.compute(), whole != 255)
+
+
+def test_the_synthetic_truth_is_recovered(truth: tuple[np.ndarray, np.ndarray]) -> None:
+    """Noise 0.01/µm, blur 0.5 voxel: silicon Dice ≥ 0.9; CBD, whose coats are two
+    voxels thick, 0.81 (the edges of thin shells are where a threshold errs)."""
+    phases, values = truth
+    result = segment(da.from_array(values, chunks=16), voxel_size_um=VOXEL_UM)
+    found = result.phases.compute()
+    assert dice(found == SILICON, phases == SILICON) >= 0.9
+    assert dice(found == CBD, phases == CBD) >= 0.78
+    n = values.shape[-1]
+    y, x = np.mgrid[:n, :n] - (n - 1) / 2
+    inside = np.hypot(y, x) <= 0.45 * (n - 1)
+    assert dice(result.sample.compute(), np.broadcast_to(inside, values.shape)) >= 0.98
+
+
+@pytest.mark.parametrize(
+    ("recon", "options", "message"),
+    [
+        (np.zeros((4, 5)), {}, "recon must be 3D"),
+        (np.full((4, 5, 6), 0.1), {}, "no usable grey levels"),
+        (np.zeros((4, 5, 6)), {"voxel_size_um": 0.0}, "voxel_size_um must be > 0"),
+        (np.zeros((4, 5, 6)), {"bins": 4}, "bins must be ≥ 16"),
+    ],
+)
+def test_bad_input_is_named(recon: np.ndarray, options: dict[str, float], message: str) -> None:
+    arguments = {"voxel_size_um": VOXEL_UM, **options}
+    with pytest.raises(ValueError, match=message):
+        segment(recon, **arguments)  # type: ignore[arg-type]
+
+
+def test_the_kernel_takes_a_plain_array() -> None:
+    """The kernel works on a plain array: whole slices, any z extent."""
+    values = np.random.default_rng(3).random((2, 12, 12)).astype(np.float32) * 0.3
+    counts, edges = np.histogram(values, bins=64)
+    coded = phases_kernel(values, thresholds_from_histogram(counts, edges))
+    assert coded.shape == values.shape and coded.dtype == np.uint8
