@@ -27,6 +27,7 @@ stage     reads                           writes
 ingest    the raw file (``txm``)          ``flats``, ``darks``, ``projections``
 prep      projections, flats, darks       ``sinograms``
 recon     sinograms                       ``recon``
+segment   recon                           ``sample`` (bool), ``phases`` (uint8)
 ========  ==============================  ====================================
 """
 
@@ -43,11 +44,12 @@ import numpy as np
 import zarr
 from distributed import Client, as_completed
 
-from debond.campaign import STAGES, Campaign, Sample
+from debond.campaign import PHASE_NAMES, STAGES, Campaign, Sample
 from debond.pipeline.centre import resolve_centre
 from debond.pipeline.ingest import IngestError, Projections, read_data_exchange, read_tiff_stack
 from debond.pipeline.prep import median_filter, normalise, remove_rings, to_sinograms
 from debond.pipeline.recon import reconstruct
+from debond.pipeline.segment import segment
 from debond.storage import (
     PendingWrite,
     Status,
@@ -73,9 +75,9 @@ __all__ = [
 #: Every stage of ``debond run``, in the order they run (DESIGN.md).
 STAGE_ORDER: tuple[str, ...] = STAGES
 #: The stages this version implements.
-AVAILABLE_STAGES = ("ingest", "prep", "recon")
+AVAILABLE_STAGES = ("ingest", "prep", "recon", "segment")
 #: The 3D stages that start from raw projections (samples with ``phases`` skip them).
-RAW_STAGES = ("ingest", "prep", "recon")
+RAW_STAGES = ("ingest", "prep", "recon", "segment")
 
 Echo = Callable[[str], None]
 
@@ -197,7 +199,9 @@ def _upstream(
     for name in names:
         array = find_array(group, sample.id, name)
         if array is None:
-            producer = "ingest" if name in ("projections", "flats", "darks") else "prep"
+            producer = {"projections": "ingest", "flats": "ingest", "darks": "ingest"}.get(
+                name, {"sinograms": "prep", "recon": "recon"}.get(name, "segment")
+            )
             raise RunError(
                 f"{stage} of {sample.where}: samples/{sample.id}/{name} is not in the store; "
                 f"run the stage {producer!r} first"
@@ -312,10 +316,44 @@ def _plan_recon(campaign: Campaign, sample: Sample, group: zarr.Group) -> _Plan:
     return _Plan("recon", sample, ("recon",), parameters, dict(inputs), build)
 
 
+def _plan_segment(campaign: Campaign, sample: Sample, group: zarr.Group) -> _Plan:
+    parameters = {**campaign.stage_parameters("segment"), "voxel_size_um": sample.voxel_size_um}
+    inputs = _upstream(group, sample, ("recon",), "segment")
+
+    def build() -> _Work:
+        recon = open_volume(group, sample.id, "recon")
+        result = segment(
+            recon.data,
+            voxel_size_um=sample.voxel_size_um,
+            sigma_voxels=parameters["denoise_sigma_voxels"],
+            bins=parameters["histogram_bins"],
+            thresholds=parameters["thresholds"],
+            sei_max_um=parameters["sei_max_um"],
+            graphite_min_radius_um=parameters["graphite_min_radius_um"],
+        )
+        t = result.thresholds
+        attrs = {
+            "phase_codes": dict(zip(PHASE_NAMES, range(len(PHASE_NAMES)), strict=True)),
+            "thresholds_per_um": {"classes": list(t.classes), "cbd": t.cbd, "graphite": t.graphite},
+        }
+        classes = ", ".join(f"{v:.3f}" for v in t.classes)
+        return _Work(
+            outputs=[
+                _Output("sample", result.sample, "volume"),
+                _Output("phases", result.phases, "volume", attrs),
+            ],
+            extras={},
+            detail=f"grey classes at {classes} 1/µm, CBD above {t.cbd:.3f}",
+        )
+
+    return _Plan("segment", sample, ("sample", "phases"), parameters, dict(inputs), build)
+
+
 _PLANNERS: dict[str, Callable[[Campaign, Sample, zarr.Group], _Plan]] = {
     "ingest": _plan_ingest,
     "prep": _plan_prep,
     "recon": _plan_recon,
+    "segment": _plan_segment,
 }
 
 

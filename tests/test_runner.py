@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from debond.campaign import load_campaign
 from debond.cli import app
 from debond.cluster import cluster
+from debond.pipeline.segment import segment
 from debond.runner import AVAILABLE_STAGES, Outcome, RunError, parse_stages, run_campaign
 from debond.storage import get_array, list_arrays, list_samples, open_store, open_volume
 from debond.storage.provenance import completion, read_provenance
@@ -37,7 +38,7 @@ from tests.pipeline.test_recon import VOXEL_UM, astra_loop, normalised
 pytestmark = pytest.mark.distributed
 
 SAMPLES = ("c00", "c01", "c03", "c10")
-OUTPUTS = ("flats", "darks", "projections", "sinograms", "recon")
+OUTPUTS = ("flats", "darks", "projections", "sinograms", "recon", "sample", "phases")
 
 
 # ----------------------------------------------------------------- helpers
@@ -155,6 +156,27 @@ def test_recon_equals_the_stages_done_by_hand(
     assert np.linalg.norm(values - expected) / np.linalg.norm(expected) <= 1e-5
 
 
+def test_phases_equal_the_segmentation_of_the_stored_recon(
+    local_run: tuple[Path, list[Outcome]],
+) -> None:
+    campaign_file, _ = local_run
+    campaign = load_campaign(campaign_file)
+    store = campaign_file.parent / "store.zarr"
+    recon = open_volume(store, "c10", "recon").values
+    parameters = campaign.stage_parameters("segment")
+    expected = segment(
+        recon,
+        voxel_size_um=VOXEL_UM,
+        sigma_voxels=parameters["denoise_sigma_voxels"],
+        sei_max_um=parameters["sei_max_um"],
+        graphite_min_radius_um=parameters["graphite_min_radius_um"],
+    )
+    phases = open_volume(store, "c10", "phases")
+    assert np.array_equal(phases.values, expected.phases.compute())
+    assert np.array_equal(open_volume(store, "c10", "sample").values, expected.sample.compute())
+    assert phases.attrs["thresholds_per_um"]["classes"] == list(expected.thresholds.classes)
+
+
 def test_a_rerun_skips_everything_and_touches_nothing(
     local_run: tuple[Path, list[Outcome]], client: Client
 ) -> None:
@@ -197,7 +219,7 @@ def test_an_existing_cluster_gives_identical_results(
     assert {o.state for o in outcomes} == {"done"}
     assert len(workers) == 2
     for sample in SAMPLES:
-        for name in ("sinograms", "recon"):
+        for name in ("sinograms", "recon", "phases"):
             assert np.array_equal(
                 recon_values(campaign_file, sample, name), recon_values(local_file, sample, name)
             )
@@ -329,7 +351,7 @@ def test_later_stages_need_earlier_ones(pristine: Path, client: Client, tmp_path
     ("text", "message"),
     [
         ("ingest,reconstruct", "unknown stage 'reconstruct'"),
-        ("segment", "stage 'segment' is not implemented in this version"),
+        ("label", "stage 'label' is not implemented in this version"),
         (" , ", "names no stage"),
     ],
 )
