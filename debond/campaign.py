@@ -373,7 +373,7 @@ class SegmentationSection(_Section):
         gt=0,
     )
     sei_max_um: float = _param(
-        0.2, "Intermediate grey within this distance of silicon is SEI, elsewhere pore.", "µm", gt=0
+        0.6, "Intermediate grey within this distance of silicon is SEI, elsewhere pore.", "µm", gt=0
     )
     porosity: float | None = _param(
         None, "Known porosity (volume fraction) to check the pore phase against.", "", gt=0, lt=1

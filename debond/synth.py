@@ -60,6 +60,22 @@ CYCLES = (0, 1, 3, 10)
 ELECTRODE_MASS_MG = 2.0
 
 
+def grey_class_bounds(per_um: Mapping[int, float] | None = None) -> list[float]:
+    """Midpoints between the attenuations of air | pore, graphite | SEI | silicon | CBD, 1/µm.
+
+    The four grey-class boundaries of :func:`debond.pipeline.segment.segment`
+    for these phantoms.
+
+    Examples
+    --------
+    >>> [round(b, 3) for b in grey_class_bounds()]
+    [0.025, 0.075, 0.125, 0.23]
+    """
+    a = {**ATTENUATION_PER_UM, **(per_um or {})}
+    low, high = min(a[PORE], a[GRAPHITE]), max(a[PORE], a[GRAPHITE])
+    return [low / 2, (high + a[SEI]) / 2, (a[SEI] + a[SILICON]) / 2, (a[SILICON] + a[CBD]) / 2]
+
+
 #: Median filter written into synthetic campaign files (px); see ``_campaign_document``.
 SYNTHETIC_MEDIAN_SIZE = 1
 
@@ -718,6 +734,9 @@ def _campaign_document(name: str, samples: list[str], preset: Preset) -> dict[st
         # truth than 200 SIRT iterations.
         "prep": {"median_size": SYNTHETIC_MEDIAN_SIZE},
         "reconstruction": {"algorithm": "fbp"},
-        # Smoothing blurs the 2-voxel coats more than it removes noise.
-        "segmentation": {"denoise_sigma_voxels": 0.0},
+        # Smoothing blurs the 2-voxel coats more than it removes noise. The grey
+        # classes are known here (a calibrated instrument's a priori values):
+        # multi-Otsu splits pore from graphite instead where a sample has
+        # little SEI, and graphite is then lost.
+        "segmentation": {"denoise_sigma_voxels": 0.0, "thresholds": grey_class_bounds()},
     }

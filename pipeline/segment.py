@@ -24,8 +24,8 @@ campaign's ``[segmentation]`` section):
    weakly absorbing layer between a particle and its gap); elsewhere that
    grey level is the partial volume of CBD edges and counts as pore.
 7. **Graphite vs pore** (they absorb almost alike): graphite is large and
-   compact. Voxels of the low class whose local mean (a Gaussian of 2
-   voxels) is above the Otsu threshold of the low class's own histogram,
+   compact. Voxels whose local mean (a Gaussian of 2 voxels) lies in the low
+   class and above the Otsu threshold of the low class's own histogram,
    opened by a ball of ``graphite_min_radius_voxels``: smaller or thinner
    objects are pore.
 
@@ -216,8 +216,9 @@ def phases_kernel(
     near = ndimage.binary_dilation(silicon, _SIX, iterations=sei_max_voxels)
     sei = (block >= t_low) & (block < t_sei) & near & ~cbd
     local = ndimage.gaussian_filter(block.astype(np.float32), GRAPHITE_SIGMA_VOXELS, mode="nearest")
-    low = (block >= t_air) & (block < t_low)
-    graphite = low & (local >= thresholds.graphite)
+    # On the local mean, not the voxel: noise would pierce graphite with holes
+    # that the opening then widens until nothing is left.
+    graphite = (local >= thresholds.graphite) & (local < t_low) & ~silicon & ~cbd & ~sei
     if graphite_min_radius_voxels > 0:
         graphite = open_with_ball(graphite, graphite_min_radius_voxels)
     phases = np.full(block.shape, PORE, dtype=np.uint8)
@@ -242,7 +243,7 @@ def segment(
     sigma_voxels: float = 0.0,
     bins: int = 256,
     thresholds: tuple[float, float, float, float] | None = None,
-    sei_max_um: float = 0.2,
+    sei_max_um: float = 0.6,
     graphite_min_radius_um: float = 1.0,
 ) -> Segmentation:
     """Five phases and the sample mask of a reconstruction (module docstring).

@@ -84,7 +84,10 @@ def test_chunking_does_not_change_the_phases(
 ) -> None:
     _, values = truth
     result = segment(
-        da.from_array(values, chunks=chunks), voxel_size_um=VOXEL_UM, graphite_min_radius_um=0.2
+        da.from_array(values, chunks=chunks),
+        voxel_size_um=VOXEL_UM,
+        graphite_min_radius_um=0.2,
+        sei_max_um=0.18,
     )
     whole = phases_kernel(values, result.thresholds, sei_max_voxels=3, graphite_min_radius_voxels=3)
     assert np.array_equal(result.phases.compute(), np.where(whole == 255, 0, whole))
