@@ -67,6 +67,7 @@ __all__ = [
     "Projections",
     "read_data_exchange",
     "read_tiff_stack",
+    "read_tiff_volume",
 ]
 
 #: Data Exchange dataset names.
@@ -231,6 +232,89 @@ class _TiffFrames:
                 ) from error
             out[i] = image[rows, cols]
         return out
+
+
+class _TiffPages:
+    """Pages of one multi-page TIFF (a volume, one z-slice per page), read by path."""
+
+    def __init__(self, path: str, shape: tuple[int, int, int], dtype: np.dtype[Any]) -> None:
+        self.path = path
+        self.shape = shape
+        self.dtype = dtype
+        self.ndim = 3
+
+    def __dask_tokenize__(self) -> object:
+        return ("debond-tiff-pages", _file_token(self.path), self.shape, str(self.dtype))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        pages, rows, cols = _key_slices(key, self.shape)
+        try:
+            with tifffile.TiffFile(self.path) as tif:
+                planes = [
+                    tif.pages[i].asarray()[rows, cols] for i in range(pages.start, pages.stop)
+                ]
+        except (OSError, ValueError, IndexError, tifffile.TiffFileError) as error:
+            raise IngestError(
+                f"{self.path}: reading pages {pages.start}:{pages.stop} failed ({error}); "
+                "was the file changed or removed?",
+                path=self.path,
+                dataset="volume",
+            ) from error
+        return np.stack(planes).astype(self.dtype, copy=False)
+
+
+def read_tiff_volume(path: str | os.PathLike[str], *, pages_per_chunk: int = 64) -> da.Array:
+    """A multi-page TIFF volume (one 2-D page per z-slice) as a lazy Dask array.
+
+    Used for segmentations brought by the user (a campaign sample's
+    ``phases``). Every task opens the file by path.
+
+    Parameters
+    ----------
+    path : path-like
+    pages_per_chunk : int
+        z-slices per chunk (≥ 1).
+
+    Returns
+    -------
+    (pages, rows, columns) dask array
+        The pages' own dtype.
+
+    Raises
+    ------
+    IngestError
+        The file is missing or not a TIFF, has no page, or its pages differ in
+        shape or dtype or are not 2-D (the message names the file and page).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise IngestError(f"{path}: no such file; expected a multi-page TIFF volume", path=path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shapes = [(page.shape, page.dtype) for page in tif.pages]
+    except (OSError, ValueError, tifffile.TiffFileError) as error:
+        raise IngestError(f"{path}: cannot be read as TIFF ({error})", path=path) from error
+    if not shapes:
+        raise IngestError(f"{path}: has no image; expected one 2-D page per z-slice", path=path)
+    first_shape, first_dtype = shapes[0]
+    for i, (shape, dtype) in enumerate(shapes):
+        if len(shape) != 2 or shape != first_shape or dtype != first_dtype:
+            raise IngestError(
+                f"{path}: page {i} is {dtype} of shape {shape}; expected 2-D pages all like "
+                f"page 0 ({first_dtype}, {first_shape})",
+                path=path,
+                dataset="volume",
+            )
+    rows, columns = first_shape
+    reader = _TiffPages(str(path), (len(shapes), rows, columns), np.dtype(first_dtype))
+    return da.from_array(
+        reader,
+        chunks=(max(1, min(int(pages_per_chunk), len(shapes))), rows, columns),
+        lock=False,
+        asarray=False,
+        name=f"tiff-volume-{tokenize(reader)}",
+        meta=np.empty((0, 0, 0), reader.dtype),
+    )
 
 
 def _file_token(path: str) -> tuple[str, int, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +163,11 @@ def check_particles(table: pd.DataFrame, source: str = "particle table") -> pd.D
 
 
 def write_table(
-    table: pd.DataFrame, path: str | os.PathLike[str], schema: pa.Schema | None = None
+    table: pd.DataFrame,
+    path: str | os.PathLike[str],
+    schema: pa.Schema | None = None,
+    *,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a DataFrame to Parquet atomically.
 
@@ -173,6 +178,9 @@ def write_table(
         Destination ``.parquet`` file; its folder is created.
     schema : pyarrow.Schema, optional
         Restricted to the columns present, it fixes their types.
+    metadata : mapping of str to str, optional
+        Stored in the file's key-value metadata (e.g. the provenance digest
+        of the stage that made it; see :func:`read_metadata`).
 
     Returns
     -------
@@ -191,6 +199,10 @@ def write_table(
         arrow = pa.Table.from_pandas(table, schema=pa.schema(fields), preserve_index=False)
     else:
         arrow = pa.Table.from_pandas(table, preserve_index=False)
+    if metadata:
+        merged = dict(arrow.schema.metadata or {})
+        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+        arrow = arrow.replace_schema_metadata(merged)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
@@ -200,6 +212,18 @@ def write_table(
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str] | None:
+    """The key-value metadata written with :func:`write_table`; None if no readable file.
+
+    Reads the footer only. Pandas' own entry (``"pandas"``) is left out.
+    """
+    try:
+        raw = pq.read_schema(Path(path)).metadata or {}
+    except (FileNotFoundError, pa.ArrowInvalid, OSError):
+        return None
+    return {k.decode(): v.decode() for k, v in raw.items() if k != b"pandas"}
 
 
 def read_table(path: str | os.PathLike[str], schema: pa.Schema) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from debond.pipeline.ingest import (
     Projections,
     read_data_exchange,
     read_tiff_stack,
+    read_tiff_volume,
 )
 from debond.synth import PRESETS, write_campaign
 
@@ -375,3 +376,29 @@ def test_tiff_errors_name_the_file(tmp_path: Path) -> None:
     tifffile.imwrite(odd, np.ones((ROWS, COLS, 3), np.uint8), photometric="rgb")
     with pytest.raises(IngestError, match=rf"{odd}: flats image has shape \({ROWS}, {COLS}, 3\)"):
         read_tiff_stack(folder, theta_deg=theta)
+
+
+def test_a_tiff_volume_is_read_lazily_page_by_page(tmp_path: Path) -> None:
+    volume = np.random.default_rng(4).integers(0, 3, (7, 5, 6)).astype(np.uint8) * 85
+    path = tmp_path / "phases.tif"
+    tifffile.imwrite(path, volume)
+    with raise_if_dask_computes():
+        lazy = read_tiff_volume(path, pages_per_chunk=3)
+    assert lazy.chunks == ((3, 3, 1), (5,), (6,))
+    assert np.array_equal(lazy.compute(), volume)
+    assert np.array_equal(lazy[2:5, 1:4].compute(), volume[2:5, 1:4])
+
+
+def test_a_bad_tiff_volume_is_named(tmp_path: Path) -> None:
+    with pytest.raises(IngestError, match=r"no such file"):
+        read_tiff_volume(tmp_path / "none.tif")
+    text = tmp_path / "text.tif"
+    text.write_text("no tiff")
+    with pytest.raises(IngestError, match=rf"{text}: cannot be read as TIFF"):
+        read_tiff_volume(text)
+    odd = tmp_path / "odd.tif"
+    with tifffile.TiffWriter(odd) as writer:
+        writer.write(np.zeros((4, 5), np.uint8))
+        writer.write(np.zeros((4, 6), np.uint8))
+    with pytest.raises(IngestError, match=r"page 1 is uint8 of shape \(4, 6\)"):
+        read_tiff_volume(odd)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from debond.storage.tables import PARTICLES_SCHEMA, TableError, read_particles, write_table
+from debond.storage.tables import (
+    PARTICLES_SCHEMA,
+    TableError,
+    read_metadata,
+    read_particles,
+    write_table,
+)
 
 
 def _table() -> pd.DataFrame:
@@ -77,3 +85,13 @@ def test_read_table_checks_columns_and_types_against_the_schema(tmp_path) -> Non
     write_table(good.assign(alpha0=["a", "b"]), tmp_path / "typed.parquet")
     with pytest.raises(TableError, match=r"typed.parquet.*'alpha0'.*string.*double"):
         read_table(tmp_path / "typed.parquet", BOOTSTRAP_SCHEMA)
+
+
+def test_metadata_travels_with_the_table(tmp_path: Path) -> None:
+    table = pd.DataFrame({"cycles": [1, 3], "radius_um": [0.5, 0.7], "gap_mean_um": [0.1, 0.2]})
+    path = write_table(table, tmp_path / "t.parquet", metadata={"debond:digest": "abc"})
+    assert read_metadata(path) == {"debond:digest": "abc"}
+    assert read_metadata(tmp_path / "missing.parquet") is None
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    assert read_metadata(tmp_path / "bad.parquet") is None
+    assert read_metadata(write_table(table, tmp_path / "plain.parquet")) == {}
