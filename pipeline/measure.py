@@ -676,6 +676,15 @@ def measure_gaps(
                 f"{sample_volume.dtype}"
             )
 
+    # Optimise once: both computations below then see the same task for every
+    # input key (a distributed scheduler warns, and may fail, when a later graph
+    # brings another definition of a key it has already seen).
+    if sample_volume is None:
+        label_volume, phase_volume = dask.optimize(label_volume, phase_volume)
+    else:
+        label_volume, phase_volume, sample_volume = dask.optimize(
+            label_volume, phase_volume, sample_volume
+        )
     *parts, has_cbd = dask.compute(*_stats_partials(label_volume), (phase_volume == CBD).any())
     if not bool(has_cbd):
         raise ValueError(
