@@ -27,7 +27,12 @@ stage     reads                           writes
 ingest    the raw file (``txm``)          ``flats``, ``darks``, ``projections``
 prep      projections, flats, darks       ``sinograms``
 recon     sinograms                       ``recon``
-segment   recon                           ``sample`` (bool), ``phases`` (uint8)
+segment   recon (or the sample's own        ``sample`` (bool), ``phases`` (uint8)
+          segmentation, ``phases``)
+label     phases                          ``particles`` (int32 labels)
+measure   phases, particles, sample       ``tables/samples/<id>.parquet``;
+                                          all samples gathered in
+                                          ``tables/particles.parquet``
 ========  ==============================  ====================================
 """
 
@@ -37,19 +42,29 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dask.array as da
 import numpy as np
+import pandas as pd
 import zarr
 from distributed import Client, as_completed
 
 from debond.campaign import PHASE_NAMES, STAGES, Campaign, Sample
 from debond.pipeline.centre import resolve_centre
-from debond.pipeline.ingest import IngestError, Projections, read_data_exchange, read_tiff_stack
+from debond.pipeline.ingest import (
+    IngestError,
+    Projections,
+    read_data_exchange,
+    read_tiff_stack,
+    read_tiff_volume,
+)
+from debond.pipeline.label import label
+from debond.pipeline.measure import measure_gaps
 from debond.pipeline.prep import median_filter, normalise, remove_rings, to_sinograms
 from debond.pipeline.recon import reconstruct
-from debond.pipeline.segment import segment
+from debond.pipeline.segment import SILICON, segment
 from debond.storage import (
     PendingWrite,
     Status,
@@ -61,7 +76,8 @@ from debond.storage import (
     set_sample_attrs,
     status,
 )
-from debond.storage.provenance import InputLike
+from debond.storage.provenance import IncompleteArray, InputLike, digest
+from debond.storage.tables import PARTICLES_SCHEMA, read_metadata, read_table, write_table
 
 __all__ = [
     "AVAILABLE_STAGES",
@@ -74,10 +90,13 @@ __all__ = [
 
 #: Every stage of ``debond run``, in the order they run (DESIGN.md).
 STAGE_ORDER: tuple[str, ...] = STAGES
+#: Metadata key of a stage table that holds its provenance digest.
+DIGEST_KEY = "debond:digest"
 #: The stages this version implements.
-AVAILABLE_STAGES = ("ingest", "prep", "recon", "segment")
-#: The 3D stages that start from raw projections (samples with ``phases`` skip them).
-RAW_STAGES = ("ingest", "prep", "recon", "segment")
+AVAILABLE_STAGES = ("ingest", "prep", "recon", "segment", "label", "measure")
+#: The 3D stages that start from raw projections (samples with ``phases`` skip them;
+#: their ``segment`` imports the segmentation instead).
+RAW_STAGES = ("ingest", "prep", "recon")
 
 Echo = Callable[[str], None]
 
@@ -136,6 +155,7 @@ class _Work:
     outputs: list[_Output]  # written in this order; the last is the stage's result
     extras: dict[str, da.Array]  # 0-d results recorded as attributes of the last output
     detail: str = ""
+    table: Callable[[], pd.DataFrame] | None = None  # stages whose result is a table
 
 
 @dataclass(frozen=True)
@@ -148,6 +168,7 @@ class _Plan:
     parameters: dict[str, Any]
     inputs: dict[str, InputLike]
     build: Callable[[], _Work]
+    table: Path | None = None  # where a table stage writes its rows
 
 
 # ----------------------------------------------------------------- stages
@@ -316,7 +337,49 @@ def _plan_recon(campaign: Campaign, sample: Sample, group: zarr.Group) -> _Plan:
     return _Plan("recon", sample, ("recon",), parameters, dict(inputs), build)
 
 
+def _plan_import(sample: Sample) -> _Plan:
+    """``segment`` of a sample that brings its own segmentation (``phases`` TIFF)."""
+    assert sample.phases is not None and sample.phase_codes is not None
+    codes = dict(sample.phase_codes)
+    parameters = {"phase_codes": codes, "voxel_size_um": sample.voxel_size_um}
+
+    def build() -> _Work:
+        assert sample.phases is not None
+        grey = read_tiff_volume(sample.phases)
+        table = np.zeros(
+            int(np.iinfo(grey.dtype).max) + 1 if grey.dtype.kind in "ui" else 0, np.uint8
+        )
+        if table.size == 0:
+            raise ValueError(
+                f"{sample.where}.phases: {sample.phases} holds {grey.dtype} values; expected "
+                "integer grey values (e.g. uint8 with pore 0, silicon 85, cbd 170)"
+            )
+        for name, value in codes.items():
+            if value >= table.size:
+                raise ValueError(
+                    f"{sample.where}.phase_codes.{name} = {value} does not fit the volume's "
+                    f"{grey.dtype} values"
+                )
+            table[value] = PHASE_NAMES.index(name)
+        phases = grey.map_blocks(lambda block: table[block], dtype=np.uint8)
+        attrs = {"phase_codes": dict(zip(PHASE_NAMES, range(len(PHASE_NAMES)), strict=True))}
+        return _Work(
+            outputs=[
+                _Output("sample", da.ones(grey.shape, dtype=bool, chunks=grey.chunks), "volume"),
+                _Output("phases", phases, "volume", {**attrs, "source": str(sample.phases)}),
+            ],
+            extras={},
+            detail=f"segmentation {sample.phases.name}, {' × '.join(map(str, grey.shape))} voxels",
+        )
+
+    return _Plan(
+        "segment", sample, ("sample", "phases"), parameters, {"phases": sample.phases}, build
+    )
+
+
 def _plan_segment(campaign: Campaign, sample: Sample, group: zarr.Group) -> _Plan:
+    if sample.phases is not None:
+        return _plan_import(sample)
     parameters = {**campaign.stage_parameters("segment"), "voxel_size_um": sample.voxel_size_um}
     inputs = _upstream(group, sample, ("recon",), "segment")
 
@@ -349,19 +412,109 @@ def _plan_segment(campaign: Campaign, sample: Sample, group: zarr.Group) -> _Pla
     return _Plan("segment", sample, ("sample", "phases"), parameters, dict(inputs), build)
 
 
+def _plan_label(campaign: Campaign, sample: Sample, group: zarr.Group) -> _Plan:
+    parameters = {**campaign.stage_parameters("label"), "voxel_size_um": sample.voxel_size_um}
+    inputs = _upstream(group, sample, ("phases",), "label")
+
+    def build() -> _Work:
+        if parameters["split_touching"]:
+            raise ValueError(
+                "labelling.split_touching = true: splitting touching particles is not "
+                "implemented in this version; set it to false"
+            )
+        phases = open_volume(group, sample.id, "phases").data
+        found = label(
+            phases == SILICON,
+            connectivity=parameters["connectivity"],
+            min_volume_voxels=parameters["min_volume_voxels"],
+        )
+        attrs = {"particles": int(found.count), "units": "label (0: none)"}
+        return _Work(
+            outputs=[_Output("particles", found.labels, "volume", attrs)],
+            extras={},
+            detail=f"{found.count} silicon particles of at least "
+            f"{parameters['min_volume_voxels']} voxels",
+        )
+
+    return _Plan("label", sample, ("particles",), parameters, dict(inputs), build)
+
+
+def _plan_measure(campaign: Campaign, sample: Sample, group: zarr.Group) -> _Plan:
+    parameters = {**campaign.stage_parameters("measure"), "voxel_size_um": sample.voxel_size_um}
+    inputs = _upstream(group, sample, ("phases", "particles", "sample"), "measure")
+
+    def rows() -> pd.DataFrame:
+        table = measure_gaps(
+            open_volume(group, sample.id, "phases").data,
+            open_volume(group, sample.id, "particles").data,
+            voxel_size_um=sample.voxel_size_um,
+            n_rays=parameters["n_rays"],
+            max_ray_length_um=parameters["max_ray_length_um"],
+            sample=open_volume(group, sample.id, "sample").data,
+        )
+        table.insert(0, "modality", "3d")
+        table.insert(0, "cycles", sample.cycles)
+        table.insert(0, "sample", sample.id)
+        table["section_radius_um"] = np.nan  # 2D sections only
+        table["section_gap_um"] = np.nan
+        return table
+
+    def build() -> _Work:
+        return _Work(outputs=[], extras={}, table=rows)
+
+    path = campaign.tables_dir / "samples" / f"{sample.id}.parquet"
+    return _Plan("measure", sample, (), parameters, dict(inputs), build, table=path)
+
+
+def particle_table(campaign: Campaign) -> Path | None:
+    """Gather the samples' gap tables into ``tables/particles.parquet``.
+
+    Returns
+    -------
+    Path or None
+        The table written, or None when no sample has been measured.
+    """
+    parts = [
+        read_table(path, PARTICLES_SCHEMA)
+        for sample in campaign.samples
+        if (path := campaign.tables_dir / "samples" / f"{sample.id}.parquet").is_file()
+    ]
+    if not parts:
+        return None
+    rows = pd.concat(parts, ignore_index=True)
+    return write_table(rows, campaign.tables_dir / "particles.parquet", PARTICLES_SCHEMA)
+
+
 _PLANNERS: dict[str, Callable[[Campaign, Sample, zarr.Group], _Plan]] = {
     "ingest": _plan_ingest,
     "prep": _plan_prep,
     "recon": _plan_recon,
     "segment": _plan_segment,
+    "label": _plan_label,
+    "measure": _plan_measure,
 }
 
 
 # ----------------------------------------------------------------- running
 
 
+def _table_state(plan: _Plan) -> Status:
+    """A table is current when its metadata holds the digest this run would record."""
+    assert plan.table is not None
+    recorded = read_metadata(plan.table)
+    if recorded is None:
+        return Status.MISSING
+    try:
+        expected = digest(plan.stage, plan.parameters, plan.inputs)
+    except IncompleteArray:
+        return Status.STALE
+    return Status.CURRENT if recorded.get(DIGEST_KEY) == expected else Status.STALE
+
+
 def _state(group: zarr.Group, plan: _Plan) -> Status:
     """The least finished of the plan's outputs."""
+    if plan.table is not None:
+        return _table_state(plan)
     order = [Status.MISSING, Status.INCOMPLETE, Status.STALE, Status.CURRENT]
     states = [
         status(find_array(group, plan.sample.id, name), plan.stage, plan.parameters, plan.inputs)
@@ -440,7 +593,10 @@ def _run_stage(
     started = time.perf_counter()
     owner: dict[Any, int] = {}  # future -> index into `running`
     running = []
+    tables = [(plan, work, reason) for plan, work, reason in built if work.table is not None]
     for plan, work, reason in built:
+        if work.table is not None:
+            continue
         pending, collections = _submit(group, plan, work)
         note = f"; {work.detail}" if work.detail else ""
         echo(f"{plan.stage:<7} {plan.sample.id:<10} running (output {reason}{note})")
@@ -483,7 +639,30 @@ def _run_stage(
             f"[{done}/{len(running)}]{found}"
         )
         outcomes.append(Outcome(plan.stage, plan.sample.id, "done", seconds, work.detail))
+    for plan, work, reason in tables:
+        outcomes.append(_run_table(plan, work, reason, echo))
     return outcomes
+
+
+def _run_table(plan: _Plan, work: _Work, reason: str, echo: Echo) -> Outcome:
+    """A table stage of one sample: compute its rows on the cluster, write them with the digest."""
+    assert plan.table is not None and work.table is not None
+    echo(f"{plan.stage:<7} {plan.sample.id:<10} running (output {reason})")
+    started = time.perf_counter()
+    try:
+        rows = work.table()
+        stamp = digest(plan.stage, plan.parameters, plan.inputs)
+        write_table(rows, plan.table, PARTICLES_SCHEMA, metadata={DIGEST_KEY: stamp})
+    except Exception as error:  # any failure of the sample's computation
+        seconds = time.perf_counter() - started
+        reason = str(error) or type(error).__name__
+        echo(f"{plan.stage:<7} {plan.sample.id:<10} FAILED after {seconds:.1f} s: {reason}")
+        return Outcome(plan.stage, plan.sample.id, "failed", seconds, reason)
+    seconds = time.perf_counter() - started
+    valid = int((rows["n_rays"] > 0).sum()) if len(rows) else 0
+    detail = f"{len(rows)} particles, {valid} with a gap"
+    echo(f"{plan.stage:<7} {plan.sample.id:<10} done in {seconds:.1f} s; {detail}")
+    return Outcome(plan.stage, plan.sample.id, "done", seconds, detail)
 
 
 def run_campaign(
@@ -548,6 +727,10 @@ def run_campaign(
         except RunError as error:
             raise RunError(str(error), outcomes + error.outcomes) from None
         outcomes.extend(stage_outcomes)
+        if stage == "measure":
+            gathered = particle_table(campaign)
+            if gathered is not None:
+                echo(f"particle table: {gathered}")
         failed.update(o.sample for o in stage_outcomes if o.state == "failed")
     if failed:
         lines = [f"{o.stage} of {o.sample}: {o.detail}" for o in outcomes if o.state == "failed"]
