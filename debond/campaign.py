@@ -376,7 +376,12 @@ class SegmentationSection(_Section):
         0.6, "Intermediate grey within this distance of silicon is SEI, elsewhere pore.", "µm", gt=0
     )
     porosity: float | None = _param(
-        None, "Known porosity (volume fraction) to check the pore phase against.", "", gt=0, lt=1
+        None,
+        "Known porosity (volume fraction): the run warns when the segmented pore fraction "
+        "differs by more than 0.05.",
+        "",
+        gt=0,
+        lt=1,
     )
 
 
@@ -396,9 +401,6 @@ class MeasureSection(_Section):
     n_rays: int = _param(256, "Rays per particle (Fibonacci sphere).", "rays", ge=6)
     max_ray_length_um: float = _param(
         3.0, "Rays that meet no CBD within this length are not counted.", "µm", gt=0
-    )
-    margin_voxels: int = _param(
-        4, "Margin of a particle's crop beyond the longest ray.", "voxels", ge=0
     )
 
 

@@ -64,7 +64,7 @@ from debond.pipeline.label import label
 from debond.pipeline.measure import measure_gaps
 from debond.pipeline.prep import median_filter, normalise, remove_rings, to_sinograms
 from debond.pipeline.recon import reconstruct
-from debond.pipeline.segment import SILICON, segment
+from debond.pipeline.segment import PORE, SILICON, segment
 from debond.storage import (
     PendingWrite,
     Status,
@@ -90,6 +90,9 @@ __all__ = [
 
 #: Every stage of ``debond run``, in the order they run (DESIGN.md).
 STAGE_ORDER: tuple[str, ...] = STAGES
+#: Largest difference between the segmented pore fraction and a known porosity
+#: before the run warns.
+POROSITY_TOLERANCE = 0.05
 #: Metadata key of a stage table that holds its provenance digest.
 DIGEST_KEY = "debond:digest"
 #: The stages this version implements.
@@ -395,6 +398,8 @@ def _plan_segment(campaign: Campaign, sample: Sample, group: zarr.Group) -> _Pla
             graphite_min_radius_um=parameters["graphite_min_radius_um"],
         )
         t = result.thresholds
+        inside = result.sample.sum()
+        pores = ((result.phases == PORE) & result.sample).sum()
         attrs = {
             "phase_codes": dict(zip(PHASE_NAMES, range(len(PHASE_NAMES)), strict=True)),
             "thresholds_per_um": {"classes": list(t.classes), "cbd": t.cbd, "graphite": t.graphite},
@@ -405,7 +410,7 @@ def _plan_segment(campaign: Campaign, sample: Sample, group: zarr.Group) -> _Pla
                 _Output("sample", result.sample, "volume"),
                 _Output("phases", result.phases, "volume", attrs),
             ],
-            extras={},
+            extras={"pore_fraction": pores / da.maximum(inside, 1)},
             detail=f"grey classes at {classes} 1/µm, CBD above {t.cbd:.3f}",
         )
 
@@ -633,7 +638,15 @@ def _run_stage(
             write.finish()
         pending[-1].finish(extras)
         done += 1
-        found = "".join(f"; {key} {value}" for key, value in extras.items())
+        found = "".join(f"; {key} {value:.4g}" for key, value in extras.items())
+        expected = plan.parameters.get("porosity")
+        if expected is not None and "pore_fraction" in extras:
+            off = abs(extras["pore_fraction"] - expected)
+            if off > POROSITY_TOLERANCE:
+                found += (
+                    f"; WARNING: pore fraction {extras['pore_fraction']:.3f} is {off:.3f} "
+                    f"from segmentation.porosity = {expected}: check the thresholds"
+                )
         echo(
             f"{plan.stage:<7} {plan.sample.id:<10} done in {seconds:.1f} s "
             f"[{done}/{len(running)}]{found}"

@@ -423,6 +423,23 @@ def test_a_recon_without_voxel_size_or_contrast_is_refused(
     assert not any(name.endswith("/phases") for name in complete_arrays(group.store.root))
 
 
+def test_a_known_porosity_far_from_the_segmented_one_is_reported(
+    pristine: Path, client: Client, tmp_path: Path
+) -> None:
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    text = campaign_file.read_text().replace("[segmentation]", "[segmentation]\nporosity = 0.99")
+    campaign_file.write_text(text)
+    lines: list[str] = []
+    stages = ["ingest", "prep", "recon", "segment"]
+    run_campaign(load_campaign(campaign_file), client, stages=stages, echo=lines.append)
+    warned = [line for line in lines if "WARNING: pore fraction" in line]
+    assert len(warned) == len(SAMPLES)
+    phases = open_volume(campaign_file.parent / "store.zarr", "c00", "phases")
+    inside = open_volume(campaign_file.parent / "store.zarr", "c00", "sample").values
+    fraction = ((phases.values == 0) & inside).sum() / inside.sum()
+    assert phases.attrs["pore_fraction"] == pytest.approx(fraction)
+
+
 def test_phases_without_cbd_fail_the_measure_stage_by_name(client: Client, tmp_path: Path) -> None:
     grey = np.zeros((20, 24, 24), np.uint8)
     grey[5:12, 6:14, 6:14] = 85  # one particle, no CBD anywhere
