@@ -288,11 +288,9 @@ def test_an_existing_cluster_gives_identical_results(
 # ----------------------------------------------------------------- resume
 
 
-def test_a_run_killed_after_ingest_resumes_without_redoing_it(
-    local_run: tuple[Path, list[Outcome]], pristine: Path, client: Client, tmp_path: Path
-) -> None:
-    local_file, _ = local_run
-    campaign_file = copy_campaign(pristine, tmp_path / "small")
+def run_until(campaign_file: Path, pattern: str) -> list[str]:
+    """`debond run` in a child process, SIGKILLed (with its cluster) at the first
+    line of output that matches ``pattern``; the lines it printed."""
     script = Path(sys.executable).with_name("debond")
     process = subprocess.Popen(
         [str(script), "run", str(campaign_file), "--workers", "1"],
@@ -307,14 +305,23 @@ def test_a_run_killed_after_ingest_resumes_without_redoing_it(
         deadline = time.monotonic() + 240
         for line in process.stdout:
             seen.append(line)
-            if line.startswith("prep ") or time.monotonic() > deadline:
+            if re.match(pattern, line) or time.monotonic() > deadline:
                 break
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
         if process.stdout is not None:
             process.stdout.close()
-    assert any(line.startswith("prep ") for line in seen), "".join(seen)
+    assert any(re.match(pattern, line) for line in seen), "".join(seen)
+    return seen
+
+
+def test_a_run_killed_after_ingest_resumes_without_redoing_it(
+    local_run: tuple[Path, list[Outcome]], pristine: Path, client: Client, tmp_path: Path
+) -> None:
+    local_file, _ = local_run
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    run_until(campaign_file, r"prep ")
     store = campaign_file.parent / "store.zarr"
     assert all(f"{s}/projections" in complete_arrays(store) for s in SAMPLES)
     assert not any(name.endswith("/recon") for name in complete_arrays(store))
@@ -325,6 +332,26 @@ def test_a_run_killed_after_ingest_resumes_without_redoing_it(
     assert states(outcomes, "recon") == {"done"}
     for sample in SAMPLES:
         assert np.array_equal(recon_values(campaign_file, sample), recon_values(local_file, sample))
+
+
+def test_a_run_killed_during_measure_resumes_to_the_same_table(
+    local_run: tuple[Path, list[Outcome]], pristine: Path, client: Client, tmp_path: Path
+) -> None:
+    local_file, _ = local_run
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    run_until(campaign_file, r"measure +c00 +done")
+    tables = campaign_file.parent / "tables"
+    assert (tables / "samples" / "c00.parquet").is_file()
+    assert not (tables / "particles.parquet").exists()
+
+    outcomes = run(campaign_file, client)
+    assert {o.state for o in outcomes if o.stage != "measure"} == {"skipped"}
+    measured = {o.sample: o.state for o in outcomes if o.stage == "measure"}
+    assert measured["c00"] == "skipped"
+    assert "done" in set(measured.values())
+    resumed = read_particles(tables / "particles.parquet")
+    uninterrupted = read_particles(local_file.parent / "tables" / "particles.parquet")
+    pd.testing.assert_frame_equal(resumed, uninterrupted)
 
 
 # ----------------------------------------------------------------- bad input
