@@ -559,11 +559,13 @@ def test_the_demo_campaign_reconstructs_the_true_attenuation(
         pearson = np.corrcoef(values[:, inside].ravel(), expected[:, inside].ravel())[0, 1]
         assert pearson >= 0.9, f"{sample}: Pearson {pearson:.3f}"
 
-        # Segmentation against the true phases. Silicon reaches the 0.9; the
-        # CBD's 2-voxel coats reach 0.82-0.86 (below the 0.9 asked for; see README).
+        # Segmentation against the true phases inside the pillar (outside it the
+        # truth volume still holds painted objects, the attenuation is air's).
         found = open_volume(folder / "store.zarr", sample, "phases").values
-        assert dice(found == SILICON, phases == SILICON) >= 0.9
-        assert dice(found == CBD, phases == CBD) >= 0.8
+        pillar = np.broadcast_to(np.hypot(y, x) <= 0.45 * (n - 1), phases.shape)
+        for code in (SILICON, CBD):
+            score = dice((found == code) & pillar, (phases == code) & pillar)
+            assert score >= 0.9, f"{sample}: Dice of phase {code} {score:.3f}"
 
     # Gaps of the particles matched to the truth by centroid: within 1.5 voxels.
     measured = read_particles(folder / "tables" / "particles.parquet")

@@ -95,17 +95,17 @@ def test_chunking_does_not_change_the_phases(
 
 
 def test_the_synthetic_truth_is_recovered(truth: tuple[np.ndarray, np.ndarray]) -> None:
-    """Noise 0.01/µm, blur 0.5 voxel: silicon Dice ≥ 0.9; CBD, whose coats are two
-    voxels thick, 0.81 (the edges of thin shells are where a threshold errs)."""
+    """Noise 0.01/µm, blur 0.5 voxel: silicon and CBD Dice inside the pillar (outside it
+    the truth volume still holds painted objects; the attenuation there is air)."""
     phases, values = truth
     result = segment(da.from_array(values, chunks=16), voxel_size_um=VOXEL_UM)
     found = result.phases.compute()
-    assert dice(found == SILICON, phases == SILICON) >= 0.9
-    assert dice(found == CBD, phases == CBD) >= 0.78
     n = values.shape[-1]
     y, x = np.mgrid[:n, :n] - (n - 1) / 2
-    inside = np.hypot(y, x) <= 0.45 * (n - 1)
-    assert dice(result.sample.compute(), np.broadcast_to(inside, values.shape)) >= 0.98
+    inside = np.broadcast_to(np.hypot(y, x) <= 0.45 * (n - 1), values.shape)
+    for code in (SILICON, CBD):
+        assert dice((found == code) & inside, (phases == code) & inside) >= 0.9
+    assert dice(result.sample.compute(), inside) >= 0.95
 
 
 @pytest.mark.parametrize(
