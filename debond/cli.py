@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import pandas as pd
 import typer
 
 from debond import __version__
+
+if TYPE_CHECKING:
+    from debond.model import Parameters
 
 app = typer.Typer(
     help="Electrode images to a validated model of binder detachment and capacity fade.",
@@ -147,53 +151,126 @@ def sensitivity_command(
 
 @app.command("fit")
 def fit_command(
-    table: Annotated[Path, typer.Argument(help="Particle table (.parquet or .csv).")],
+    source: Annotated[
+        Path,
+        typer.Argument(help="A campaign file (.toml), or a particle table (.parquet or .csv)."),
+    ],
     capacity: Annotated[
-        Path | None, typer.Option(help="CSV with cycle,retention or cycle,charge_capacity_mAh.")
+        Path | None,
+        typer.Option(
+            help="With a table: CSV with cycle,retention or cycle,charge_capacity_mAh "
+            "(a campaign names its own)."
+        ),
     ] = None,
     electrode_mass_mg: Annotated[
-        float | None, typer.Option(help="Coating mass, mg (needed for charge capacities).")
+        float | None, typer.Option(help="With a table: coating mass, mg (for charge capacities).")
     ] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates B.")] = 2000,
-    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+    bootstrap: Annotated[
+        int | None, typer.Option(help="Bootstrap replicates B (default: [fit] or 2000).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the resampling (default: [fit] or 0).")
+    ] = None,
     output: Annotated[
-        Path | None, typer.Option(help="Output folder; default: the table's folder.")
+        Path | None,
+        typer.Option(help="Output folder; default: the campaign's tables/ or the table's folder."),
     ] = None,
-    volumetric_expansion: Expansion = 2.8,
-    half_cycle_hours: HalfCycle = 20.0,
+    volumetric_expansion: Annotated[
+        float | None, typer.Option(help="With a table: silicon ΔV/V (default 2.8).")
+    ] = None,
+    half_cycle_hours: Annotated[
+        float | None, typer.Option(help="With a table: half-cycle duration T, h (default 20).")
+    ] = None,
 ) -> None:
-    """Fit α0, κ0, δ0, ζ0 to a particle table and capacity data, with bootstrap."""
+    """Fit α0, κ0, δ0, ζ0 to particle gaps and capacity data, with bootstrap.
+
+    Given a campaign file, reads its tables/particles.parquet (written by
+    `debond run`), its cycling data and recipe, its material and its [fit]
+    section, and writes tables/fit.json, tables/bootstrap.parquet and
+    figures/.
+    """
+    from debond.campaign import CampaignError, load_campaign
     from debond.model import Material, check_capacity, fit, read_cycling, silicon_retention
     from debond.outputs import parameter_table, write_fit
     from debond.storage.tables import read_particles
 
-    if table.suffix not in (".parquet", ".csv"):
-        raise _fail(f"{table}: expected a particle table (.parquet or .csv); got {table.suffix!r}")
     try:
-        particles = read_particles(table)
-        series = None
-        if capacity is not None:
-            columns: list[str] = []
-            if capacity.is_file():
-                columns = list(pd.read_csv(capacity, nrows=0).columns)
-            if "retention" in columns:
-                series = check_capacity(pd.read_csv(capacity), source=str(capacity))
-            else:
-                if electrode_mass_mg is None:
-                    raise ValueError(
-                        f"{capacity}: charge capacities need --electrode-mass-mg "
-                        "(or give a CSV with cycle,retention)"
-                    )
-                series = silicon_retention(read_cycling(capacity), electrode_mass_mg)
-        material = Material(volumetric_expansion, half_cycle_hours)
-        typer.echo(f"fitting {len(particles)} particles, {bootstrap} bootstrap replicates …")
-        result = fit(particles, series, n_bootstrap=bootstrap, seed=seed, material=material)
-    except (ValueError, FileNotFoundError) as error:
+        if source.suffix == ".toml":
+            campaign = load_campaign(source)
+            settings = campaign.stage_parameters("fit")
+            table = campaign.tables_dir / "particles.parquet"
+            if not table.is_file():
+                raise ValueError(
+                    f"{table} does not exist; run `debond run {source}` first to measure "
+                    "the particles"
+                )
+            particles = read_particles(table)
+            series = None
+            if campaign.cycling is not None:
+                assert campaign.electrode_mass_mg is not None  # validated with cycling
+                series = silicon_retention(
+                    read_cycling(campaign.cycling), campaign.electrode_mass_mg, campaign.recipe
+                )
+            material = campaign.material
+            folder = output or campaign.tables_dir
+            figures = output / "figures" if output else campaign.folder / "figures"
+            truth = _synthetic_truth(campaign.folder)
+        else:
+            if source.suffix not in (".parquet", ".csv"):
+                raise ValueError(
+                    f"{source}: expected a campaign file (.toml) or a particle table "
+                    f"(.parquet or .csv); got {source.suffix!r}"
+                )
+            settings = {"bootstrap": 2000, "seed": 0}
+            particles = read_particles(source)
+            series = None
+            if capacity is not None:
+                columns: list[str] = []
+                if capacity.is_file():
+                    columns = list(pd.read_csv(capacity, nrows=0).columns)
+                if "retention" in columns:
+                    series = check_capacity(pd.read_csv(capacity), source=str(capacity))
+                else:
+                    if electrode_mass_mg is None:
+                        raise ValueError(
+                            f"{capacity}: charge capacities need --electrode-mass-mg "
+                            "(or give a CSV with cycle,retention)"
+                        )
+                    series = silicon_retention(read_cycling(capacity), electrode_mass_mg)
+            material = Material(
+                2.8 if volumetric_expansion is None else volumetric_expansion,
+                20.0 if half_cycle_hours is None else half_cycle_hours,
+            )
+            folder = output or source.parent
+            figures = folder / "figures"
+            truth = None
+        replicates = settings["bootstrap"] if bootstrap is None else bootstrap
+        typer.echo(f"fitting {len(particles)} particles, {replicates} bootstrap replicates …")
+        result = fit(
+            particles,
+            series,
+            n_bootstrap=replicates,
+            seed=settings["seed"] if seed is None else seed,
+            material=material,
+            sigma_gap_um=settings.get("sigma_gap_um"),
+            sigma_retention=settings.get("sigma_retention"),
+        )
+    except (ValueError, FileNotFoundError, CampaignError) as error:
         raise _fail(str(error)) from error
-    folder = output or table.parent
-    files = write_fit(result, particles, series, folder, folder / "figures")
-    typer.echo(parameter_table(result))
+    files = write_fit(result, particles, series, folder, figures, truth=truth)
+    typer.echo(parameter_table(result, truth))
     typer.echo("wrote " + ", ".join(str(p) for p in files.values()))
+
+
+def _synthetic_truth(folder: Path) -> Parameters | None:
+    """The true parameters of a synthetic campaign (truth/parameters.json), if there."""
+    from debond.model import Parameters
+
+    path = folder / "truth" / "parameters.json"
+    if not path.is_file():
+        return None
+    values = json.loads(path.read_text())
+    return Parameters(*(float(values[n]) for n in ("alpha0", "kappa0", "delta0", "zeta0")))
 
 
 @app.command("run")

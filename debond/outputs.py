@@ -65,7 +65,8 @@ def write_fit(
     Returns
     -------
     dict
-        ``name -> path`` of every file written.
+        ``name -> path`` of every file written: ``fit``, ``bootstrap`` (the
+        table) and ``<figure>_figure`` (PNG; the PDF lies beside it).
     """
     tables, figures = Path(tables), Path(figures)
     document = result.summary()
@@ -84,7 +85,7 @@ def write_fit(
         ("bootstrap", plot_bootstrap(result.samples, truth)),
     ):
         png, _ = save_figure(figure, figures / name)
-        written[name] = png
+        written[f"{name}_figure"] = png
     return written
 
 

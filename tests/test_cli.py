@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from debond.cli import app
 from debond.model import PAPER_PARAMETERS, Material, capacity_retention, gaps
 from debond.model.synthetic import simulate_campaign, simulate_cycling
+from debond.storage.tables import PARTICLES_SCHEMA, write_table
 
 runner = CliRunner()
 
@@ -90,7 +91,9 @@ def test_fit_explains_what_is_missing(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--electrode-mass-mg" in result.output
     result = runner.invoke(app, ["fit", str(tmp_path / "campaign.toml")])
-    assert result.exit_code == 2 and ".parquet or .csv" in result.output
+    assert result.exit_code == 2 and "campaign.toml does not exist" in result.output
+    result = runner.invoke(app, ["fit", str(tmp_path / "particles.txt")])
+    assert result.exit_code == 2 and "(.parquet or .csv)" in result.output
 
 
 def test_demo_prints_recovered_and_true_parameters(tmp_path: Path) -> None:
@@ -133,3 +136,40 @@ def test_synth_writes_a_campaign_and_rejects_unknown_presets(tmp_path: Path) -> 
         assert (tmp_path / "s" / name).is_file(), name
     result = runner.invoke(app, ["synth", str(tmp_path / "t"), "--preset", "huge"])
     assert result.exit_code == 2 and "small, demo, large" in result.output
+
+
+def test_fit_of_a_campaign_reads_its_tables_cycling_and_settings(tmp_path: Path) -> None:
+    """A campaign's own particle table, cycling CSV, recipe and [fit] section."""
+    drawn = simulate_campaign(PAPER_PARAMETERS, Material(), seed=3)
+    write_table(drawn.particles, tmp_path / "tables" / "particles.parquet", PARTICLES_SCHEMA)
+    (tmp_path / "echem").mkdir()
+    cycling = simulate_cycling(drawn.capacity["retention_true"].to_numpy(), 2.0, seed=3)
+    cycling.to_csv(tmp_path / "echem" / "cycling.csv", index=False)
+    (tmp_path / "raw.h5").write_bytes(b"")
+    (tmp_path / "c.toml").write_text(
+        "[campaign]\nname = 'c'\nstore = 's.zarr'\n"
+        "[[sample]]\nid = 'a'\ncycles = 1\ntxm = 'raw.h5'\nvoxel_size_um = 0.03\n"
+        "[electrochemistry]\ncycling = 'echem/cycling.csv'\nelectrode_mass_mg = 2.0\n"
+        "[fit]\nbootstrap = 40\nseed = 5\n"
+    )
+    result = runner.invoke(app, ["fit", str(tmp_path / "c.toml")])
+    assert result.exit_code == 0, result.output
+    assert "fitting" in result.output and "40 bootstrap replicates" in result.output
+    document = json.loads((tmp_path / "tables" / "fit.json").read_text())
+    assert document["bootstrap"] == 40
+    assert len(pd.read_parquet(tmp_path / "tables" / "bootstrap.parquet")) == 40
+    assert (tmp_path / "figures" / "gap_vs_radius.png").is_file()
+    again = runner.invoke(app, ["fit", str(tmp_path / "c.toml"), "--bootstrap", "20"])
+    assert again.exit_code == 0
+    assert json.loads((tmp_path / "tables" / "fit.json").read_text())["bootstrap"] == 20
+
+
+def test_fit_of_a_campaign_before_its_run_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "raw.h5").write_bytes(b"")
+    (tmp_path / "c.toml").write_text(
+        "[campaign]\nname = 'c'\nstore = 's.zarr'\n"
+        "[[sample]]\nid = 'a'\ncycles = 1\ntxm = 'raw.h5'\nvoxel_size_um = 0.03\n"
+    )
+    result = runner.invoke(app, ["fit", str(tmp_path / "c.toml")])
+    assert result.exit_code == 2
+    assert "particles.parquet does not exist; run `debond run" in result.output
