@@ -273,6 +273,21 @@ def _synthetic_truth(folder: Path) -> Parameters | None:
     return Parameters(*(float(values[n]) for n in ("alpha0", "kappa0", "delta0", "zeta0")))
 
 
+@app.command("report")
+def report_command(
+    campaign: Annotated[Path, typer.Argument(help="The campaign file (TOML).")],
+) -> None:
+    """A self-contained HTML report (and PNG/PDF figures) of a run and fitted campaign."""
+    from debond.campaign import CampaignError, load_campaign
+    from debond.report import ReportError, write_report
+
+    try:
+        path = write_report(load_campaign(campaign, check_files=False), echo=typer.echo)
+    except (CampaignError, ReportError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    typer.echo(f"report: {path}")
+
+
 @app.command("run")
 def run_command(
     campaign: Annotated[Path, typer.Argument(help="The campaign file (TOML).")],

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from debond.model import PARAMETER_NAMES, FitResult, Material, Parameters, sensitivity
@@ -94,30 +94,52 @@ def median_parameters(result: FitResult) -> Parameters:
     return Parameters(*(result.parameters[n][0] for n in PARAMETER_NAMES))
 
 
+def paper_rows(
+    parameters: Mapping[str, tuple[float, float, float]], material: Material
+) -> list[tuple[str, float, float, float, str]]:
+    """The fitted parameters in the paper's form, with E/η in 1/h and the SEI rate in nm/h.
+
+    Parameters
+    ----------
+    parameters : mapping
+        Name (``alpha0`` …) → (median, 16th, 84th percentile).
+    material : Material
+        Its half-cycle duration T converts α0 = (E/η)·T and δ0 to rates.
+
+    Returns
+    -------
+    list of (symbol, value, plus, minus, unit)
+        ``plus`` = 84th − median, ``minus`` = median − 16th.
+    """
+    rows = []
+    for name in PARAMETER_NAMES:
+        value, low, high = parameters[name]
+        symbol, unit = LABELS[name]
+        rows.append((symbol, value, high - value, value - low, unit))
+    for symbol, name, scale, unit in (
+        ("E/η", "alpha0", 1.0, "1/h"),
+        ("v_SEI", "delta0", 1000.0, "nm/h"),
+    ):
+        value, low, high = (scale * v / material.half_cycle_hours for v in parameters[name])
+        rows.append((symbol, value, high - value, value - low, unit))
+    return rows
+
+
 def parameter_table(result: FitResult, truth: Parameters | None = None) -> str:
     """The fitted parameters in the paper's form, value (+upper/−lower), as text."""
-    material: Material = result.material
     lines = [
         f"{'parameter':<10} {'value (+84th/−16th percentile)':<34} {'unit':<6}"
         + (" true" if truth is not None else "")
     ]
-    for name in PARAMETER_NAMES:
-        value, low, high = result.parameters[name]
-        symbol, unit = LABELS[name]
-        cell = f"{value:.4g} (+{high - value:.2g}/−{value - low:.2g})"
+    names = [*PARAMETER_NAMES, None, None]
+    for name, (symbol, value, plus, minus, unit) in zip(
+        names, paper_rows(result.parameters, result.material), strict=True
+    ):
+        cell = f"{value:.4g} (+{plus:.2g}/−{minus:.2g})"
         row = f"{symbol:<10} {cell:<34} {unit:<6}"
-        if truth is not None:
+        if truth is not None and name is not None:
             row += f" {float(getattr(truth, name)):.4g}"
-        lines.append(row)
-    alpha = np.array(result.parameters["alpha0"]) / material.half_cycle_hours
-    sei = 1000.0 * np.array(result.parameters["delta0"]) / material.half_cycle_hours
-    lines.append(
-        f"{'E/η':<10} {alpha[0]:.3g} (+{alpha[2] - alpha[0]:.2g}/−{alpha[0] - alpha[1]:.2g})"
-        f"{'':<14} 1/h"
-    )
-    lines.append(
-        f"{'v_SEI':<10} {sei[0]:.3g} (+{sei[2] - sei[0]:.2g}/−{sei[0] - sei[1]:.2g}){'':<16} nm/h"
-    )
+        lines.append(row.rstrip())
     converged = float(result.samples["converged"].mean()) if len(result.samples) else float("nan")
     lines.append(f"{result.n_bootstrap} bootstrap replicates, {100 * converged:.1f} % converged")
     return "\n".join(lines)
