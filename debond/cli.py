@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import typer
 
 from debond import __version__
-
-if TYPE_CHECKING:
-    from debond.model import Parameters
 
 app = typer.Typer(
     help="Electrode images to a validated model of binder detachment and capacity fade.",
@@ -175,12 +171,10 @@ def fit_command(
         Path | None,
         typer.Option(help="Output folder; default: the campaign's tables/ or the table's folder."),
     ] = None,
-    volumetric_expansion: Annotated[
-        float | None, typer.Option(help="With a table: silicon ΔV/V (default 2.8).")
-    ] = None,
+    volumetric_expansion: Annotated[float, typer.Option(help="With a table: silicon ΔV/V.")] = 2.8,
     half_cycle_hours: Annotated[
-        float | None, typer.Option(help="With a table: half-cycle duration T, h (default 20).")
-    ] = None,
+        float, typer.Option(help="With a table: half-cycle duration T, h.")
+    ] = 20.0,
 ) -> None:
     """Fit α0, κ0, δ0, ζ0 to particle gaps and capacity data, with bootstrap.
 
@@ -189,6 +183,7 @@ def fit_command(
     section, and writes tables/fit.json, tables/bootstrap.parquet and
     figures/.
     """
+    from debond.analysis import fit_campaign
     from debond.campaign import CampaignError, load_campaign
     from debond.model import Material, check_capacity, fit, read_cycling, silicon_retention
     from debond.outputs import parameter_table, write_fit
@@ -197,80 +192,46 @@ def fit_command(
     try:
         if source.suffix == ".toml":
             campaign = load_campaign(source)
-            settings = campaign.stage_parameters("fit")
-            table = campaign.tables_dir / "particles.parquet"
-            if not table.is_file():
-                raise ValueError(
-                    f"{table} does not exist; run `debond run {source}` first to measure "
-                    "the particles"
-                )
-            particles = read_particles(table)
-            series = None
-            if campaign.cycling is not None:
-                assert campaign.electrode_mass_mg is not None  # validated with cycling
-                series = silicon_retention(
-                    read_cycling(campaign.cycling), campaign.electrode_mass_mg, campaign.recipe
-                )
-            material = campaign.material
-            folder = output or campaign.tables_dir
-            figures = output / "figures" if output else campaign.folder / "figures"
-            truth = _synthetic_truth(campaign.folder)
-        else:
-            if source.suffix not in (".parquet", ".csv"):
-                raise ValueError(
-                    f"{source}: expected a campaign file (.toml) or a particle table "
-                    f"(.parquet or .csv); got {source.suffix!r}"
-                )
-            settings = {"bootstrap": 2000, "seed": 0}
-            particles = read_particles(source)
-            series = None
-            if capacity is not None:
-                columns: list[str] = []
-                if capacity.is_file():
-                    columns = list(pd.read_csv(capacity, nrows=0).columns)
-                if "retention" in columns:
-                    series = check_capacity(pd.read_csv(capacity), source=str(capacity))
-                else:
-                    if electrode_mass_mg is None:
-                        raise ValueError(
-                            f"{capacity}: charge capacities need --electrode-mass-mg "
-                            "(or give a CSV with cycle,retention)"
-                        )
-                    series = silicon_retention(read_cycling(capacity), electrode_mass_mg)
-            material = Material(
-                2.8 if volumetric_expansion is None else volumetric_expansion,
-                20.0 if half_cycle_hours is None else half_cycle_hours,
+            typer.echo(f"fitting {campaign.tables_dir / 'particles.parquet'} …")
+            fitted = fit_campaign(campaign, bootstrap=bootstrap, seed=seed, output=output)
+            typer.echo(parameter_table(fitted.result, fitted.truth))
+            typer.echo("wrote " + ", ".join(str(p) for p in fitted.files.values()))
+            return
+        if source.suffix not in (".parquet", ".csv"):
+            raise ValueError(
+                f"{source}: expected a campaign file (.toml) or a particle table "
+                f"(.parquet or .csv); got {source.suffix!r}"
             )
-            folder = output or source.parent
-            figures = folder / "figures"
-            truth = None
-        replicates = settings["bootstrap"] if bootstrap is None else bootstrap
+        particles = read_particles(source)
+        series = None
+        if capacity is not None:
+            columns: list[str] = []
+            if capacity.is_file():
+                columns = list(pd.read_csv(capacity, nrows=0).columns)
+            if "retention" in columns:
+                series = check_capacity(pd.read_csv(capacity), source=str(capacity))
+            else:
+                if electrode_mass_mg is None:
+                    raise ValueError(
+                        f"{capacity}: charge capacities need --electrode-mass-mg "
+                        "(or give a CSV with cycle,retention)"
+                    )
+                series = silicon_retention(read_cycling(capacity), electrode_mass_mg)
+        replicates = 2000 if bootstrap is None else bootstrap
         typer.echo(f"fitting {len(particles)} particles, {replicates} bootstrap replicates …")
         result = fit(
             particles,
             series,
             n_bootstrap=replicates,
-            seed=settings["seed"] if seed is None else seed,
-            material=material,
-            sigma_gap_um=settings.get("sigma_gap_um"),
-            sigma_retention=settings.get("sigma_retention"),
+            seed=0 if seed is None else seed,
+            material=Material(volumetric_expansion, half_cycle_hours),
         )
     except (ValueError, FileNotFoundError, CampaignError) as error:
         raise _fail(str(error)) from error
-    files = write_fit(result, particles, series, folder, figures, truth=truth)
-    typer.echo(parameter_table(result, truth))
+    folder = output or source.parent
+    files = write_fit(result, particles, series, folder, folder / "figures")
+    typer.echo(parameter_table(result))
     typer.echo("wrote " + ", ".join(str(p) for p in files.values()))
-
-
-def _synthetic_truth(folder: Path) -> Parameters | None:
-    """The true parameters of a synthetic campaign (truth/parameters.json), if there."""
-    from debond.model import Parameters
-
-    path = folder / "truth" / "parameters.json"
-    if not path.is_file():
-        return None
-    values = json.loads(path.read_text())
-    return Parameters(*(float(values[n]) for n in ("alpha0", "kappa0", "delta0", "zeta0")))
 
 
 @app.command("report")
@@ -364,19 +325,38 @@ def demo(
     directory: Annotated[Path, typer.Argument(help="Output folder.")] = Path("demo"),
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates B.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the data and the resampling.")] = 0,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes of the embedded cluster (default: cores).")
+    ] = None,
+    preset: Annotated[
+        str, typer.Option(help="Synthetic preset: demo, or small for a quick look.")
+    ] = "demo",
 ) -> None:
-    """Draw a campaign from the model, fit it back, print recovered vs true."""
+    """Synthetic campaign → run → fit → report; prints recovered against true parameters."""
     from debond.demo import run_demo
     from debond.outputs import parameter_table
+    from debond.synth import PRESETS
 
-    outcome = run_demo(directory, n_bootstrap=bootstrap, seed=seed, echo=typer.echo)
+    if preset not in PRESETS:
+        raise _fail(f"--preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    outcome = run_demo(
+        directory,
+        n_bootstrap=bootstrap,
+        seed=seed,
+        workers=workers,
+        preset=preset,
+        echo=typer.echo,
+    )
+    fitted = outcome.fitted
     typer.echo("")
     typer.echo("recovered parameters (bootstrap median, 16th/84th percentiles) and true values:")
-    typer.echo(parameter_table(outcome.result, outcome.truth))
+    typer.echo(parameter_table(fitted.result, fitted.truth))
     typer.echo("")
+    steps = ", ".join(f"{name} {value:.0f} s" for name, value in outcome.seconds.items())
+    typer.echo(f"report:  {outcome.report}")
     typer.echo(f"figures: {outcome.directory / 'figures'}")
     typer.echo(f"tables:  {outcome.directory / 'tables'}")
-    typer.echo(f"done in {outcome.seconds:.1f} s")
+    typer.echo(f"done in {sum(outcome.seconds.values()):.0f} s ({steps})")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,10 @@
-"""The built-in demonstration: data drawn from the model, fitted back.
+"""The built-in demonstration: a synthetic campaign from raw files to fitted parameters.
 
-Draws a particle table (samples after 0, 1, 3 and 10 cycles, stochastic
-disconnection and measurement noise) and a cycling CSV from the paper's
-parameters, reads the CSV as a user's file would be read, fits with bootstrap
-and compares the recovered parameters with the true ones.
+``debond demo [DIR]`` (and ``make demo``) writes the ``demo`` synthetic
+campaign (four samples after 0, 1, 3 and 10 cycles, with known ground
+truth), runs every image stage on an embedded Dask cluster, fits the model to
+the measured particles and the cycling data with bootstrap, writes the HTML
+report, and compares the recovered parameters with the true ones.
 """
 
 from __future__ import annotations
@@ -14,32 +15,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from debond.model import (
-    PAPER_PARAMETERS,
-    FitResult,
-    Material,
-    Parameters,
-    fit,
-    read_cycling,
-    silicon_retention,
-)
-from debond.model.synthetic import simulate_campaign, simulate_cycling
-from debond.outputs import write_fit, write_json
-from debond.storage.tables import PARTICLES_SCHEMA, read_particles, write_table
+from debond.analysis import CampaignFit, fit_campaign
+from debond.campaign import load_campaign
+from debond.cluster import cluster
+from debond.report import write_report
+from debond.runner import run_campaign
+from debond.synth import write_campaign
 
-#: Coating mass of the demo electrode, mg.
-DEMO_ELECTRODE_MASS_MG = 2.0
+__all__ = ["DemoResult", "run_demo"]
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    """Where the demo wrote its files, and the fit."""
+    """Where the demo wrote its files, the fit, and how long each step took.
+
+    Attributes
+    ----------
+    directory : Path
+        The campaign folder (``campaign.toml``, ``raw/``, ``store.zarr``,
+        ``tables/``, ``figures/``, ``report.html``, ``truth/``).
+    fitted : CampaignFit
+    report : Path
+    seconds : dict of str to float
+        Wall time of ``synth``, ``run``, ``fit`` and ``report``, s.
+    """
 
     directory: Path
-    result: FitResult
-    truth: Parameters
-    files: dict[str, Path]
-    seconds: float
+    fitted: CampaignFit
+    report: Path
+    seconds: dict[str, float]
 
 
 def run_demo(
@@ -47,20 +51,25 @@ def run_demo(
     *,
     n_bootstrap: int = 2000,
     seed: int = 0,
+    workers: int | None = None,
+    preset: str = "demo",
     echo: Callable[[str], None] = print,
 ) -> DemoResult:
-    """Draw a campaign from the model, fit it, write tables and figures.
+    """Synthesise, run, fit and report the demo campaign.
 
     Parameters
     ----------
     directory : path
-        Output folder: ``tables/`` (particles.parquet, fit.json,
-        bootstrap.parquet), ``echem/cycling.csv``, ``truth/parameters.json``
-        and ``figures/``.
+        Output folder (created; an earlier demo there is resumed: current
+        outputs are kept).
     n_bootstrap : int
-        Bootstrap replicates.
+        Bootstrap replicates of the fit.
     seed : int
-        Seed of the drawn data and of the bootstrap.
+        Seed of the synthetic campaign and of the bootstrap.
+    workers : int, optional
+        Worker processes of the embedded cluster (default: one per core).
+    preset : str
+        Synthetic preset (``demo``; ``small`` for a quick look).
     echo : callable
         Receives progress lines.
 
@@ -68,41 +77,29 @@ def run_demo(
     -------
     DemoResult
     """
-    start = time.perf_counter()
     directory = Path(directory)
-    truth, material = PAPER_PARAMETERS, Material()
-    echo(f"drawing a campaign from the model (seed {seed}) into {directory}")
-    campaign = simulate_campaign(truth, material, seed=seed)
-    particles_path = write_table(
-        campaign.particles, directory / "tables" / "particles.parquet", PARTICLES_SCHEMA
-    )
-    cycling_path = directory / "echem" / "cycling.csv"
-    cycling_path.parent.mkdir(parents=True, exist_ok=True)
-    cycling = simulate_cycling(
-        campaign.capacity["retention_true"].to_numpy(), DEMO_ELECTRODE_MASS_MG, seed=seed
-    )
-    cycling.to_csv(cycling_path, index=False)
-    write_json(
-        {
-            **{n: float(getattr(truth, n)) for n in ("alpha0", "kappa0", "delta0", "zeta0")},
-            "volumetric_expansion": material.volumetric_expansion,
-            "half_cycle_hours": material.half_cycle_hours,
-            "electrode_mass_mg": DEMO_ELECTRODE_MASS_MG,
-        },
-        directory / "truth" / "parameters.json",
-    )
-
-    particles = read_particles(particles_path)
-    capacity = silicon_retention(read_cycling(cycling_path), DEMO_ELECTRODE_MASS_MG)
-    n_rows = len(particles)
-    echo(
-        f"fitting {n_rows} particles and {len(capacity)} cycles, {n_bootstrap} bootstrap replicates"
-    )
+    seconds: dict[str, float] = {}
     tick = time.perf_counter()
-    result = fit(particles, capacity, n_bootstrap=n_bootstrap, seed=seed, material=material)
-    echo(f"fitted in {time.perf_counter() - tick:.1f} s")
-    files = write_fit(
-        result, particles, capacity, directory / "tables", directory / "figures", truth=truth
-    )
-    files.update(particles=particles_path, cycling=cycling_path)
-    return DemoResult(directory, result, truth, files, time.perf_counter() - start)
+    campaign_file = directory / "campaign.toml"
+    if campaign_file.is_file():
+        echo(f"using the synthetic campaign already in {directory}")
+    else:
+        echo(f"writing the {preset!r} synthetic campaign (seed {seed}) into {directory}")
+        write_campaign(directory, preset, seed, progress=echo)
+    seconds["synth"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    campaign = load_campaign(campaign_file)
+    with cluster(workers=workers, echo=echo) as client:
+        run_campaign(campaign, client, echo=echo)
+    seconds["run"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    echo(f"fitting the particle table with {n_bootstrap} bootstrap replicates")
+    fitted = fit_campaign(campaign, bootstrap=n_bootstrap, seed=seed)
+    seconds["fit"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    report = write_report(campaign, echo=echo)
+    seconds["report"] = time.perf_counter() - tick
+    return DemoResult(directory, fitted, report, seconds)

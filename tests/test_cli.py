@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,29 +98,54 @@ def test_fit_explains_what_is_missing(tmp_path: Path) -> None:
 
 
 def test_demo_prints_recovered_and_true_parameters(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", str(tmp_path / "demo"), "--bootstrap", "100"])
+    """The whole chain on the small preset: synth → run → fit → report."""
+    folder = tmp_path / "demo"
+    arguments = ["demo", str(folder), "--preset", "small", "--bootstrap", "50", "--workers", "2"]
+    result = runner.invoke(app, arguments)
     assert result.exit_code == 0, result.output
     assert "true" in result.output and "α0" in result.output and "0.83" in result.output
-    truth = json.loads((tmp_path / "demo" / "truth" / "parameters.json").read_text())
+    assert f"report:  {folder / 'report.html'}" in result.output
+    truth = json.loads((folder / "truth" / "parameters.json").read_text())
     assert truth["alpha0"] == PAPER_PARAMETERS.alpha0
-    fitted = json.loads((tmp_path / "demo" / "tables" / "fit.json").read_text())
+    fitted = json.loads((folder / "tables" / "fit.json").read_text())
     assert fitted["truth"]["zeta0"] == PAPER_PARAMETERS.zeta0
-    assert (tmp_path / "demo" / "figures" / "gap_vs_radius.png").is_file()
+    assert fitted["bootstrap"] == 50
+    assert (folder / "figures" / "gap_vs_radius.png").is_file()
+    assert (folder / "report.html").is_file()
+    again = runner.invoke(app, arguments)  # resumed: every stage current
+    assert again.exit_code == 0
+    assert "using the synthetic campaign already in" in again.output
+    assert " done in " not in again.output.split("particle table")[0].split("cluster:")[1]
 
 
 @pytest.mark.slow
 def test_installed_script_runs_the_default_demo(tmp_path: Path) -> None:
-    """The README's `debond demo`, with its 2000 replicates, as a subprocess."""
+    """The README's `debond demo` (demo preset, 2000 replicates) as a subprocess.
+
+    Closed loop from images: α0, δ0 and ζ0 within |median − true| ≤ 84th − 16th
+    percentile. κ0 is not recovered: the fit puts it on its bound 0 with an
+    empty interval (a 0.02 µm jump at detachment, a third of a voxel, among 48
+    cycled particles carries too little information).
+    """
     script = Path(sys.executable).with_name("debond")
+    started = time.perf_counter()
     done = subprocess.run(
         [str(script), "demo", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    assert time.perf_counter() - started < 900
     assert "2000 bootstrap replicates" in done.stdout
+    fitted = json.loads((tmp_path / "demo" / "tables" / "fit.json").read_text())
+    for name in ("alpha0", "delta0", "zeta0"):
+        p = fitted["parameters"][name]
+        true = fitted["truth"][name]
+        assert abs(p["value"] - true) <= p["upper"] - p["lower"], (name, p, true)
+    kappa = fitted["parameters"]["kappa0"]
+    assert kappa["value"] < fitted["truth"]["kappa0"]
 
 
 def test_synth_writes_a_campaign_and_rejects_unknown_presets(tmp_path: Path) -> None:
