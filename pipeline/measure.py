@@ -570,7 +570,7 @@ def measure_gaps(
     n_rays: int = 256,
     max_ray_length_um: float = 3.0,
     sample: da.Array | np.ndarray | None = None,
-    particles_per_task: int = 64,
+    particles_per_task: int = 16,
 ) -> pd.DataFrame:
     """Ray-traced gap between every silicon particle and the CBD (the ``measure`` stage).
 
@@ -612,7 +612,9 @@ def measure_gaps(
         True inside the sample (e.g. the milled cylinder); rays that reach a
         voxel outside it before the CBD are not counted. None: the whole volume.
     particles_per_task : int
-        Particles measured by one task, ≥ 1 (default 64).
+        Particles measured by one task, ≥ 1. Default 16: a task holds all its
+        crops, each the particle's box plus the longest ray on every side
+        (about 8 MB per particle for 3 µm rays at 0.06 µm voxels).
 
     Returns
     -------

@@ -189,16 +189,14 @@ def write_table(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
     if schema is not None:
-        fields = [schema.field(c) for c in table.columns if c in schema.names]
-        fields += [
-            pa.field(c, pa.from_numpy_dtype(table[c].dtype))
-            for c in table.columns
-            if c not in schema.names
-        ]
-        arrow = pa.Table.from_pandas(table, schema=pa.schema(fields), preserve_index=False)
-    else:
-        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        # The schema's types for its columns; pyarrow's own reading of the others
+        # (pandas' string and nullable dtypes included).
+        for name in schema.names:
+            if name in arrow.column_names:
+                index = arrow.column_names.index(name)
+                arrow = arrow.set_column(index, name, arrow[name].cast(schema.field(name).type))
     if metadata:
         merged = dict(arrow.schema.metadata or {})
         merged.update({k.encode(): v.encode() for k, v in metadata.items()})
