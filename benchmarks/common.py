@@ -125,6 +125,23 @@ def max_rss_bytes() -> float:
     return float(rss) if sys.platform == "darwin" else float(rss) * 1024.0
 
 
+def high_water_mark(pid: int | str = "self") -> float | None:
+    """Peak RSS of a process (``VmHWM``, Linux), bytes; None where unknown.
+
+    ``pid`` defaults to the calling process (e.g. a Dask worker under
+    ``Client.run``). The peak counts from the process's start or the last
+    reset through ``/proc/<pid>/clear_refs``.
+    """
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) * 1024.0  # kB
+    except OSError:
+        return None
+    return None
+
+
 def _git_commit() -> dict[str, Any]:
     try:
         commit = subprocess.run(

@@ -113,6 +113,7 @@ from common import (
     Timing,
     fmt_mib,
     fmt_seconds,
+    high_water_mark,
     machine_info,
     max_rss_bytes,
     print_table,
@@ -363,18 +364,6 @@ def warm_up_cluster(client: Client, workers: int) -> None:
         pipeline_volume(tiny, angles, case, 1).compute()
     projections = da.ones((rows, 16, 16), dtype=np.float32, chunks=(1, -1, -1))
     prep.median_filter(projections, MEDIAN_SIZE).compute()
-
-
-def high_water_mark(pid: int) -> float | None:
-    """Peak RSS of a process over its life (``VmHWM``, Linux), bytes; None where unknown."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return float(line.split()[1]) * 1024.0  # kB
-    except OSError:
-        return None
-    return None
 
 
 def task_seconds(stream: list[dict[str, Any]], token: str) -> float:
