@@ -272,7 +272,7 @@ def segment(
     Returns
     -------
     Segmentation
-        ``phases`` and ``sample`` chunked as the input along z, whole slices
+        ``phases`` and ``sample`` in slabs of max(halo, 16) z-slices, whole slices
         in y and x.
 
     Raises
@@ -311,8 +311,11 @@ def segment(
     sei_voxels = max(1, round(sei_max_um / voxel_size_um))
     graphite_voxels = max(0, round(graphite_min_radius_um / voxel_size_um))
     halo = _halo(sei_voxels, graphite_voxels)
+    # Whole slices with a halo above and below: blocks as thin as the halo keep a
+    # task's memory near three halos of slices, whatever the volume's chunks.
+    slab = max(halo, 16)
     coded = map_exact(
-        volume,
+        volume.rechunk({0: slab}),
         phases_kernel,
         {0: halo},
         dtype=np.uint8,
