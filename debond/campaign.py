@@ -410,9 +410,11 @@ class SemSection(_Section):
     denoise_sigma_px: float = _param(1.0, "Gaussian denoising (0: none).", "px", ge=0)
     thresholds: Thresholds | None = _param(
         None,
-        "Increasing backscatter-intensity thresholds; default: multi-Otsu of each image.",
+        "Four backscatter-intensity boundaries SEI | graphite | epoxy | silicon | CBD; "
+        "default: from the grey levels of each image's flat regions.",
         "grey value",
-        min_length=1,
+        min_length=4,
+        max_length=4,
     )
     min_area_px: int = _param(20, "Smaller silicon sections are dropped.", "px", ge=1)
     n_rays_2d: int = _param(64, "In-plane rays per silicon section.", "rays", ge=4)

@@ -27,13 +27,16 @@ stage     reads                           writes
 ingest    the raw file (``txm``)          ``flats``, ``darks``, ``projections``
 prep      projections, flats, darks       ``sinograms``
 recon     sinograms                       ``recon``
-segment   recon (or the sample's own        ``sample`` (bool), ``phases`` (uint8)
+segment   recon (or the sample's own      ``sample`` (bool), ``phases`` (uint8)
           segmentation, ``phases``)
 label     phases                          ``particles`` (int32 labels)
-measure   phases, particles, sample       ``tables/samples/<id>.parquet``;
-                                          all samples gathered in
-                                          ``tables/particles.parquet``
+measure   phases, particles, sample       ``tables/samples/<id>.parquet``
+sem       the SEM images                  ``tables/sections/<id>.parquet``
 ========  ==============================  ====================================
+
+After ``measure`` and ``sem`` the samples' rows are gathered into
+``tables/particles.parquet``, SEM sections converted stereologically
+(:func:`convert_sections`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -65,6 +69,8 @@ from debond.pipeline.measure import measure_gaps
 from debond.pipeline.prep import median_filter, normalise, remove_rings, to_sinograms
 from debond.pipeline.recon import reconstruct
 from debond.pipeline.segment import PORE, SILICON, segment
+from debond.pipeline.sem import analyse_sem
+from debond.pipeline.stereology import sections_to_spheres, unfold_radii
 from debond.storage import (
     PendingWrite,
     Status,
@@ -96,7 +102,7 @@ POROSITY_TOLERANCE = 0.05
 #: Metadata key of a stage table that holds its provenance digest.
 DIGEST_KEY = "debond:digest"
 #: The stages this version implements.
-AVAILABLE_STAGES = ("ingest", "prep", "recon", "segment", "label", "measure")
+AVAILABLE_STAGES = STAGE_ORDER
 #: The 3D stages that start from raw projections (samples with ``phases`` skip them;
 #: their ``segment`` imports the segmentation instead).
 RAW_STAGES = ("ingest", "prep", "recon")
@@ -471,19 +477,119 @@ def _plan_measure(campaign: Campaign, sample: Sample, group: zarr.Group) -> _Pla
     return _Plan("measure", sample, (), parameters, dict(inputs), build, table=path)
 
 
+def _plan_sem(campaign: Campaign, sample: Sample, group: zarr.Group) -> _Plan:
+    parameters = {
+        **campaign.stage_parameters("sem"),
+        "sem_pixel_size_um": sample.sem_pixel_size_um,
+    }
+    images = list(sample.sem)
+
+    def rows() -> pd.DataFrame:
+        analyse = dask.delayed(analyse_sem, pure=True)
+        tables = dask.compute(
+            *(
+                analyse(
+                    path,
+                    pixel_size_um=parameters["sem_pixel_size_um"],
+                    thresholds=parameters["thresholds"],
+                    sigma_px=parameters["denoise_sigma_px"],
+                    n_rays=parameters["n_rays_2d"],
+                    max_ray_length_um=parameters["max_ray_length_um"],
+                    min_area_px=parameters["min_area_px"],
+                )
+                for path in images
+            )
+        )
+        table = pd.concat(tables, ignore_index=True)
+        table.insert(0, "cycles", sample.cycles)
+        table.insert(0, "sample", sample.id)
+        return table
+
+    def build() -> _Work:
+        return _Work(outputs=[], extras={}, table=rows, detail=f"{len(images)} SEM images")
+
+    path = campaign.tables_dir / "sections" / f"{sample.id}.parquet"
+    return _Plan("sem", sample, (), parameters, {"sem": images}, build, table=path)
+
+
+def convert_sections(sections: pd.DataFrame) -> pd.DataFrame:
+    """SEM sections as particle-table rows: stereological (R, g) for every section.
+
+    The size distribution is unfolded from all usable sections together (not
+    on the image border, at least one valid ray): the particles are the same
+    material in every sample, and pooling steadies the unfolding. Each
+    section's R is then E[R | r] under it, and its gap follows from the
+    in-plane gap (:mod:`debond.pipeline.stereology`).
+
+    Parameters
+    ----------
+    sections : DataFrame
+        Rows of the ``sem`` stage: ``sample, cycles, image, particle,
+        section_radius_um, section_gap_um, gap_std_um, n_rays, touches_border,
+        centroid_y_um, centroid_x_um``.
+
+    Returns
+    -------
+    DataFrame
+        :data:`PARTICLES_SCHEMA` columns, ``modality = "2d"``; ``radius_um``
+        and ``gap_mean_um`` are NaN where a section has no gap.
+    """
+    usable = (
+        ~sections["touches_border"].astype(bool)
+        & (sections["n_rays"] > 0)
+        & np.isfinite(sections["section_gap_um"])
+    )
+    if not usable.any():
+        return pd.DataFrame(columns=PARTICLES_SCHEMA.names)
+    distribution = unfold_radii(sections.loc[usable, "section_radius_um"].to_numpy())
+    r = sections["section_radius_um"].to_numpy()
+    g2 = sections["section_gap_um"].to_numpy()
+    ok = np.isfinite(g2)
+    radius = np.full(r.shape, np.nan)
+    gap = np.full(r.shape, np.nan)
+    radius[ok], gap[ok] = sections_to_spheres(r[ok], g2[ok], distribution)
+    return pd.DataFrame(
+        {
+            "sample": sections["sample"],
+            "cycles": sections["cycles"],
+            "modality": "2d",
+            "particle": sections["particle"],
+            "radius_um": radius,
+            "gap_mean_um": gap,
+            "gap_std_um": sections["gap_std_um"],
+            "n_rays": sections["n_rays"],
+            "touches_border": sections["touches_border"].astype(bool),
+            "centroid_z_um": np.nan,
+            "centroid_y_um": sections["centroid_y_um"],
+            "centroid_x_um": sections["centroid_x_um"],
+            "section_radius_um": r,
+            "section_gap_um": g2,
+        }
+    )
+
+
 def particle_table(campaign: Campaign) -> Path | None:
-    """Gather the samples' gap tables into ``tables/particles.parquet``.
+    """Gather the samples' 3D gap tables and converted SEM sections into
+    ``tables/particles.parquet``.
 
     Returns
     -------
     Path or None
-        The table written, or None when no sample has been measured.
+        The table written, or None when nothing has been measured.
     """
     parts = [
         read_table(path, PARTICLES_SCHEMA)
         for sample in campaign.samples
         if (path := campaign.tables_dir / "samples" / f"{sample.id}.parquet").is_file()
     ]
+    sections = [
+        pd.read_parquet(path)
+        for sample in campaign.samples
+        if (path := campaign.tables_dir / "sections" / f"{sample.id}.parquet").is_file()
+    ]
+    if sections:
+        parts.append(convert_sections(pd.concat(sections, ignore_index=True)))
+    parts = [part for part in parts if len(part)]
     if not parts:
         return None
     rows = pd.concat(parts, ignore_index=True)
@@ -497,6 +603,7 @@ _PLANNERS: dict[str, Callable[[Campaign, Sample, zarr.Group], _Plan]] = {
     "segment": _plan_segment,
     "label": _plan_label,
     "measure": _plan_measure,
+    "sem": _plan_sem,
 }
 
 
@@ -673,7 +780,8 @@ def _run_table(plan: _Plan, work: _Work, reason: str, echo: Echo) -> Outcome:
         return Outcome(plan.stage, plan.sample.id, "failed", seconds, reason)
     seconds = time.perf_counter() - started
     valid = int((rows["n_rays"] > 0).sum()) if len(rows) else 0
-    detail = f"{len(rows)} particles, {valid} with a gap"
+    what = "sections" if plan.stage == "sem" else "particles"
+    detail = f"{len(rows)} {what}, {valid} with a gap"
     echo(f"{plan.stage:<7} {plan.sample.id:<10} done in {seconds:.1f} s; {detail}")
     return Outcome(plan.stage, plan.sample.id, "done", seconds, detail)
 
@@ -729,6 +837,8 @@ def run_campaign(
         for sample in campaign.samples:
             if stage in RAW_STAGES and sample.txm is None:
                 continue
+            if stage == "sem" and not sample.sem:
+                continue
             if sample.id in failed:
                 outcomes.append(
                     Outcome(stage, sample.id, "blocked", detail="an earlier stage failed")
@@ -740,7 +850,7 @@ def run_campaign(
         except RunError as error:
             raise RunError(str(error), outcomes + error.outcomes) from None
         outcomes.extend(stage_outcomes)
-        if stage == "measure":
+        if stage in ("measure", "sem"):
             gathered = particle_table(campaign)
             if gathered is not None:
                 echo(f"particle table: {gathered}")

@@ -213,6 +213,11 @@ def _prepare(
         raise ValueError("particle table: column 'cycles' holds no cycled sample (all are 0)")
 
     grid = radius_grid(radius_all, radius_sd, grid_size)
+    # The capacity term's size population: the 3D particles where there are
+    # any. A 2D row's radius is a per-section estimate (E[R | r], shrunk towards
+    # the mean), whose r³ weights would understate the large particles.
+    three_d = (table["modality"] == "3d").to_numpy()
+    in_population = three_d if three_d.any() else np.ones(len(table), dtype=bool)
 
     strata = sorted(set(zip(table["cycles"], table["modality"], strict=True)))
     stratum_of = {s: i for i, s in enumerate(strata)}
@@ -240,7 +245,7 @@ def _prepare(
         strata=tuple((int(c), str(m)) for c, m in strata),
         particle_stratum=stratum[fitted],
         population_stratum=stratum,
-        population_to_grid=kernel * (radius_all**3)[:, None],
+        population_to_grid=kernel * (radius_all**3 * in_population)[:, None],
         capacity_cycles=capacity_cycles,
         retention=retention,
     )

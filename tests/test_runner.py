@@ -34,6 +34,8 @@ from debond.cli import app
 from debond.cluster import cluster
 from debond.pipeline.measure import measure_gaps
 from debond.pipeline.segment import CBD, SILICON, segment
+from debond.pipeline.sem import analyse_sem
+from debond.pipeline.stereology import sections_to_spheres, unfold_radii
 from debond.runner import AVAILABLE_STAGES, Outcome, RunError, parse_stages, run_campaign
 from debond.storage import get_array, list_arrays, list_samples, open_store, open_volume
 from debond.storage.provenance import completion, read_provenance
@@ -204,9 +206,10 @@ def test_the_particle_table_gathers_the_measured_samples(
     scipy's of the stored silicon, small ones dropped."""
     campaign_file, _ = local_run
     campaign = load_campaign(campaign_file)
-    table = read_particles(campaign.tables_dir / "particles.parquet")
-    assert set(table["sample"]) <= set(SAMPLES)
-    assert set(table["modality"]) == {"3d"}
+    everything = read_particles(campaign.tables_dir / "particles.parquet")
+    assert set(everything["sample"]) <= set(SAMPLES)
+    assert set(everything["modality"]) == {"3d", "2d"}
+    table = everything[everything["modality"] == "3d"]
     store = campaign_file.parent / "store.zarr"
     measure = campaign.stage_parameters("measure")
     minimum = campaign.stage_parameters("label")["min_volume_voxels"]
@@ -235,6 +238,44 @@ def test_the_particle_table_gathers_the_measured_samples(
             )
         metadata = read_metadata(campaign.tables_dir / "samples" / f"{sample}.parquet")
         assert metadata is not None and len(metadata["debond:digest"]) == 64
+
+
+def test_sem_sections_join_the_table_converted_stereologically(
+    local_run: tuple[Path, list[Outcome]],
+) -> None:
+    """Each SEM image analysed as by analyse_sem; (R, g) from E[R | r] under the size
+    distribution unfolded from every usable section of the campaign."""
+    campaign_file, _ = local_run
+    campaign = load_campaign(campaign_file)
+    settings = campaign.stage_parameters("sem")
+    raw = []
+    for sample in campaign.samples:
+        for path in sample.sem:
+            rows = analyse_sem(
+                path,
+                pixel_size_um=sample.sem_pixel_size_um,
+                sigma_px=settings["denoise_sigma_px"],
+                n_rays=settings["n_rays_2d"],
+                max_ray_length_um=settings["max_ray_length_um"],
+                min_area_px=settings["min_area_px"],
+            )
+            raw.append(rows.assign(sample=sample.id))
+    sections = pd.concat(raw, ignore_index=True)
+    usable = ~sections["touches_border"] & (sections["n_rays"] > 0)
+    distribution = unfold_radii(sections.loc[usable, "section_radius_um"].to_numpy())
+    table = read_particles(campaign.tables_dir / "particles.parquet")
+    two_d = table[table["modality"] == "2d"].reset_index(drop=True)
+    assert len(two_d) == len(sections) > 0
+    assert np.allclose(two_d["section_radius_um"], sections["section_radius_um"])
+    has_gap = np.isfinite(sections["section_gap_um"].to_numpy())
+    radius, gap = sections_to_spheres(
+        sections["section_radius_um"].to_numpy()[has_gap],
+        sections["section_gap_um"].to_numpy()[has_gap],
+        distribution,
+    )
+    assert np.allclose(two_d["radius_um"].to_numpy()[has_gap], radius)
+    assert np.allclose(two_d["gap_mean_um"].to_numpy()[has_gap], gap)
+    assert (two_d["radius_um"] >= two_d["section_radius_um"] - 1e-12).all()
 
 
 def test_a_rerun_skips_everything_and_touches_nothing(
@@ -345,7 +386,7 @@ def test_a_run_killed_during_measure_resumes_to_the_same_table(
     assert not (tables / "particles.parquet").exists()
 
     outcomes = run(campaign_file, client)
-    assert {o.state for o in outcomes if o.stage != "measure"} == {"skipped"}
+    assert {o.state for o in outcomes if o.stage not in ("measure", "sem")} == {"skipped"}
     measured = {o.sample: o.state for o in outcomes if o.stage == "measure"}
     assert measured["c00"] == "skipped"
     assert "done" in set(measured.values())
@@ -488,7 +529,6 @@ def test_phases_without_cbd_fail_the_measure_stage_by_name(client: Client, tmp_p
     ("text", "message"),
     [
         ("ingest,reconstruct", "unknown stage 'reconstruct'"),
-        ("sem", "stage 'sem' is not implemented in this version"),
         (" , ", "names no stage"),
     ],
 )

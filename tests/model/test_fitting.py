@@ -229,3 +229,17 @@ def test_summary_follows_the_fit_json_contract() -> None:
         assert entry["upper"] == pytest.approx(np.percentile(samples, 84))
     alpha = summary["parameters"]["alpha0"]["value"]
     assert summary["derived"]["elastic_over_viscous_per_h"][0] == pytest.approx(alpha / 20.0)
+
+
+def test_the_capacity_population_is_the_3d_particles_when_there_are_any() -> None:
+    """2D rows (per-section radius estimates) fit the gaps but leave the r³-weighted
+    size population of the capacity term alone; a table of 2D rows only keeps them."""
+    drawn = simulate_campaign(PAPER_PARAMETERS, seed=4).particles
+    sections = drawn.assign(modality="2d", radius_um=drawn["radius_um"] * 3.0)
+    both = pd.concat([drawn, sections], ignore_index=True)
+    data = fitting._prepare(both, None, 48, 0.0)
+    weights = data.population_to_grid.sum(axis=1)
+    assert np.all(weights[: len(drawn)] > 0)
+    assert np.all(weights[len(drawn) :] == 0)
+    alone = fitting._prepare(sections, None, 48, 0.0)
+    assert np.all(alone.population_to_grid.sum(axis=1) > 0)
