@@ -101,7 +101,7 @@ STAGE_ORDER: tuple[str, ...] = STAGES
 POROSITY_TOLERANCE = 0.05
 #: Metadata key of a stage table that holds its provenance digest.
 DIGEST_KEY = "debond:digest"
-#: The stages this version implements.
+#: The stages a run without ``--only`` runs: all of them.
 AVAILABLE_STAGES = STAGE_ORDER
 #: The 3D stages that start from raw projections (samples with ``phases`` skip them;
 #: their ``segment`` imports the segmentation instead).
@@ -199,7 +199,7 @@ def parse_stages(text: str | Sequence[str] | None) -> tuple[str, ...]:
     Raises
     ------
     RunError
-        An unknown stage name, or one this version does not implement yet.
+        An unknown stage name, or none.
     """
     if text is None:
         return AVAILABLE_STAGES
@@ -211,12 +211,6 @@ def parse_stages(text: str | Sequence[str] | None) -> tuple[str, ...]:
     if unknown:
         raise RunError(
             f"--only: unknown stage {unknown[0]!r}; expected names among {', '.join(STAGE_ORDER)}"
-        )
-    missing = [stage for stage in STAGE_ORDER if stage in wanted and stage not in AVAILABLE_STAGES]
-    if missing:
-        raise RunError(
-            f"--only: stage {missing[0]!r} is not implemented in this version; "
-            f"available: {', '.join(AVAILABLE_STAGES)}"
         )
     return tuple(stage for stage in STAGE_ORDER if stage in wanted)
 
