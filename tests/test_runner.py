@@ -41,7 +41,8 @@ from debond.storage import get_array, list_arrays, list_samples, open_store, ope
 from debond.storage.provenance import completion, read_provenance
 from debond.storage.tables import read_metadata, read_particles
 from debond.synth import ATTENUATION_PER_UM, write_campaign
-from tests.pipeline.test_recon import VOXEL_UM, astra_loop, normalised
+from tests.pipeline.references import normalised
+from tests.pipeline.test_recon import VOXEL_UM, astra_loop
 
 pytestmark = pytest.mark.distributed
 

@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import astra
 import dask.array as da
-import h5py
 import numpy as np
 import pytest
 
@@ -17,20 +15,9 @@ from debond.pipeline.centre import find_centre, resolve_centre
 from debond.pipeline.recon import reconstruct_block
 from debond.storage import open_volume
 from debond.synth import attenuation, project, projection_geometry, write_campaign
+from tests.pipeline.references import normalised
 
 SAMPLES = ("c00", "c01", "c03", "c10")
-
-
-def normalised(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Sinograms (rows, angles, columns) = −log((I − D)/(F − D)) and angles in radians."""
-    with h5py.File(path, "r") as f:
-        data = f["exchange/data"][...].astype(np.float64)
-        flat = f["exchange/data_white"][...].mean(axis=0)
-        dark = f["exchange/data_dark"][...].mean(axis=0)
-        theta = np.deg2rad(f["exchange/theta"][...])
-    transmission = np.clip((data - dark) / (flat - dark), 1e-6, None)
-    sinograms = -np.log(transmission).transpose(1, 0, 2)
-    return np.ascontiguousarray(sinograms, dtype=np.float32), theta
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +25,6 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "small"
     write_campaign(out, "small", seed=0)
     return out
-
-
-@pytest.fixture(scope="module")
-def tooth() -> tuple[np.ndarray, np.ndarray]:
-    folder = os.environ.get("DEBOND_REAL_DATA")
-    if not folder or not (Path(folder) / "tooth.h5").is_file():
-        pytest.skip("DEBOND_REAL_DATA is unset or has no tooth.h5")
-    return normalised(Path(folder) / "tooth.h5")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from typing import Any
 import astra
 import dask
 import dask.array as da
-import h5py
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -29,6 +27,7 @@ from debond.synth import (
     projection_geometry,
     write_campaign,
 )
+from tests.pipeline.references import normalised
 
 VOXEL_UM = 0.06
 ITERATIONS = {"fbp": 1, "sirt": 25, "cgls": 10}
@@ -115,18 +114,6 @@ def astra_loop(
     return np.stack(out).astype(np.float32) / np.float32(VOXEL_UM)
 
 
-def normalised(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Sinograms (rows, angles, columns) = −log((I − D)/(F − D)) and angles in radians."""
-    with h5py.File(path, "r") as f:
-        data = f["exchange/data"][...].astype(np.float64)
-        flat = f["exchange/data_white"][...].mean(axis=0)
-        dark = f["exchange/data_dark"][...].mean(axis=0)
-        theta = np.deg2rad(f["exchange/theta"][...])
-    transmission = np.clip((data - dark) / (flat - dark), 1e-6, None)
-    sinograms = -np.log(transmission).transpose(1, 0, 2)
-    return np.ascontiguousarray(sinograms, dtype=np.float32), theta
-
-
 @contextlib.contextmanager
 def raise_if_dask_computes() -> Iterator[None]:
     def scheduler(dsk: object, keys: object, **kwargs: object) -> None:
@@ -158,14 +145,6 @@ def synthetic(campaign: Path) -> tuple[np.ndarray, np.ndarray, float]:
 def references(synthetic: tuple[np.ndarray, np.ndarray, float]) -> dict[str, np.ndarray]:
     sinograms, angles, centre = synthetic
     return {a: astra_loop(sinograms, angles, centre, a, ITERATIONS[a]) for a in ALGORITHMS}
-
-
-@pytest.fixture(scope="module")
-def tooth() -> tuple[np.ndarray, np.ndarray]:
-    folder = os.environ.get("DEBOND_REAL_DATA")
-    if not folder or not (Path(folder) / "tooth.h5").is_file():
-        pytest.skip("DEBOND_REAL_DATA is unset or has no tooth.h5")
-    return normalised(Path(folder) / "tooth.h5")
 
 
 @pytest.fixture(scope="module")
