@@ -9,14 +9,35 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from debond.campaign import Campaign
-from debond.model import FitResult, Parameters, fit, read_cycling, silicon_retention
+from debond.model import (
+    FitResult,
+    Parameters,
+    SizePopulation,
+    fit,
+    read_cycling,
+    silicon_retention,
+)
 from debond.outputs import write_fit
+from debond.pipeline.sem import usable_sections
+from debond.pipeline.stereology import unfold_radii_bootstrap
 from debond.storage.tables import read_particles
 
-__all__ = ["CampaignFit", "campaign_capacity", "fit_campaign", "synthetic_truth"]
+__all__ = [
+    "CampaignFit",
+    "campaign_capacity",
+    "capacity_population",
+    "fit_campaign",
+    "section_population",
+    "synthetic_truth",
+]
+
+#: Size classes per bin of the unfolded distribution given to the capacity term
+#: (the radius is uniform within a bin; its survival is not).
+CLASSES_PER_BIN = 8
 
 
 @dataclass(frozen=True)
@@ -63,6 +84,94 @@ def campaign_capacity(campaign: Campaign) -> pd.DataFrame | None:
     )
 
 
+def section_population(
+    particles: pd.DataFrame, n_bootstrap: int, seed: int
+) -> SizePopulation | None:
+    """The capacity term's particles as the 3D size distribution of the SEM sections.
+
+    The usable 2D rows' section radii are unfolded
+    (:func:`debond.pipeline.stereology.unfold_radii_bootstrap`), with
+    ``n_bootstrap`` replicates that resample the sections inside each sample,
+    as the fit's bootstrap resamples its particles. Each size bin becomes
+    :data:`CLASSES_PER_BIN` classes at equal steps across it, and the number
+    fractions become counts of the sections' particles.
+
+    Parameters
+    ----------
+    particles : DataFrame
+        The particle table; its rows with ``modality == "2d"`` are used.
+    n_bootstrap : int
+        Replicates (the fit's).
+    seed : int
+        Seed of the resampling.
+
+    Returns
+    -------
+    SizePopulation or None
+        None when the table has no usable section.
+    """
+    if not {"modality", "section_radius_um", "touches_border", "n_rays"} <= set(particles):
+        return None
+    rows = particles[particles["modality"] == "2d"]
+    rows = rows[usable_sections(rows)]
+    if rows.empty:
+        return None
+    distribution, replicates = unfold_radii_bootstrap(
+        rows["section_radius_um"].to_numpy(),
+        n_bootstrap,
+        np.random.default_rng([seed, 2]),
+        groups=rows["sample"].to_numpy(),
+    )
+    lo, hi = distribution.edges[:-1, None], distribution.edges[1:, None]
+    steps = (np.arange(CLASSES_PER_BIN) + 0.5) / CLASSES_PER_BIN
+    radius = (lo + (hi - lo) * steps).ravel()
+    share = len(rows) / CLASSES_PER_BIN  # sections per unit fraction, per class
+
+    def spread(fraction: np.ndarray) -> np.ndarray:
+        return np.repeat(fraction * share, CLASSES_PER_BIN, axis=-1)
+
+    return SizePopulation(
+        radius_um=radius,
+        count=spread(distribution.number_fraction),
+        replicates=spread(replicates),
+    )
+
+
+def capacity_population(
+    particles: pd.DataFrame, choice: str, n_bootstrap: int, seed: int
+) -> SizePopulation | None:
+    """The capacity term's particles for ``[fit] capacity_population``.
+
+    Parameters
+    ----------
+    particles : DataFrame
+        The particle table.
+    choice : {"auto", "3d", "sections"}
+        ``"3d"``: the table's 3D particles (None is returned: :func:`fit`'s
+        default); ``"sections"``: the unfolded SEM sections
+        (:func:`section_population`); ``"auto"``: the sections where the table
+        has any, else the 3D particles.
+    n_bootstrap, seed : int
+        The fit's replicates and seed.
+
+    Raises
+    ------
+    ValueError
+        ``"sections"`` for a table without a usable section, or an unknown choice.
+    """
+    if choice not in ("auto", "3d", "sections"):
+        raise ValueError(f"capacity_population: expected auto, 3d or sections; got {choice!r}")
+    if choice == "3d":
+        return None
+    population = section_population(particles, n_bootstrap, seed)
+    if population is None and choice == "sections":
+        raise ValueError(
+            "capacity_population = 'sections', but the particle table holds no usable SEM section "
+            "(2D rows off the image border, with a gap)"
+        )
+    return population
+
+
 def fit_campaign(
     campaign: Campaign,
     *,
@@ -99,14 +208,23 @@ def fit_campaign(
         )
     particles = read_particles(table)
     capacity = campaign_capacity(campaign)
+    n_bootstrap = settings["bootstrap"] if bootstrap is None else bootstrap
+    seed = settings["seed"] if seed is None else seed
+    try:
+        population = capacity_population(
+            particles, settings["capacity_population"], n_bootstrap, seed
+        )
+    except ValueError as error:
+        raise ValueError(f"{campaign.path}: fit.{error} ({table})") from None
     result = fit(
         particles,
         capacity,
-        n_bootstrap=settings["bootstrap"] if bootstrap is None else bootstrap,
-        seed=settings["seed"] if seed is None else seed,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
         material=campaign.material,
         sigma_gap_um=settings["sigma_gap_um"],
         sigma_retention=settings["sigma_retention"],
+        population=population,
     )
     truth = synthetic_truth(campaign.folder)
     tables = output or campaign.tables_dir

@@ -434,6 +434,11 @@ class FitSection(_Section):
     sigma_retention: float | None = _param(
         None, "Residual scale of the capacity retention (default: estimated).", "", gt=0
     )
+    capacity_population: Literal["auto", "3d", "sections"] = _param(
+        "auto",
+        "Particles of the capacity term: the 3D particles, or the 3D size distribution "
+        "unfolded from the SEM sections (auto: the sections where there are any).",
+    )
 
 
 class CampaignFile(_Section):

@@ -175,6 +175,13 @@ def fit_command(
     half_cycle_hours: Annotated[
         float, typer.Option(help="With a table: half-cycle duration T, h.")
     ] = 20.0,
+    capacity_population: Annotated[
+        str,
+        typer.Option(
+            help="With a table: the capacity term's particles: 3d, sections (the 3D sizes "
+            "unfolded from the 2D rows' section radii) or auto (sections where there are any)."
+        ),
+    ] = "auto",
 ) -> None:
     """Fit α0, κ0, δ0, ζ0 to particle gaps and capacity data, with bootstrap.
 
@@ -183,6 +190,7 @@ def fit_command(
     section, and writes tables/fit.json, tables/bootstrap.parquet and
     figures/.
     """
+    from debond.analysis import capacity_population as population_for
     from debond.analysis import fit_campaign
     from debond.campaign import CampaignError, load_campaign
     from debond.model import Material, check_capacity, fit, read_cycling, silicon_retention
@@ -218,13 +226,15 @@ def fit_command(
                     )
                 series = silicon_retention(read_cycling(capacity), electrode_mass_mg)
         replicates = 2000 if bootstrap is None else bootstrap
+        seed = 0 if seed is None else seed
         typer.echo(f"fitting {len(particles)} particles, {replicates} bootstrap replicates …")
         result = fit(
             particles,
             series,
             n_bootstrap=replicates,
-            seed=0 if seed is None else seed,
+            seed=seed,
             material=Material(volumetric_expansion, half_cycle_hours),
+            population=population_for(particles, capacity_population, replicates, seed),
         )
     except (ValueError, FileNotFoundError, CampaignError) as error:
         raise _fail(str(error)) from error

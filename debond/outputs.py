@@ -142,4 +142,10 @@ def parameter_table(result: FitResult, truth: Parameters | None = None) -> str:
         lines.append(row.rstrip())
     converged = float(result.samples["converged"].mean()) if len(result.samples) else float("nan")
     lines.append(f"{result.n_bootstrap} bootstrap replicates, {100 * converged:.1f} % converged")
+    population = result.capacity_population
+    if population:
+        lines.append(
+            f"capacity term: {population['source']}, {population['particles']:.0f} particles, "
+            f"volume-weighted radius {population['volume_weighted_radius_um']:.3g} µm"
+        )
     return "\n".join(lines)

@@ -69,7 +69,7 @@ from debond.pipeline.measure import measure_gaps
 from debond.pipeline.prep import median_filter, normalise, remove_rings, to_sinograms
 from debond.pipeline.recon import reconstruct
 from debond.pipeline.segment import PORE, SILICON, segment
-from debond.pipeline.sem import analyse_sem
+from debond.pipeline.sem import analyse_sem, usable_sections
 from debond.pipeline.stereology import sections_to_spheres, unfold_radii
 from debond.storage import (
     PendingWrite,
@@ -528,11 +528,7 @@ def convert_sections(sections: pd.DataFrame) -> pd.DataFrame:
         :data:`PARTICLES_SCHEMA` columns, ``modality = "2d"``; ``radius_um``
         and ``gap_mean_um`` are NaN where a section has no gap.
     """
-    usable = (
-        ~sections["touches_border"].astype(bool)
-        & (sections["n_rays"] > 0)
-        & np.isfinite(sections["section_gap_um"])
-    )
+    usable = usable_sections(sections)
     if not usable.any():
         return pd.DataFrame(columns=PARTICLES_SCHEMA.names)
     distribution = unfold_radii(sections.loc[usable, "section_radius_um"].to_numpy())

@@ -14,7 +14,9 @@ with Poisson counting noise, flats and darks, a rotation axis off the
 detector centre by a sub-pixel amount, in Data Exchange HDF5 (like
 ``tooth.h5``). SEM cross-sections are planar sections of the same kind of
 microstructure, rendered analytically, blurred and noisy, written as TIFF with
-the pixel size. Cycling data follow the recipe and the model's retention.
+the pixel size. Cycling data follow the recipe and the model's retention of
+the electrode's particles: those of the SEM images' slabs, larger on average
+than the pillars', which hold only the particles that fit in them.
 
 Everything is drawn from one seed; volumes are rendered and projected slab by
 slab, so a volume larger than memory can be written.
@@ -497,12 +499,20 @@ def write_sem(
     preset: Preset,
     parameters: Parameters,
     material: Material,
-) -> pd.DataFrame:
-    """Render one SEM cross-section as a TIFF; return its true sections.
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Render one SEM cross-section as a TIFF; return its true sections and the slab's radii.
 
     The section plane is the mid-plane of a thin slab of microstructure; each
     silicon particle it cuts shows a circle of its section radius, its SEI
     and gap as rings (in-plane widths from :func:`section_geometry`).
+
+    Returns
+    -------
+    sections : DataFrame
+        One row per silicon section: ``image, particle, radius_um, gap_um,
+        section_radius_um, section_gap_um, centroid_y_um, centroid_x_um``.
+    radius_um : (M,) ndarray
+        Radii of every silicon particle of the slab, cut or not, µm.
     """
     rows, cols = preset.sem_shape
     pixel = preset.sem_pixel_size_um
@@ -537,7 +547,7 @@ def write_sem(
     height = micro.silicon_centre[:, 0] - plane_um
     cut = np.abs(height) < micro.radius
     section, in_plane = section_geometry(micro.radius[cut], micro.gap[cut], height[cut])
-    return pd.DataFrame(
+    sections = pd.DataFrame(
         {
             "image": path.name,
             "particle": np.flatnonzero(cut) + 1,
@@ -549,6 +559,7 @@ def write_sem(
             "centroid_x_um": micro.silicon_centre[cut, 2],
         }
     )
+    return sections, micro.radius
 
 
 @dataclass
@@ -608,6 +619,7 @@ def write_campaign(
     voxel = chosen.voxel_size_um
     box = tuple((n - 1) * voxel for n in chosen.shape)  # voxel centres 0 … (n − 1)·voxel
     particles, sections, samples = [], [], []
+    electrode: list[np.ndarray] = []  # radii of the SEM slabs' particles
     rotation = {}
     for index, cycles in enumerate(CYCLES):
         sample = f"c{cycles:02d}"
@@ -657,15 +669,21 @@ def write_campaign(
             )
         )
         for k in range(chosen.sem_images):
-            frame = write_sem(
+            frame, slab = write_sem(
                 out / "sem" / f"{sample}_{k}.tif", rng, cycles, chosen, parameters, material
             )
             sections.append(frame.assign(sample=sample, cycles=cycles))
+            electrode.append(slab)
         samples.append(sample)
         if progress is not None:
             progress(f"sample {sample}: {micro.radius.size} silicon particles, {cycles} cycles")
 
-    population = pd.concat(particles)["radius_um"].to_numpy()
+    # The electrode's population, whose capacity the cycling records: the SEM
+    # slabs' particles (the pillars hold only the particles that fit in them,
+    # fewer large ones); the pillars' where there is no SEM image.
+    population = (
+        np.concatenate(electrode) if electrode else pd.concat(particles)["radius_um"].to_numpy()
+    )
     retention = capacity_retention(population, 20, parameters, material)
     cycling = simulate_cycling(retention, ELECTRODE_MASS_MG, seed=seed)
     (out / "echem").mkdir(exist_ok=True)

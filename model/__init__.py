@@ -15,7 +15,7 @@ Examples
 
 from debond.model.cycling import Recipe, read_cycling, silicon_retention
 from debond.model.disconnection import capacity_retention, gap_distribution, imaged_statistics
-from debond.model.fitting import FitResult, check_capacity, fit
+from debond.model.fitting import FitResult, SizePopulation, check_capacity, fit
 from debond.model.mechanics import gaps, iter_gaps
 from debond.model.parameters import (
     PAPER_PARAMETERS,
@@ -34,6 +34,7 @@ __all__ = [
     "Material",
     "Parameters",
     "Recipe",
+    "SizePopulation",
     "capacity_retention",
     "check_capacity",
     "fit",

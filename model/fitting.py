@@ -7,13 +7,16 @@ Implements MODEL.md, "Fitting". The objective is
 over measured particles i (cycles n_i ≥ 1) and capacity cycles n ≥ 2 (C(1) = 1
 by definition). m_n(r) is tabulated on a geometric radius grid and
 interpolated linearly to the particles; the capacity term sums survival over
-the imaged particle population with weights r³, which the same interpolation
-folds onto the grid.
+the particle population with weights r³, which the same interpolation folds
+onto the grid. That population is the table's 3D particles, or a
+:class:`SizePopulation` given to :func:`fit` (the size distribution unfolded
+from 2D sections, for instance).
 
 The bootstrap (the paper's Supplementary Note 11) resamples particles with
 replacement inside each (cycles, modality) stratum, which for a fixed data set
 is exactly a multinomial count w_i per particle, and resamples the capacity
-residuals of the best fit. All B replicates are then solved together by
+residuals of the best fit; a given :class:`SizePopulation` brings its own
+replicates. All B replicates are then solved together by
 :func:`debond.model.solver.least_squares_batched`: arrays with a leading
 replicate axis, in chunks that bound memory.
 """
@@ -21,7 +24,7 @@ replicate axis, in chunks that bound memory.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -92,6 +95,10 @@ class FitResult:
     material : Material
     n_bootstrap : int
     seed : int
+    capacity_population : dict
+        What the capacity term summed over: ``source`` (``"3d particles"``,
+        ``"all particles"`` or ``"size population"``), ``particles`` (their
+        number) and ``volume_weighted_radius_um`` (Σr⁴/Σr³, µm).
     """
 
     parameters: dict[str, tuple[float, float, float]]
@@ -102,6 +109,7 @@ class FitResult:
     material: Material
     n_bootstrap: int
     seed: int
+    capacity_population: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The ``fit.json`` document of DESIGN.md (value = median, lower/upper = 16th/84th)."""
@@ -126,6 +134,7 @@ class FitResult:
             "seed": self.seed,
             "sigma_gap_um": {f"{c}/{m}": s for (c, m), s in self.sigma_gap_um.items()},
             "sigma_retention": self.sigma_retention,
+            "capacity_population": self.capacity_population,
             "material": {
                 "volumetric_expansion": self.material.volumetric_expansion,
                 "half_cycle_hours": self.material.half_cycle_hours,
@@ -143,6 +152,59 @@ def check_capacity(capacity: pd.DataFrame, source: str = "capacity") -> pd.DataF
 
 
 @dataclass(frozen=True)
+class SizePopulation:
+    """The capacity term's particles as size classes, with their bootstrap replicates.
+
+    For a population known as a distribution rather than as rows of the
+    particle table, such as the 3D sizes unfolded from 2D sections
+    (:func:`debond.pipeline.stereology.unfold_radii`).
+
+    Parameters
+    ----------
+    radius_um : (M,) array of float
+        Radius of each class, µm, > 0.
+    count : (M,) array of float
+        Number of particles in each class (any scale: only proportions
+        matter), ≥ 0, not all 0.
+    replicates : (B, M) array of float, optional
+        The counts again in each of B bootstrap replicates of the data the
+        population came from; :func:`fit` pairs replicate b with its own
+        b-th resample. None: the population is taken as exact.
+    """
+
+    radius_um: FloatArray
+    count: FloatArray
+    replicates: FloatArray | None = None
+
+    def __post_init__(self) -> None:
+        radius = np.asarray(self.radius_um, dtype=np.float64)
+        count = np.asarray(self.count, dtype=np.float64)
+        if radius.ndim != 1 or radius.size == 0 or count.shape != radius.shape:
+            raise ValueError(
+                "size population: radius_um and count must be 1-D of one length ≥ 1; "
+                f"got shapes {radius.shape} and {count.shape}"
+            )
+        if not (np.isfinite(radius).all() and (radius > 0).all()):
+            raise ValueError("size population: radius_um must be finite and > 0 (µm)")
+        if not (np.isfinite(count).all() and (count >= 0).all() and count.sum() > 0):
+            raise ValueError("size population: count must be finite, ≥ 0 and not all 0")
+        object.__setattr__(self, "radius_um", radius)
+        object.__setattr__(self, "count", count)
+        if self.replicates is not None:
+            reps = np.asarray(self.replicates, dtype=np.float64)
+            if reps.ndim != 2 or reps.shape[1] != radius.size:
+                raise ValueError(
+                    f"size population: replicates must have shape (B, {radius.size}); "
+                    f"got {reps.shape}"
+                )
+            if not (np.isfinite(reps).all() and (reps >= 0).all() and (reps.sum(axis=1) > 0).all()):
+                raise ValueError(
+                    "size population: every replicate's counts must be finite, ≥ 0, not all 0"
+                )
+            object.__setattr__(self, "replicates", reps)
+
+
+@dataclass(frozen=True)
 class _Data:
     """Fit data laid out for the batched residuals."""
 
@@ -155,12 +217,22 @@ class _Data:
     particle_stratum: NDArray[np.intp]  # (N,)
     population_stratum: NDArray[np.intp]  # (Q,) stratum of each population particle
     population_to_grid: FloatArray  # (Q, G) r³-weighted kernel rows of all particles
+    classes_to_grid: FloatArray  # (M, G) r³-weighted kernel rows of a SizePopulation's classes
+    classes: SizePopulation | None  # the capacity term's population when given
+    population_radius: FloatArray  # radii of the table rows in the population, µm
+    population_source: str  # "3d particles", "all particles" or "size population"
     capacity_cycles: NDArray[np.int64]  # (C,) cycles ≥ 2 with data
     retention: FloatArray  # (C,)
 
     @property
     def n_survival(self) -> int:
         return int(self.capacity_cycles.max()) - 1 if self.capacity_cycles.size else 0
+
+    def population(self) -> FloatArray:
+        """The full data's capacity population on the grid (r³ weights), shape (G,)."""
+        if self.classes is not None:
+            return np.asarray(self.classes.count @ self.classes_to_grid)
+        return np.asarray(self.population_to_grid.sum(axis=0))
 
 
 def radius_kernel(grid: FloatArray, radius: FloatArray, radius_sd: float) -> FloatArray:
@@ -194,7 +266,11 @@ def radius_grid(radius: FloatArray, radius_sd: float, grid_size: int) -> FloatAr
 
 
 def _prepare(
-    particles: pd.DataFrame, capacity: pd.DataFrame | None, grid_size: int, radius_sd: float
+    particles: pd.DataFrame,
+    capacity: pd.DataFrame | None,
+    grid_size: int,
+    radius_sd: float,
+    population: SizePopulation | None = None,
 ) -> _Data:
     table = check_particles(particles)
     if "modality" not in table:
@@ -212,10 +288,12 @@ def _prepare(
     if not fitted.any():
         raise ValueError("particle table: column 'cycles' holds no cycled sample (all are 0)")
 
-    grid = radius_grid(radius_all, radius_sd, grid_size)
-    # The capacity term's size population: the 3D particles where there are
-    # any. A 2D row's radius is a per-section estimate (E[R | r], shrunk towards
-    # the mean), whose r³ weights would understate the large particles.
+    classes = np.zeros(0) if population is None else population.radius_um
+    grid = radius_grid(np.concatenate([radius_all, classes]), radius_sd, grid_size)
+    # The capacity term's size population, unless one is given: the 3D
+    # particles where there are any. A 2D row's radius is a per-section
+    # estimate (E[R | r], shrunk towards the mean), whose r³ weights would
+    # understate the large particles.
     three_d = (table["modality"] == "3d").to_numpy()
     in_population = three_d if three_d.any() else np.ones(len(table), dtype=bool)
 
@@ -246,6 +324,14 @@ def _prepare(
         particle_stratum=stratum[fitted],
         population_stratum=stratum,
         population_to_grid=kernel * (radius_all**3 * in_population)[:, None],
+        classes_to_grid=radius_kernel(grid, classes, radius_sd) * (classes**3)[:, None],
+        classes=population,
+        population_radius=radius_all[in_population],
+        population_source="size population"
+        if population is not None
+        else "3d particles"
+        if three_d.any()
+        else "all particles",
         capacity_cycles=capacity_cycles,
         retention=retention,
     )
@@ -347,7 +433,7 @@ def _residual_scales(
     (cycles, modality) stratum: given, or the moment estimate
     mean(residual² − s²) over the stratum.
     """
-    population = data.population_to_grid.sum(axis=0, keepdims=True)
+    population = data.population()[None, :]
     params = Parameters.from_array(theta[None, None, :])
     spread = _at_particles(
         data, imaged_statistics(data.grid, data.group_cycles, params, material).sd
@@ -379,7 +465,7 @@ def _full_data_replicates(
     weight = 1.0 / sigma_gap
     return _Replicates(
         np.broadcast_to(weight, (copies, weight.size)),
-        np.broadcast_to(data.population_to_grid.sum(axis=0), (copies, data.grid.size)),
+        np.broadcast_to(data.population(), (copies, data.grid.size)),
         np.broadcast_to(data.retention, (copies, data.retention.size)),
         sigma_retention,
     )
@@ -397,6 +483,7 @@ def fit(
     radius_sd: float = RADIUS_SD,
     grid_size: int = 48,
     chunk: int = 1024,
+    population: SizePopulation | None = None,
 ) -> FitResult:
     """Fit α0, κ0, δ0 and ζ0 to particle gaps and capacity retention, with bootstrap.
 
@@ -434,6 +521,11 @@ def fit(
         Least number of radius-grid nodes on which m_n(r) is tabulated.
     chunk : int
         Replicates solved together; memory grows linearly with it.
+    population : SizePopulation, optional
+        The capacity term's particle population, in place of the table's
+        rows; its replicates (at least ``n_bootstrap`` of them, when given)
+        enter the bootstrap. Default: the table's 3D particles (all rows
+        when it has none).
 
     Returns
     -------
@@ -453,7 +545,13 @@ def fit(
             raise ValueError(f"{name} must be finite and > 0; got {value!r}")
     if not (np.isfinite(radius_sd) and radius_sd >= 0):
         raise ValueError(f"radius_sd must be finite and >= 0; got {radius_sd!r}")
-    data = _prepare(particles, capacity, grid_size, radius_sd)
+    if population is not None and population.replicates is not None:
+        if population.replicates.shape[0] < n_bootstrap:
+            raise ValueError(
+                f"population has {population.replicates.shape[0]} bootstrap replicates; "
+                f"n_bootstrap = {n_bootstrap} needs at least as many"
+            )
+    data = _prepare(particles, capacity, grid_size, radius_sd, population)
 
     # Full-data fit from a grid of starts with one σ per stratum (the spread of
     # its gaps); then per-particle σ_i from that fit, and refits (weights
@@ -499,7 +597,22 @@ def fit(
         material=material,
         n_bootstrap=int(n_bootstrap),
         seed=int(seed),
+        capacity_population=_describe_population(data),
     )
+
+
+def _describe_population(data: _Data) -> dict[str, Any]:
+    """The capacity term's population in words and numbers (for fit.json)."""
+    if data.classes is not None:
+        radius, count = data.classes.radius_um, data.classes.count
+    else:
+        radius = data.population_radius
+        count = np.ones(radius.size)
+    return {
+        "source": data.population_source,
+        "particles": float(count.sum()),
+        "volume_weighted_radius_um": float((count * radius**4).sum() / (count * radius**3).sum()),
+    }
 
 
 def _bootstrap(
@@ -525,9 +638,14 @@ def _bootstrap(
     # Fitted particles are the population rows with cycles > 0, in order.
     fitted = np.array([data.strata[s][0] > 0 for s in data.population_stratum])
     weight_sqrt = np.sqrt(counts[:, fitted]) / sigma_gap
-    population = counts @ data.population_to_grid
+    if data.classes is None:
+        population = counts @ data.population_to_grid
+    elif data.classes.replicates is None:
+        population = np.broadcast_to(data.population(), (n_bootstrap, data.grid.size))
+    else:
+        population = data.classes.replicates[:n_bootstrap] @ data.classes_to_grid
 
-    population_fit = data.population_to_grid.sum(axis=0, keepdims=True)
+    population_fit = data.population()[None, :]
     _, fitted_retention = _predict(data, best[None, :], material, population_fit)
     if cap_residual.size:
         draw = rng.integers(0, cap_residual.size, size=(n_bootstrap, cap_residual.size))

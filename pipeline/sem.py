@@ -119,6 +119,7 @@ __all__ = [
     "sem_phases",
     "sem_phases_kernel",
     "sem_thresholds",
+    "usable_sections",
 ]
 
 #: Columns of :func:`section_gaps`, in order (:func:`analyse_sem` puts ``image`` first).
@@ -993,3 +994,23 @@ def analyse_sem(
         raise ValueError(f"{source}: {error}") from error
     table.insert(0, "image", Path(source).name)
     return table
+
+
+def usable_sections(rows: pd.DataFrame) -> NDArray[np.bool_]:
+    """Sections fit for stereology: off the image border and with an in-plane gap.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        Section rows (:data:`SECTION_COLUMNS`, or the particle table's 2D
+        rows): ``touches_border``, ``n_rays`` and ``section_gap_um``.
+
+    Returns
+    -------
+    (len(rows),) ndarray of bool
+    """
+    return np.asarray(
+        ~rows["touches_border"].to_numpy(dtype=bool)
+        & (rows["n_rays"].to_numpy() > 0)
+        & np.isfinite(rows["section_gap_um"].to_numpy(dtype=np.float64))
+    )

@@ -61,6 +61,7 @@ __all__ = [
     "section_to_sphere",
     "sections_to_spheres",
     "unfold_radii",
+    "unfold_radii_bootstrap",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -365,6 +366,46 @@ def _size_edges(
     return np.linspace(0.0, top, n + 1)
 
 
+def _likelihood(edges: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Section-bin edges (``_SUBBINS`` per size bin, from 0) and their section matrix."""
+    fine = [np.linspace(0.0, edges[0], _SUBBINS + 1)[:-1]] if edges[0] > 0 else []
+    fine += [np.linspace(lo, hi, _SUBBINS + 1)[:-1] for lo, hi in itertools.pairwise(edges)]
+    section_edges = np.concatenate([*fine, edges[-1:]])
+    return section_edges, _section_matrix(edges, section_edges)
+
+
+def _em(counts: FloatArray, matrix: FloatArray, max_iter: int, tol: float) -> FloatArray:
+    """ML-EM number fractions for B histograms of sections at once, shape (B, bins).
+
+    ``counts`` (B, S) are section counts, ``matrix`` (S, bins) from
+    :func:`_section_matrix`. Every histogram iterates until its
+    log-likelihood per section rises by less than ``tol`` (or ``max_iter``).
+    """
+    column = matrix.sum(axis=0)
+    total = counts.sum(axis=1)
+    seen = counts > 0
+    fraction = np.full((counts.shape[0], matrix.shape[1]), 1.0 / matrix.shape[1])
+    expected = fraction @ matrix.T
+    log_likelihood = np.full(counts.shape[0], -math.inf)
+    active = np.ones(counts.shape[0], dtype=bool)
+    for _ in range(max_iter):
+        n, seen_now = counts[active], seen[active]
+        ratio = np.divide(n, expected[active], out=np.zeros_like(n), where=seen_now)
+        update = fraction[active] * (ratio @ matrix) / column
+        update /= update.sum(axis=1, keepdims=True)
+        now = update @ matrix.T
+        fraction[active], expected[active] = update, now
+        # multinomial log-likelihood per section, up to a constant
+        logs = np.log(now, out=np.zeros_like(now), where=seen_now)
+        new = ((n * logs).sum(axis=1) - total[active] * np.log(update @ column)) / total[active]
+        rising = new - log_likelihood[active] >= tol
+        log_likelihood[active] = new
+        active[np.flatnonzero(active)[~rising]] = False
+        if not active.any():
+            break
+    return fraction
+
+
 def unfold_radii(
     section_radii: ArrayLike,
     *,
@@ -454,29 +495,79 @@ def unfold_radii(
         raise ValueError(f"tol must be a finite number ≥ 0; got {tol!r}")
     edges = _size_edges(bins, max_radius, radii)
 
-    fine = [np.linspace(0.0, edges[0], _SUBBINS + 1)[:-1]] if edges[0] > 0 else []
-    fine += [np.linspace(lo, hi, _SUBBINS + 1)[:-1] for lo, hi in itertools.pairwise(edges)]
-    section_edges = np.concatenate([*fine, edges[-1:]])
+    section_edges, matrix = _likelihood(edges)
     counts = np.histogram(radii, section_edges)[0].astype(np.float64)
-    matrix = _section_matrix(edges, section_edges)
-    column = matrix.sum(axis=0)
-    observed = counts > 0
-    a_obs, n_obs = matrix[observed], counts[observed]
-    total = float(n_obs.sum())
-
-    fraction = np.full(edges.size - 1, 1.0 / (edges.size - 1))
-    expected = a_obs @ fraction
-    log_likelihood = -math.inf
-    for _ in range(int(max_iter)):
-        fraction = fraction * (a_obs.T @ (n_obs / expected)) / column
-        fraction /= fraction.sum()
-        expected = a_obs @ fraction
-        # multinomial log-likelihood per section, up to a constant
-        new = float(n_obs @ np.log(expected) - total * math.log(column @ fraction)) / total
-        if new - log_likelihood < tol:
-            break
-        log_likelihood = new
+    fraction = _em(counts[None, :], matrix, int(max_iter), float(tol))[0]
     return SizeDistribution(edges=edges, number_fraction=fraction)
+
+
+def unfold_radii_bootstrap(
+    section_radii: ArrayLike,
+    n_bootstrap: int,
+    rng: np.random.Generator,
+    *,
+    groups: ArrayLike | None = None,
+    bins: int | ArrayLike | None = None,
+    max_iter: int = 5000,
+    tol: float = 1e-10,
+) -> tuple[SizeDistribution, FloatArray]:
+    """:func:`unfold_radii` and ``n_bootstrap`` bootstrap replicates of it, unfolded together.
+
+    Each replicate resamples the sections with replacement within each group
+    (a sample, say: the fit's bootstrap resamples inside its strata too) and
+    unfolds its histogram on the full data's size bins; all replicates run
+    through one batched EM.
+
+    Parameters
+    ----------
+    section_radii : (N,) array of float
+        Section radii, µm (as for :func:`unfold_radii`).
+    n_bootstrap : int
+        Replicates B, ≥ 0.
+    rng : numpy.random.Generator
+    groups : (N,) array, optional
+        Group of each section; default one group.
+    bins, max_iter, tol
+        As for :func:`unfold_radii`.
+
+    Returns
+    -------
+    distribution : SizeDistribution
+        The full data's estimate (equal to :func:`unfold_radii`).
+    replicates : (B, bins) ndarray of float64
+        Number fractions of the replicates on ``distribution.edges``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`unfold_radii`; a bad ``n_bootstrap`` or ``groups``.
+    """
+    radii = _lengths(section_radii, "section_radii").ravel()
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int | np.integer):
+        raise ValueError(f"n_bootstrap must be an integer ≥ 0; got {n_bootstrap!r}")
+    if n_bootstrap < 0:
+        raise ValueError(f"n_bootstrap must be an integer ≥ 0; got {n_bootstrap!r}")
+    group = np.zeros(radii.size, np.intp) if groups is None else np.asarray(groups).ravel()
+    if group.shape != radii.shape:
+        raise ValueError(
+            f"groups must give one group per section: {radii.size}; got shape {group.shape}"
+        )
+    distribution = unfold_radii(radii, bins=bins, max_iter=max_iter, tol=tol)
+    section_edges, matrix = _likelihood(distribution.edges)
+    n_sections = section_edges.size - 1
+    # the section bin of each radius, as np.histogram counts it (last edge included)
+    where = np.clip(np.searchsorted(section_edges, radii, side="right") - 1, 0, n_sections - 1)
+    counts = np.zeros((int(n_bootstrap), n_sections))
+    offset = (np.arange(int(n_bootstrap)) * n_sections)[:, None]
+    for value in np.unique(group):
+        members = where[group == value]
+        drawn = members[rng.integers(0, members.size, size=(int(n_bootstrap), members.size))]
+        counts += np.bincount(
+            (offset + drawn).ravel(), minlength=int(n_bootstrap) * n_sections
+        ).reshape(counts.shape)
+    if n_bootstrap == 0:
+        return distribution, np.zeros((0, distribution.bins))
+    return distribution, _em(counts, matrix, int(max_iter), float(tol))
 
 
 # ------------------------------------------------------- section → sphere

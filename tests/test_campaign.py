@@ -109,6 +109,7 @@ def test_stage_parameters_are_plain_dicts_with_every_default(tmp_path: Path) -> 
         "seed": 0,
         "sigma_gap_um": None,
         "sigma_retention": None,
+        "capacity_population": "auto",
     }
     for stage in STAGES:
         assert isinstance(campaign.stage_parameters(stage), dict)

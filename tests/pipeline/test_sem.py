@@ -57,7 +57,7 @@ def larger(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame
             PRESETS["demo"],
             PAPER_PARAMETERS,
             Material(),
-        )
+        )[0]
         for cycles in (0, 1, 3, 10)
     ]
     return folder, pd.concat(frames, ignore_index=True)
