@@ -146,6 +146,6 @@ def parameter_table(result: FitResult, truth: Parameters | None = None) -> str:
     if population:
         lines.append(
             f"capacity term: {population['source']}, {population['particles']:.0f} particles, "
-            f"volume-weighted radius {population['volume_weighted_radius_um']:.3g} µm"
+            f"volume-weighted radius {population['volume_weighted_radius_um']:.3f} µm"
         )
     return "\n".join(lines)

@@ -1,10 +1,20 @@
 """The campaign runner: which stages run for which samples, skipped or resumed.
 
-``debond run CAMPAIGN.toml`` comes here. Stages run in their fixed order
-(:data:`STAGE_ORDER`); within a stage every sample that needs work is
-submitted to the cluster at once and each output is marked complete as soon
-as its own computation finishes, so samples overlap on the workers and an
-interrupted run keeps every output that had finished (DESIGN.md, principle 6).
+``debond run CAMPAIGN.toml`` comes here. Every sample has a chain of stages:
+its 3D stages in their fixed order (:data:`STAGE_ORDER`), and its SEM stage
+as a chain of its own. All chains run at once on one cluster, each in a
+thread that submits its stages' graphs one after the other, so the workers
+are shared among samples at different stages (one sample reconstructs while
+another is measured) and nothing waits for the slowest sample until the
+particle table is gathered at the end. Each output is marked complete as soon
+as its own computation finishes, so an interrupted run keeps every output
+that had finished (DESIGN.md, principle 6).
+
+Why the stages of a sample are not one graph: each stage's stored output is
+the checkpoint a resumed run starts from, and some stages need values of the
+previous one before their graph can be built (the rotation centre from the
+sinograms, the thresholds from the histogram of the reconstruction, the
+number of labels).
 
 For each stage and sample the runner
 
@@ -14,8 +24,9 @@ For each stage and sample the runner
 2. skips the outputs if :func:`debond.storage.status` says they are current
    (unless ``force``), otherwise
 3. builds the lazy graph, which validates the input before any heavy work;
-   only when every sample of the stage has built is anything created in the
-   store (so bad input in one sample neither runs nor damages anything);
+   the first stage with work of every chain is built before anything is
+   created in the store (so bad raw input in one sample neither runs nor
+   damages anything); a later stage that fails to build fails its sample;
 4. creates the outputs with their provenance (no completion marker), computes
    their writes on the cluster, and marks them complete.
 
@@ -42,8 +53,10 @@ After ``measure`` and ``sem`` the samples' rows are gathered into
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +66,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import zarr
-from distributed import Client, as_completed
+from distributed import Client, wait
 
 from debond.campaign import PHASE_NAMES, STAGES, Campaign, Sample
 from debond.pipeline.centre import resolve_centre
@@ -101,6 +114,8 @@ STAGE_ORDER: tuple[str, ...] = STAGES
 POROSITY_TOLERANCE = 0.05
 #: Metadata key of a stage table that holds its provenance digest.
 DIGEST_KEY = "debond:digest"
+#: Samples whose stages run at once (each a thread that submits its graphs).
+SAMPLES_IN_FLIGHT = 8
 #: The stages a run without ``--only`` runs: all of them.
 AVAILABLE_STAGES = STAGE_ORDER
 #: The 3D stages that start from raw projections (samples with ``phases`` skip them;
@@ -657,100 +672,172 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
 
 
-def _run_stage(
+def _decide(group: zarr.Group, plan: _Plan, force: bool) -> str | None:
+    """Why the plan's outputs must be (re)made, or None when they are current."""
+    state = _state(group, plan)
+    if state is Status.CURRENT and not force:
+        return None
+    return "forced" if force else state.value
+
+
+def _build(plan: _Plan) -> _Work:
+    """The plan's graph; bad input raises :class:`RunError` naming the stage and sample."""
+    try:
+        return plan.build()
+    except (IngestError, StoreError, ValueError, KeyError, OSError) as error:
+        raise RunError(f"{plan.stage} of {plan.sample.where}: {_describe(error)}") from error
+
+
+def _porosity_note(plan: _Plan, extras: Mapping[str, float]) -> str:
+    """A warning when the segmented pore fraction is far from a known porosity."""
+    expected = plan.parameters.get("porosity")
+    if expected is None or "pore_fraction" not in extras:
+        return ""
+    off = abs(extras["pore_fraction"] - expected)
+    if off <= POROSITY_TOLERANCE:
+        return ""
+    return (
+        f"; WARNING: pore fraction {extras['pore_fraction']:.3f} is {off:.3f} "
+        f"from segmentation.porosity = {expected}: check the thresholds"
+    )
+
+
+def _execute(
+    client: Client, group: zarr.Group, plan: _Plan, work: _Work, reason: str, echo: Echo
+) -> Outcome:
+    """Create one stage's outputs, compute their writes on the cluster, mark them complete."""
+    if work.table is not None:
+        return _run_table(plan, work, reason, echo)
+    pending, collections = _submit(group, plan, work)
+    note = f"; {work.detail}" if work.detail else ""
+    echo(f"{plan.stage:<7} {plan.sample.id:<10} running (output {reason}{note})")
+    started = time.perf_counter()
+    futures = client.compute(collections)
+    wait(futures)
+    seconds = time.perf_counter() - started
+    broken = [future for future in futures if future.status != "finished"]
+    if broken:
+        client.cancel(futures)
+        try:
+            broken[0].result()
+        except Exception as error:  # any failure of the sample's graph on a worker
+            why = str(error) or type(error).__name__
+        else:  # pragma: no cover - cancelled by someone else
+            why = f"task {broken[0].status}"
+        echo(f"{plan.stage:<7} {plan.sample.id:<10} FAILED after {seconds:.1f} s: {why}")
+        return Outcome(plan.stage, plan.sample.id, "failed", seconds, why)
+    values = [np.asarray(f.result()).item() for f in futures[len(pending) :]]
+    extras = dict(zip(work.extras, values, strict=True))
+    for write in pending[:-1]:
+        write.finish()
+    pending[-1].finish(extras)
+    found = "".join(f"; {key} {value:.4g}" for key, value in extras.items())
+    echo(
+        f"{plan.stage:<7} {plan.sample.id:<10} done in {seconds:.1f} s"
+        f"{found}{_porosity_note(plan, extras)}"
+    )
+    return Outcome(plan.stage, plan.sample.id, "done", seconds, work.detail)
+
+
+@dataclass
+class _Chain:
+    """The stages one sample needs in a run, in order (its 3D stages, or its SEM stage).
+
+    ``first`` is the first stage with work, already built by :func:`_prepare`;
+    the stages before it were current.
+    """
+
+    sample: Sample
+    stages: list[str]
+    skipped: list[Outcome] = field(default_factory=list)
+    first: tuple[_Plan, _Work, str] | None = None
+
+
+def _chains(campaign: Campaign, stages: Sequence[str]) -> list[_Chain]:
+    """Every sample's chains of the chosen stages: the 3D ones, and the SEM one apart."""
+    chains = []
+    for sample in campaign.samples:
+        three_d = [
+            stage
+            for stage in stages
+            if stage != "sem" and not (stage in RAW_STAGES and sample.txm is None)
+        ]
+        if three_d:
+            chains.append(_Chain(sample, three_d))
+        if "sem" in stages and sample.sem:
+            chains.append(_Chain(sample, ["sem"]))
+    return chains
+
+
+def _prepare(
+    campaign: Campaign, group: zarr.Group, chains: list[_Chain], force: bool, echo: Echo
+) -> None:
+    """Skip each chain's current stages and build its first stage with work.
+
+    Every chain is prepared before anything is created in the store, so bad
+    input (a broken raw file, a missing upstream output) stops the whole run
+    before it starts.
+
+    Raises
+    ------
+    RunError
+        Bad input, for every chain that has some.
+    """
+    problems: list[str] = []
+    for chain in chains:
+        try:
+            for stage in chain.stages:
+                plan = _PLANNERS[stage](campaign, chain.sample, group)
+                reason = _decide(group, plan, force)
+                if reason is None:
+                    echo(f"{stage:<7} {chain.sample.id:<10} skipped: current")
+                    chain.skipped.append(
+                        Outcome(stage, chain.sample.id, "skipped", detail="current")
+                    )
+                    continue
+                chain.first = (plan, _build(plan), reason)
+                break
+        except RunError as error:
+            problems.append(str(error))
+    if problems:
+        skipped = [outcome for chain in chains for outcome in chain.skipped]
+        raise RunError("bad input; nothing was run:\n  " + "\n  ".join(problems), skipped)
+
+
+def _run_chain(
+    campaign: Campaign,
     client: Client,
     group: zarr.Group,
-    plans: list[_Plan],
-    *,
+    chain: _Chain,
     force: bool,
     echo: Echo,
 ) -> list[Outcome]:
-    """One stage for its samples: skip what is current, build all, then compute all."""
-    outcomes: list[Outcome] = []
-    todo: list[tuple[_Plan, str]] = []
-    for plan in plans:
-        state = _state(group, plan)
-        if state is Status.CURRENT and not force:
-            echo(f"{plan.stage:<7} {plan.sample.id:<10} skipped: current")
-            outcomes.append(Outcome(plan.stage, plan.sample.id, "skipped", detail="current"))
-        else:
-            todo.append((plan, "forced" if force else state.value))
-    if not todo:
+    """Run a prepared chain's stages one after the other; a failure blocks the rest."""
+    outcomes = list(chain.skipped)
+    if chain.first is None:
         return outcomes
-
-    built: list[tuple[_Plan, _Work, str]] = []
-    problems: list[str] = []
-    for plan, reason in todo:
+    plan, work, reason = chain.first
+    rest = chain.stages[chain.stages.index(plan.stage) + 1 :]
+    outcome = _execute(client, group, plan, work, reason, echo)
+    outcomes.append(outcome)
+    for stage in rest:
+        if outcome.state == "failed":
+            outcomes.append(
+                Outcome(stage, chain.sample.id, "blocked", detail="an earlier stage failed")
+            )
+            continue
         try:
-            built.append((plan, plan.build(), reason))
-        except (IngestError, StoreError, ValueError, KeyError, OSError) as error:
-            problems.append(f"{plan.stage} of {plan.sample.where}: {_describe(error)}")
-    if problems:
-        raise RunError(
-            f"bad input; nothing of stage {todo[0][0].stage!r} was run:\n  "
-            + "\n  ".join(problems),
-            outcomes,
-        )
-
-    started = time.perf_counter()
-    owner: dict[Any, int] = {}  # future -> index into `running`
-    running = []
-    tables = [(plan, work, reason) for plan, work, reason in built if work.table is not None]
-    for plan, work, reason in built:
-        if work.table is not None:
-            continue
-        pending, collections = _submit(group, plan, work)
-        note = f"; {work.detail}" if work.detail else ""
-        echo(f"{plan.stage:<7} {plan.sample.id:<10} running (output {reason}{note})")
-        futures = client.compute(collections)
-        running.append((plan, work, pending, futures))
-        owner.update({future: len(running) - 1 for future in futures})
-    left = [len(entry[3]) for entry in running]
-    failed: set[int] = set()
-    done = 0
-    for future in as_completed(list(owner)):
-        index = owner[future]
-        plan, work, pending, futures = running[index]
-        if index in failed:
-            continue
-        seconds = time.perf_counter() - started
-        if future.status != "finished":
-            failed.add(index)
-            client.cancel(futures)
-            try:
-                future.result()
-            except Exception as error:  # any failure of the sample's graph on a worker
-                reason = str(error) or type(error).__name__
-            else:  # pragma: no cover - cancelled by someone else
-                reason = f"task {future.status}"
-            echo(f"{plan.stage:<7} {plan.sample.id:<10} FAILED after {seconds:.1f} s: {reason}")
-            outcomes.append(Outcome(plan.stage, plan.sample.id, "failed", seconds, reason))
-            continue
-        left[index] -= 1
-        if left[index]:
-            continue
-        values = [np.asarray(f.result()).item() for f in futures[len(pending) :]]
-        extras = dict(zip(work.extras, values, strict=True))
-        for write in pending[:-1]:
-            write.finish()
-        pending[-1].finish(extras)
-        done += 1
-        found = "".join(f"; {key} {value:.4g}" for key, value in extras.items())
-        expected = plan.parameters.get("porosity")
-        if expected is not None and "pore_fraction" in extras:
-            off = abs(extras["pore_fraction"] - expected)
-            if off > POROSITY_TOLERANCE:
-                found += (
-                    f"; WARNING: pore fraction {extras['pore_fraction']:.3f} is {off:.3f} "
-                    f"from segmentation.porosity = {expected}: check the thresholds"
-                )
-        echo(
-            f"{plan.stage:<7} {plan.sample.id:<10} done in {seconds:.1f} s "
-            f"[{done}/{len(running)}]{found}"
-        )
-        outcomes.append(Outcome(plan.stage, plan.sample.id, "done", seconds, work.detail))
-    for plan, work, reason in tables:
-        outcomes.append(_run_table(plan, work, reason, echo))
+            plan = _PLANNERS[stage](campaign, chain.sample, group)
+            why = _decide(group, plan, force)
+            if why is None:
+                echo(f"{stage:<7} {chain.sample.id:<10} skipped: current")
+                outcome = Outcome(stage, chain.sample.id, "skipped", detail="current")
+            else:
+                outcome = _execute(client, group, plan, _build(plan), why, echo)
+        except RunError as error:
+            echo(f"{stage:<7} {chain.sample.id:<10} FAILED: {error}")
+            outcome = Outcome(stage, chain.sample.id, "failed", detail=str(error))
+        outcomes.append(outcome)
     return outcomes
 
 
@@ -786,6 +873,12 @@ def run_campaign(
 ) -> list[Outcome]:
     """Run stages for every sample of a campaign on a Dask cluster, resumably.
 
+    Each sample's 3D stages run in order, and its SEM stage beside them; all
+    samples run at once on the cluster (at most :data:`SAMPLES_IN_FLIGHT`
+    chains of stages at a time), so a sample reconstructs while another is
+    measured. The run waits for every sample only at the end, to gather the
+    particle table.
+
     Parameters
     ----------
     campaign : Campaign
@@ -797,56 +890,54 @@ def run_campaign(
     force : bool
         Recompute outputs even when they are current.
     echo : callable
-        Receives one line per stage and sample (progress).
+        Receives one line per stage and sample (progress); called from the
+        threads that run the samples, one line at a time.
 
     Returns
     -------
     list of Outcome
-        One per stage and sample, in the order they were decided.
+        One per stage and sample, in stage order, then sample order.
 
     Raises
     ------
     RunError
-        Missing raw inputs, bad input found while building a stage (nothing of
-        that stage is run or created), or a stage that failed for some
-        samples (the others are complete; the message lists the failures).
+        Missing raw inputs, or bad input found while preparing the run
+        (nothing is run or created), or stages that failed for some samples
+        (the other outputs are complete; the message lists the failures).
     """
     chosen = parse_stages(None if stages is None else list(stages))
     # The embedded scheduler logs every peer-to-peer rechunk at WARNING level.
     logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
     campaign.check_inputs()
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with lock:
+            echo(line)
+
     group = open_store(campaign.store_location, mode="a")
     for sample in campaign.samples:
         set_sample_attrs(
             group, sample.id, {"cycles": sample.cycles, "voxel_size_um": sample.voxel_size_um}
         )
+    chains = _chains(campaign, chosen)
+    _prepare(campaign, group, chains, force, say)
     outcomes: list[Outcome] = []
-    failed: set[str] = set()
-    for stage in chosen:
-        plans = []
-        for sample in campaign.samples:
-            if stage in RAW_STAGES and sample.txm is None:
-                continue
-            if stage == "sem" and not sample.sem:
-                continue
-            if sample.id in failed:
-                outcomes.append(
-                    Outcome(stage, sample.id, "blocked", detail="an earlier stage failed")
-                )
-                continue
-            plans.append(_PLANNERS[stage](campaign, sample, group))
-        try:
-            stage_outcomes = _run_stage(client, group, plans, force=force, echo=echo)
-        except RunError as error:
-            raise RunError(str(error), outcomes + error.outcomes) from None
-        outcomes.extend(stage_outcomes)
-        if stage in ("measure", "sem"):
-            gathered = particle_table(campaign)
-            if gathered is not None:
-                echo(f"particle table: {gathered}")
-        failed.update(o.sample for o in stage_outcomes if o.state == "failed")
+    with ThreadPoolExecutor(SAMPLES_IN_FLIGHT, thread_name_prefix="debond-sample") as pool:
+        running = [
+            pool.submit(_run_chain, campaign, client, group, chain, force, say) for chain in chains
+        ]
+        for future in running:
+            outcomes.extend(future.result())
+    order = {sample.id: i for i, sample in enumerate(campaign.samples)}
+    outcomes.sort(key=lambda o: (STAGE_ORDER.index(o.stage), order[o.sample]))
+    if {"measure", "sem"} & set(chosen):
+        gathered = particle_table(campaign)
+        if gathered is not None:
+            echo(f"particle table: {gathered}")
+    failed = [o for o in outcomes if o.state == "failed"]
     if failed:
-        lines = [f"{o.stage} of {o.sample}: {o.detail}" for o in outcomes if o.state == "failed"]
+        lines = [f"{o.stage} of {o.sample}: {o.detail}" for o in failed]
         raise RunError(
             f"{len(lines)} stage(s) failed; every other output is complete:\n  "
             + "\n  ".join(lines),
