@@ -134,6 +134,7 @@ def section_population(
         radius_um=radius,
         count=spread(distribution.number_fraction),
         replicates=spread(replicates),
+        source="SEM sections, unfolded",
     )
 
 

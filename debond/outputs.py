@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from debond.model import PARAMETER_NAMES, FitResult, Material, Parameters, sensitivity
@@ -77,16 +78,36 @@ def write_fit(
         "bootstrap": write_table(result.samples, tables / "bootstrap.parquet", BOOTSTRAP_SCHEMA),
     }
     best = median_parameters(result)
-    radii = particles["radius_um"].to_numpy()
-    curves = sensitivity(radii, max(sensitivity_cycles, 2), best, result.material)
+    population = capacity_classes(document, particles)
+    curves = sensitivity(
+        population[0], max(sensitivity_cycles, 2), best, result.material, counts=population[1]
+    )
+    gap_figure = plot_gap_vs_radius(
+        particles, best, result.material, capacity, population=population
+    )
     for name, figure in (
-        ("gap_vs_radius", plot_gap_vs_radius(particles, best, result.material, capacity)),
+        ("gap_vs_radius", gap_figure),
         ("sensitivity", plot_sensitivity(curves)),
         ("bootstrap", plot_bootstrap(result.samples, truth)),
     ):
         png, _ = save_figure(figure, figures / name)
         written[f"{name}_figure"] = png
     return written
+
+
+def capacity_classes(
+    document: Mapping[str, Any], particles: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """The capacity term's population of a ``fit.json`` document: radii (µm) and counts.
+
+    A document written before the population was recorded falls back to
+    every row of the particle table, one particle each.
+    """
+    recorded = document.get("capacity_population", {})
+    if "radius_um" in recorded and "count" in recorded:
+        return np.asarray(recorded["radius_um"], float), np.asarray(recorded["count"], float)
+    radius = particles["radius_um"].to_numpy(dtype=np.float64)
+    return radius, np.ones(radius.size)
 
 
 def median_parameters(result: FitResult) -> Parameters:

@@ -11,6 +11,8 @@ also written to ``figures/`` as PNG and PDF:
   the inset (Fig. 4a);
 - ``sensitivity``: silicon capacity when α0, κ0 or δ0 improve (Fig. 4d);
 - ``bootstrap``: the bootstrap distributions;
+- ``sizes``: the particle sizes by silicon volume, the 3D particles' beside
+  the capacity term's population (the SEM sections' unfolded sizes);
 
 with the parameter table in the paper's form (value +upper/−lower, E/η in
 1/h, the SEI growth rate in nm/h) and a summary of every sample.
@@ -25,6 +27,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,11 +38,11 @@ from matplotlib.patches import Patch
 from debond.campaign import PHASE_NAMES, Campaign
 from debond.model import PARAMETER_NAMES, Parameters, read_cycling, sensitivity, silicon_retention
 from debond.model.figures import plot_bootstrap, plot_gap_vs_radius, plot_sensitivity, save_figure
-from debond.outputs import paper_rows
+from debond.outputs import capacity_classes, paper_rows
 from debond.storage import find_array, open_store, open_volume
 from debond.storage.tables import BOOTSTRAP_SCHEMA, read_particles, read_table
 
-__all__ = ["PHASE_COLOURS", "ReportError", "plot_slices", "write_report"]
+__all__ = ["PHASE_COLOURS", "ReportError", "plot_sizes", "plot_slices", "write_report"]
 
 #: Overlay colour of each phase code (pore transparent).
 PHASE_COLOURS = {
@@ -60,6 +63,7 @@ class _Fit:
     bootstrap: int
     samples: pd.DataFrame
     truth: Parameters | None
+    document: dict[str, Any]
 
 
 def _read_fit(campaign: Campaign) -> _Fit:
@@ -79,7 +83,7 @@ def _read_fit(campaign: Campaign) -> _Fit:
     if "truth" in document:
         truth = Parameters(*(float(document["truth"][n]) for n in PARAMETER_NAMES))
     samples = read_table(campaign.tables_dir / "bootstrap.parquet", BOOTSTRAP_SCHEMA)
-    return _Fit(parameters, int(document["bootstrap"]), samples, truth)
+    return _Fit(parameters, int(document["bootstrap"]), samples, truth, document)
 
 
 def plot_slices(campaign: Campaign) -> Figure:
@@ -126,6 +130,55 @@ def plot_slices(campaign: Campaign) -> Figure:
         fontsize=8,
         frameon=False,
     )
+    return figure
+
+
+def plot_sizes(
+    particles: pd.DataFrame, population: tuple[np.ndarray, np.ndarray], source: str
+) -> Figure:
+    """Particle radii weighted by silicon volume: the 3D particles and the capacity term's.
+
+    Parameters
+    ----------
+    particles : DataFrame
+        The particle table (its usable 3D rows are drawn).
+    population : (radius_um, count)
+        The capacity term's population (:func:`debond.outputs.capacity_classes`).
+    source : str
+        What that population is, for the legend.
+    """
+    radius, count = population
+    usable = (particles["modality"] == "3d") & (particles["n_rays"] > 0)
+    usable &= ~particles["touches_border"].astype(bool)
+    three_d = particles.loc[usable, "radius_um"].to_numpy(dtype=np.float64)
+    top = max(float(radius.max()), float(three_d.max()) if three_d.size else 0.0)
+    edges = np.linspace(0.0, 1.05 * top, 25)
+    figure = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = figure.add_subplot()
+    drawn = [
+        (three_d, np.ones(three_d.size), f"3D particles ({three_d.size})", "tab:blue"),
+        (radius, count, f"capacity term: {source} ({count.sum():.0f})", "black"),
+    ]
+    for radii, number, label, colour in drawn:
+        if not radii.size:
+            continue
+        volume = number * radii**3
+        mean = float((volume * radii).sum() / volume.sum())
+        ax.hist(
+            radii,
+            edges.tolist(),
+            weights=volume,
+            density=True,
+            histtype="step",
+            linewidth=1.6,
+            color=colour,
+            label=f"{label}; Σr⁴/Σr³ = {mean:.2f} µm",
+        )
+        ax.axvline(mean, color=colour, linestyle=":", linewidth=1.0)
+    ax.set_xlabel("particle radius R (µm)")
+    ax.set_ylabel("share of silicon volume (1/µm)")
+    ax.set_title("Particle sizes by silicon volume, the capacity term's weighting", fontsize=10)
+    figure.legend(loc="outside lower center", fontsize=8, frameon=False)
     return figure
 
 
@@ -222,7 +275,9 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
             read_cycling(campaign.cycling), campaign.electrode_mass_mg, campaign.recipe
         )
     usable = particles[particles["n_rays"] > 0] if "n_rays" in particles else particles
-    curves = sensitivity(particles["radius_um"].to_numpy(), 10, best, material)
+    population = capacity_classes(fitted.document, particles)
+    source = fitted.document.get("capacity_population", {}).get("source", "every row")
+    curves = sensitivity(population[0], 10, best, material, counts=population[1])
     figures_dir = campaign.folder / "figures"
     figures = {
         "slices": (
@@ -231,7 +286,7 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
             "phases over it (right).",
         ),
         "gap_vs_radius": (
-            plot_gap_vs_radius(usable, best, material, capacity),
+            plot_gap_vs_radius(usable, best, material, capacity, population=population),
             "Gap against particle radius for every cycle group: 3D (filled) and "
             "2D-converted (open) particles, the fitted model's mean ± sd; inset: silicon "
             "capacity retention, data against the model.",
@@ -244,6 +299,12 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
         "bootstrap": (
             plot_bootstrap(fitted.samples, fitted.truth),
             f"Bootstrap distributions of the parameters ({fitted.bootstrap} replicates).",
+        ),
+        "sizes": (
+            plot_sizes(particles, population, source),
+            "Particle radii weighted by their silicon volume: the usable 3D particles, "
+            "and the population the capacity term sums over (with SEM sections, their "
+            "3D sizes unfolded); dotted: the volume-weighted mean radii.",
         ),
     }
     sections = []

@@ -160,7 +160,11 @@ def retention_from_survival(survival: FloatArray, weights: FloatArray) -> FloatA
 
 
 def capacity_retention(
-    radii_um: ArrayLike, n_cycles: int, parameters: Parameters, material: Material
+    radii_um: ArrayLike,
+    n_cycles: int,
+    parameters: Parameters,
+    material: Material,
+    counts: ArrayLike | None = None,
 ) -> FloatArray:
     """Silicon capacity of each cycle relative to cycle 1, over a particle population.
 
@@ -177,6 +181,9 @@ def capacity_retention(
         Model parameters; a field of shape ``P`` (e.g. ``(B,)``) evaluates
         several parameter sets against the same population.
     material : Material
+    counts : (N,) array, optional
+        Number of particles of each radius (a population given as size
+        classes), ≥ 0; default one each.
 
     Returns
     -------
@@ -199,5 +206,16 @@ def capacity_retention(
             for f in ("alpha0", "kappa0", "delta0", "zeta0")
         )
     )
+    weights = radii**3
+    if counts is not None:
+        number = np.asarray(counts, dtype=np.float64).ravel()
+        if number.shape != radii.shape or not (np.isfinite(number).all() and (number >= 0).all()):
+            raise ValueError(
+                f"counts must be finite, ≥ 0 and one per radius ({radii.size}); "
+                f"got shape {number.shape}"
+            )
+        weights = weights * number
+    if not np.any(weights > 0):
+        raise ValueError("counts must give at least one particle with radius > 0 µm")
     stats = imaged_statistics(radii, [], expanded, material, n_survival=n - 1)
-    return retention_from_survival(stats.survival, radii**3)
+    return retention_from_survival(stats.survival, weights)

@@ -49,6 +49,7 @@ def plot_gap_vs_radius(
     material: Material,
     capacity: pd.DataFrame | None = None,
     *,
+    population: tuple[np.ndarray, np.ndarray] | None = None,
     n_points: int = 200,
 ) -> Figure:
     """Gap versus effective radius per cycle group, data and model (Fig. 4a).
@@ -64,6 +65,8 @@ def plot_gap_vs_radius(
     capacity : DataFrame, optional
         ``cycle`` and ``retention``: adds the inset of silicon capacity
         retention, data against the model over the imaged size population.
+    population : (radius_um, count), optional
+        The capacity term's population (the fit's); default every row's radius.
     n_points : int
         Radii at which the model lines are drawn.
 
@@ -108,7 +111,8 @@ def plot_gap_vs_radius(
     if capacity is not None and len(capacity):
         inset = ax.inset_axes((0.64, 0.68, 0.34, 0.29))
         n = int(capacity["cycle"].max())
-        model = capacity_retention(radius, n, parameters, material)
+        radii, counts = population if population is not None else (radius, None)
+        model = capacity_retention(radii, n, parameters, material, counts)
         inset.plot(capacity["cycle"], capacity["retention"], "k-", label="data")
         inset.plot(np.arange(1, n + 1), model, "k--", label="model")
         inset.set_xlabel("cycle", fontsize=7)

@@ -97,8 +97,9 @@ class FitResult:
     seed : int
     capacity_population : dict
         What the capacity term summed over: ``source`` (``"3d particles"``,
-        ``"all particles"`` or ``"size population"``), ``particles`` (their
-        number) and ``volume_weighted_radius_um`` (Σr⁴/Σr³, µm).
+        ``"all particles"`` or a given population's source), ``particles`` (their
+        number), ``volume_weighted_radius_um`` (Σr⁴/Σr³, µm), and the
+        population itself as ``radius_um`` and ``count`` (lists).
     """
 
     parameters: dict[str, tuple[float, float, float]]
@@ -170,11 +171,14 @@ class SizePopulation:
         The counts again in each of B bootstrap replicates of the data the
         population came from; :func:`fit` pairs replicate b with its own
         b-th resample. None: the population is taken as exact.
+    source : str
+        What the population is, in words (recorded in ``fit.json``).
     """
 
     radius_um: FloatArray
     count: FloatArray
     replicates: FloatArray | None = None
+    source: str = "size population"
 
     def __post_init__(self) -> None:
         radius = np.asarray(self.radius_um, dtype=np.float64)
@@ -220,7 +224,7 @@ class _Data:
     classes_to_grid: FloatArray  # (M, G) r³-weighted kernel rows of a SizePopulation's classes
     classes: SizePopulation | None  # the capacity term's population when given
     population_radius: FloatArray  # radii of the table rows in the population, µm
-    population_source: str  # "3d particles", "all particles" or "size population"
+    population_source: str  # "3d particles", "all particles" or the given population's
     capacity_cycles: NDArray[np.int64]  # (C,) cycles ≥ 2 with data
     retention: FloatArray  # (C,)
 
@@ -327,7 +331,7 @@ def _prepare(
         classes_to_grid=radius_kernel(grid, classes, radius_sd) * (classes**3)[:, None],
         classes=population,
         population_radius=radius_all[in_population],
-        population_source="size population"
+        population_source=population.source
         if population is not None
         else "3d particles"
         if three_d.any()
@@ -612,6 +616,8 @@ def _describe_population(data: _Data) -> dict[str, Any]:
         "source": data.population_source,
         "particles": float(count.sum()),
         "volume_weighted_radius_um": float((count * radius**4).sum() / (count * radius**3).sum()),
+        "radius_um": radius.tolist(),
+        "count": count.tolist(),
     }
 
 

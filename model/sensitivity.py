@@ -50,6 +50,7 @@ def sensitivity(
     parameters: Parameters,
     material: Material,
     factor: float = 2.0,
+    counts: ArrayLike | None = None,
 ) -> dict[str, FloatArray]:
     """Silicon capacity retention C(1 … n) for each Fig. 4d scenario.
 
@@ -64,6 +65,8 @@ def sensitivity(
     material : Material
     factor : float
         Improvement factor, 2 in the paper.
+    counts : (N,) array, optional
+        Particles of each radius (see :func:`capacity_retention`).
 
     Returns
     -------
@@ -71,6 +74,6 @@ def sensitivity(
         ``label -> (n_cycles,) array`` of retention, C[0] = 1.
     """
     return {
-        label: capacity_retention(radii_um, n_cycles, p, material)
+        label: capacity_retention(radii_um, n_cycles, p, material, counts)
         for label, p in scenarios(parameters, factor).items()
     }

@@ -155,7 +155,7 @@ def test_installed_script_runs_the_default_demo(tmp_path: Path) -> None:
     assert kappa["value"] < fitted["truth"]["kappa0"]
     # the capacity term's particles: the SEM sections unfolded, as large as the
     # electrode's (the pillars hold fewer large particles)
-    assert fitted["capacity_population"]["source"] == "size population"
+    assert fitted["capacity_population"]["source"] == "SEM sections, unfolded"
 
 
 def test_synth_writes_a_campaign_and_rejects_unknown_presets(tmp_path: Path) -> None:

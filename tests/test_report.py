@@ -17,7 +17,7 @@ from debond.runner import run_campaign
 from debond.synth import write_campaign
 
 pytestmark = pytest.mark.distributed
-FIGURES = ("slices", "gap_vs_radius", "sensitivity", "bootstrap")
+FIGURES = ("slices", "gap_vs_radius", "sensitivity", "bootstrap", "sizes")
 
 
 @pytest.fixture(scope="module")

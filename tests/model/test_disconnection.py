@@ -359,3 +359,18 @@ def test_imaged_gaps_rejects_bad_radii(radius: float, match: str) -> None:
 def test_imaged_gaps_rejects_bad_cycle_counts(n_cycles: object) -> None:
     with pytest.raises(ValueError, match="n_cycles"):
         imaged_gaps(np.array([0.5]), n_cycles, PAPER, MATERIAL, np.random.default_rng(0))  # type: ignore[arg-type]
+
+
+def test_capacity_retention_counts_repeat_particles() -> None:
+    """A class of count k is k copies of the particle; a count of 0 drops it."""
+    radii = np.array([0.3, 0.8, 1.4])
+    copies = np.repeat(radii, [2, 0, 3])
+    np.testing.assert_allclose(
+        capacity_retention(radii, 8, PAPER, MATERIAL, counts=[2, 0, 3]),
+        capacity_retention(copies, 8, PAPER, MATERIAL),
+        rtol=1e-12,
+    )
+    with pytest.raises(ValueError, match=r"one per radius \(3\); got shape \(2,\)"):
+        capacity_retention(radii, 8, PAPER, MATERIAL, counts=[1, 1])
+    with pytest.raises(ValueError, match="at least one particle"):
+        capacity_retention(radii, 8, PAPER, MATERIAL, counts=[0, 0, 0])
