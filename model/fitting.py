@@ -293,7 +293,11 @@ def _prepare(
         raise ValueError("particle table: column 'cycles' holds no cycled sample (all are 0)")
 
     classes = np.zeros(0) if population is None else population.radius_um
-    grid = radius_grid(np.concatenate([radius_all, classes]), radius_sd, grid_size)
+    # The grid reaches the given population's largest classes; classes below
+    # the smallest measured radius (next to nothing of the silicon volume) sit
+    # on its first node rather than stretching it.
+    larger = classes[classes > radius_all.min()]
+    grid = radius_grid(np.concatenate([radius_all, larger]), radius_sd, grid_size)
     # The capacity term's size population, unless one is given: the 3D
     # particles where there are any. A 2D row's radius is a per-section
     # estimate (E[R | r], shrunk towards the mean), whose r³ weights would
