@@ -114,8 +114,9 @@ STAGE_ORDER: tuple[str, ...] = STAGES
 POROSITY_TOLERANCE = 0.05
 #: Metadata key of a stage table that holds its provenance digest.
 DIGEST_KEY = "debond:digest"
-#: Samples whose stages run at once (each a thread that submits its graphs).
-SAMPLES_IN_FLIGHT = 8
+#: Chains of stages (a sample's 3D stages, or its SEM stage) that run at once,
+#: each a thread that submits its stages' graphs.
+CHAINS_IN_FLIGHT = 8
 #: The stages a run without ``--only`` runs: all of them.
 AVAILABLE_STAGES = STAGE_ORDER
 #: The 3D stages that start from raw projections (samples with ``phases`` skip them;
@@ -816,28 +817,31 @@ def _run_chain(
     outcomes = list(chain.skipped)
     if chain.first is None:
         return outcomes
-    plan, work, reason = chain.first
-    rest = chain.stages[chain.stages.index(plan.stage) + 1 :]
-    outcome = _execute(client, group, plan, work, reason, echo)
-    outcomes.append(outcome)
-    for stage in rest:
-        if outcome.state == "failed":
+    failed = False
+    for stage in chain.stages[len(chain.skipped) :]:
+        if failed:
             outcomes.append(
                 Outcome(stage, chain.sample.id, "blocked", detail="an earlier stage failed")
             )
             continue
         try:
-            plan = _PLANNERS[stage](campaign, chain.sample, group)
-            why = _decide(group, plan, force)
-            if why is None:
-                echo(f"{stage:<7} {chain.sample.id:<10} skipped: current")
-                outcome = Outcome(stage, chain.sample.id, "skipped", detail="current")
+            if stage == chain.first[0].stage:
+                plan, work, why = chain.first
             else:
-                outcome = _execute(client, group, plan, _build(plan), why, echo)
-        except RunError as error:
-            echo(f"{stage:<7} {chain.sample.id:<10} FAILED: {error}")
-            outcome = Outcome(stage, chain.sample.id, "failed", detail=str(error))
+                plan = _PLANNERS[stage](campaign, chain.sample, group)
+                reason = _decide(group, plan, force)
+                if reason is None:
+                    echo(f"{stage:<7} {chain.sample.id:<10} skipped: current")
+                    outcomes.append(Outcome(stage, chain.sample.id, "skipped", detail="current"))
+                    continue
+                work, why = _build(plan), reason
+            outcome = _execute(client, group, plan, work, why, echo)
+        except Exception as error:  # bad input found late, or the store refused a write
+            detail = str(error) if isinstance(error, RunError) else _describe(error)
+            echo(f"{stage:<7} {chain.sample.id:<10} FAILED: {detail}")
+            outcome = Outcome(stage, chain.sample.id, "failed", detail=detail)
         outcomes.append(outcome)
+        failed = outcome.state == "failed"
     return outcomes
 
 
@@ -874,7 +878,7 @@ def run_campaign(
     """Run stages for every sample of a campaign on a Dask cluster, resumably.
 
     Each sample's 3D stages run in order, and its SEM stage beside them; all
-    samples run at once on the cluster (at most :data:`SAMPLES_IN_FLIGHT`
+    samples run at once on the cluster (at most :data:`CHAINS_IN_FLIGHT`
     chains of stages at a time), so a sample reconstructs while another is
     measured. The run waits for every sample only at the end, to gather the
     particle table.
@@ -923,7 +927,7 @@ def run_campaign(
     chains = _chains(campaign, chosen)
     _prepare(campaign, group, chains, force, say)
     outcomes: list[Outcome] = []
-    with ThreadPoolExecutor(SAMPLES_IN_FLIGHT, thread_name_prefix="debond-sample") as pool:
+    with ThreadPoolExecutor(CHAINS_IN_FLIGHT, thread_name_prefix="debond-sample") as pool:
         running = [
             pool.submit(_run_chain, campaign, client, group, chain, force, say) for chain in chains
         ]

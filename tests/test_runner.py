@@ -346,6 +346,40 @@ def test_samples_do_not_wait_for_each_other_between_stages(
     assert len(read_particles(table)) == 1
 
 
+def test_bad_input_found_late_fails_its_sample_alone(
+    local_run: tuple[Path, list[Outcome]],
+    client: Client,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stage that fails to build once the run is under way (here measure of c01) fails
+    that sample; the other samples are measured and gathered, and the run says which."""
+    campaign_file, _ = local_run
+    folder = tmp_path / "small"
+    shutil.copytree(campaign_file.parent, folder, ignore=shutil.ignore_patterns("tables"))
+    plan_measure = runner._PLANNERS["measure"]
+
+    def broken(campaign: Campaign, sample: Sample, group: zarr.Group) -> runner._Plan:
+        plan = plan_measure(campaign, sample, group)
+        if sample.id != "c01":
+            return plan
+
+        def build() -> runner._Work:
+            raise ValueError("its phases hold no CBD (made up)")
+
+        return dataclasses.replace(plan, build=build)
+
+    monkeypatch.setitem(runner._PLANNERS, "measure", broken)
+    with pytest.raises(RunError, match=r"1 stage\(s\) failed") as info:
+        run(folder / "campaign.toml", client, stages=["label", "measure"], force=True)
+    assert "measure of sample[1] ('c01'): its phases hold no CBD (made up)" in str(info.value)
+    states = {(o.stage, o.sample): o.state for o in info.value.outcomes}
+    assert states.pop(("measure", "c01")) == "failed"
+    assert set(states.values()) == {"done"}
+    table = read_particles(folder / "tables" / "particles.parquet")
+    assert set(table["sample"]) == set(SAMPLES) - {"c01"}
+
+
 # ----------------------------------------------------------------- distributed
 
 
