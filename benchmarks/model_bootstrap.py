@@ -101,7 +101,7 @@ MODEL_MODULES = tuple(
 )
 
 NAME = "model_bootstrap"
-#: The issue's goals: 10,000 fits in under a minute, 100× faster per fit than SciPy.
+#: The performance goals: 10,000 fits in under a minute, 100× faster per fit than SciPy.
 GOAL_FITS = 10_000
 GOAL_SECONDS = 60.0
 GOAL_SPEEDUP = 100.0

@@ -21,7 +21,7 @@ from debond.model.synthetic import simulate_campaign
 
 
 def _campaign(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The issue's closed-loop set-up: 60 particles at cycles 1, 3, 10, capacity to 10."""
+    """The closed-loop set-up: 60 particles at cycles 1, 3, 10, capacity to 10."""
     sim = simulate_campaign(PAPER_PARAMETERS, cycles=(1, 3, 10), particles_per_sample=60, seed=seed)
     return sim.particles, sim.capacity[["cycle", "retention"]]
 

@@ -23,8 +23,8 @@ from debond.pipeline.stereology import (
     unfold_radii_bootstrap,
 )
 
-SECTIONS = 20_000  # sections per Monte Carlo image (the issue asks for ≥ 20 000)
-TOLERANCE = 0.05  # the issue's "unbiased within 5 %"
+SECTIONS = 20_000  # sections per Monte Carlo image (the acceptance criterion asks for ≥ 20 000)
+TOLERANCE = 0.05  # the acceptance criterion: "unbiased within 5 %"
 
 # ------------------------------------------------------------- populations
 
@@ -287,7 +287,7 @@ def test_unfold_defaults() -> None:
     )
 
 
-# --------------------------------------------- Monte Carlo: the issue's criteria
+# --------------------------------------------- Monte Carlo: the acceptance criteria
 
 
 @pytest.mark.parametrize("population", list(POPULATIONS))
