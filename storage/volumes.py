@@ -49,6 +49,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import dask
@@ -60,6 +61,7 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 from zarr.codecs import BloscCodec
 from zarr.errors import ContainsArrayError
+from zarr.storage import LocalStore
 
 from debond import __version__
 from debond.storage.provenance import (
@@ -336,11 +338,33 @@ def _as_group(store: Location | zarr.Group, mode: Mode) -> zarr.Group:
     return store if isinstance(store, zarr.Group) else open_store(store, mode)
 
 
+def _members(group: zarr.Group, kind: type[zarr.Group] | type[zarr.Array]) -> list[str]:
+    """Names of the group's sub-groups or arrays, sorted.
+
+    A write killed mid-way leaves zarr's temporary ``<name>.<uuid>.partial``
+    file in a local store, which zarr 3.1 lists as a member and then fails to
+    open (zarr-python issue 4161): a local store's folder is listed here
+    without such files.
+    """
+    store = group.store
+    if not isinstance(store, LocalStore):
+        return sorted(group.group_keys() if kind is zarr.Group else group.array_keys())
+    folder = Path(store.root) / group.path
+    if not folder.is_dir():
+        return []
+    names = (
+        entry.name
+        for entry in folder.iterdir()
+        if entry.is_dir() and not entry.name.endswith(".partial")
+    )
+    return sorted(name for name in names if isinstance(group.get(name), kind))
+
+
 def list_samples(store: Location | zarr.Group) -> list[str]:
     """Sample ids in the store, sorted."""
     group = _as_group(store, "r")
     samples = group.get(SAMPLES)
-    return sorted(samples.group_keys()) if isinstance(samples, zarr.Group) else []
+    return _members(samples, zarr.Group) if isinstance(samples, zarr.Group) else []
 
 
 def list_arrays(store: Location | zarr.Group, sample: str) -> list[str]:
@@ -351,7 +375,7 @@ def list_arrays(store: Location | zarr.Group, sample: str) -> list[str]:
     SampleNotFound
         (a ``KeyError``) naming the sample and the samples that exist.
     """
-    return sorted(_sample_group(_as_group(store, "r"), sample).array_keys())
+    return _members(_sample_group(_as_group(store, "r"), sample), zarr.Array)
 
 
 def _sample_group(group: zarr.Group, sample: str, wanted: str | None = None) -> zarr.Group:
@@ -403,7 +427,7 @@ def get_array(store: Location | zarr.Group, sample: str, name: str) -> zarr.Arra
     path = _array_path(sample, name)
     node = _sample_group(group, sample, name).get(name)
     if not isinstance(node, zarr.Array):
-        arrays = sorted(_sample_group(group, sample).array_keys())
+        arrays = _members(_sample_group(group, sample), zarr.Array)
         raise ArrayNotFound(
             f"no array {name!r} for sample {sample!r} ({path}) in the store "
             f"{store_location(group.store)}; arrays of {sample!r}: {', '.join(arrays) or 'none'}"

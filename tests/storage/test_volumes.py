@@ -31,6 +31,7 @@ from debond.storage import (
     StoreNotFound,
     create_volume,
     default_chunks,
+    get_array,
     list_arrays,
     list_samples,
     mark_complete,
@@ -144,6 +145,22 @@ def test_open_store_creates_a_versioned_store_and_reopens_it(location: str) -> N
     assert list_samples(again) == ["c03"]
     assert again.attrs["debond"] == info
     assert open_store(again) is again
+
+
+def test_listing_skips_what_a_killed_write_leaves(tmp_path: Path) -> None:
+    """A write killed between zarr's temporary file and its rename leaves
+    ``zarr.<uuid>.partial`` files; listing the store still gives the samples and arrays."""
+    location = tmp_path / "campaign.zarr"
+    data = np.zeros((2, 3, 4), np.uint8)
+    for sample, name in (("c01", "recon"), ("c01", "phases"), ("c03", "recon")):
+        write_volume(str(location), sample, name, data, voxel_size_um=VOXEL, stage="t")
+    for folder in ("samples", "samples/c01", "samples/c01/recon"):
+        (location / folder / f"zarr.{uuid.uuid4().hex}.partial").write_bytes(b"{")
+    store = open_store(str(location), "r")
+    assert list_samples(store) == ["c01", "c03"]
+    assert list_arrays(store, "c01") == ["phases", "recon"]
+    with pytest.raises(KeyError, match="arrays of 'c01': phases, recon"):
+        get_array(store, "c01", "sinograms")
 
 
 def test_open_store_errors_name_the_location(location: str) -> None:
