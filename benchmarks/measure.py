@@ -773,6 +773,8 @@ def run_large(
                 spill = {"error": f"{type(error).__name__}: {error}"}
         table_path = folder / "tables" / "particles.parquet"
         table = pd.read_parquet(table_path) if table_path.exists() else None
+        if table is not None:  # the 3D particles; the SEM sections' rows are not counted
+            table = table[table["modality"] == "3d"]
 
     states = [o.state for o in outcomes]
     done = {(o.stage, o.sample) for o in outcomes if o.state == "done"}

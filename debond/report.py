@@ -182,6 +182,17 @@ def plot_sizes(
     return figure
 
 
+def _population_sentence(document: dict[str, Any]) -> str:
+    """What the capacity term summed over, as ``fit.json`` records it ('' if it does not)."""
+    recorded = document.get("capacity_population", {})
+    if "source" not in recorded:
+        return ""
+    return (
+        f"The capacity term sums over {recorded['source']}: {recorded['particles']:.0f} "
+        f"particles, volume-weighted radius {recorded['volume_weighted_radius_um']:.3f} µm."
+    )
+
+
 def _png(figure: Figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
@@ -349,7 +360,8 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
 {len(particles)} particles and sections; silicon ΔV/V = {material.volumetric_expansion:g},
 half-cycle T = {material.half_cycle_hours:g} h.</p>
 <h2>Fitted parameters</h2>
-<p>Bootstrap median with the 16th and 84th percentiles, {fitted.bootstrap} replicates.</p>
+<p>Bootstrap median with the 16th and 84th percentiles, {fitted.bootstrap} replicates.
+{html.escape(_population_sentence(fitted.document))}</p>
 {_table(header, parameter_rows)}
 <h2>Samples</h2>
 {samples_table}

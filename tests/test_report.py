@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -50,6 +51,9 @@ def test_the_report_embeds_every_figure_and_the_parameter_table(campaign_file: P
     for label in ("α0", "κ0", "δ0", "ζ0", "E/η", "1/h", "v_SEI", "nm/h", "true (synthetic)"):
         assert label in page
     assert not re.search(r'src="(?!data:)', page), "the page must not depend on other files"
+    recorded = json.loads((campaign_file.parent / "tables" / "fit.json").read_text())
+    population = recorded["capacity_population"]
+    assert f"The capacity term sums over {population['source']}: " in page
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
