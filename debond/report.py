@@ -40,7 +40,7 @@ from debond.model import PARAMETER_NAMES, Parameters, read_cycling, sensitivity,
 from debond.model.figures import plot_bootstrap, plot_gap_vs_radius, plot_sensitivity, save_figure
 from debond.outputs import capacity_classes, paper_rows
 from debond.storage import find_array, open_store, open_volume
-from debond.storage.tables import BOOTSTRAP_SCHEMA, read_particles, read_table
+from debond.storage.tables import BOOTSTRAP_SCHEMA, read_particles, read_table, usable_rows
 
 __all__ = ["PHASE_COLOURS", "ReportError", "plot_sizes", "plot_slices", "write_report"]
 
@@ -148,8 +148,7 @@ def plot_sizes(
         What that population is, for the legend.
     """
     radius, count = population
-    usable = (particles["modality"] == "3d") & (particles["n_rays"] > 0)
-    usable &= ~particles["touches_border"].astype(bool)
+    usable = usable_rows(particles) & (particles["modality"] == "3d").to_numpy()
     three_d = particles.loc[usable, "radius_um"].to_numpy(dtype=np.float64)
     top = max(float(radius.max()), float(three_d.max()) if three_d.size else 0.0)
     edges = np.linspace(0.0, 1.05 * top, 25)

@@ -681,6 +681,12 @@ def _decide(group: zarr.Group, plan: _Plan, force: bool) -> str | None:
     return "forced" if force else state.value
 
 
+def _skipped(plan: _Plan, echo: Echo) -> Outcome:
+    """Say that the plan's outputs are current, and record it."""
+    echo(f"{plan.stage:<7} {plan.sample.id:<10} skipped: current")
+    return Outcome(plan.stage, plan.sample.id, "skipped", detail="current")
+
+
 def _build(plan: _Plan) -> _Work:
     """The plan's graph; bad input raises :class:`RunError` naming the stage and sample."""
     try:
@@ -791,10 +797,7 @@ def _prepare(
                 plan = _PLANNERS[stage](campaign, chain.sample, group)
                 reason = _decide(group, plan, force)
                 if reason is None:
-                    echo(f"{stage:<7} {chain.sample.id:<10} skipped: current")
-                    chain.skipped.append(
-                        Outcome(stage, chain.sample.id, "skipped", detail="current")
-                    )
+                    chain.skipped.append(_skipped(plan, echo))
                     continue
                 chain.first = (plan, _build(plan), reason)
                 break
@@ -831,8 +834,7 @@ def _run_chain(
                 plan = _PLANNERS[stage](campaign, chain.sample, group)
                 reason = _decide(group, plan, force)
                 if reason is None:
-                    echo(f"{stage:<7} {chain.sample.id:<10} skipped: current")
-                    outcomes.append(Outcome(stage, chain.sample.id, "skipped", detail="current"))
+                    outcomes.append(_skipped(plan, echo))
                     continue
                 work, why = _build(plan), reason
             outcome = _execute(client, group, plan, work, why, echo)

@@ -40,7 +40,7 @@ from debond.model.parameters import (
     Parameters,
 )
 from debond.model.solver import Residuals, least_squares_batched
-from debond.storage.tables import check_particles
+from debond.storage.tables import check_particles, usable_rows
 
 #: Box bounds of α0, κ0 (µm), δ0 (µm), ζ0 (1/µm).
 LOWER = np.array([1e-3, 0.0, 0.0, 0.0])
@@ -279,12 +279,7 @@ def _prepare(
     table = check_particles(particles)
     if "modality" not in table:
         table["modality"] = "3d"
-    usable = np.ones(len(table), dtype=bool)
-    if "n_rays" in table:
-        usable &= table["n_rays"].to_numpy() > 0
-    if "touches_border" in table:
-        usable &= ~table["touches_border"].to_numpy(dtype=bool)
-    table = table[usable]
+    table = table[usable_rows(table)]
     if len(table) == 0:
         raise ValueError("particle table: no usable rows (all have n_rays = 0 or touch the border)")
     radius_all = table["radius_um"].to_numpy()

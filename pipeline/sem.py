@@ -106,6 +106,7 @@ from debond.pipeline.ingest import IngestError
 from debond.pipeline.label import label_kernel
 from debond.pipeline.measure import ray_gaps_kernel
 from debond.pipeline.segment import CBD, GRAPHITE, PORE, SEI, SILICON, open_with_ball
+from debond.storage.tables import usable_rows
 
 __all__ = [
     "MODE_PROMINENCE",
@@ -122,17 +123,19 @@ __all__ = [
     "usable_sections",
 ]
 
+#: The dtype of each column of :func:`section_gaps`, in order.
+_SECTION_DTYPES: dict[str, Any] = {
+    "particle": np.int64,
+    "centroid_y_um": np.float64,
+    "centroid_x_um": np.float64,
+    "section_radius_um": np.float64,
+    "section_gap_um": np.float64,
+    "gap_std_um": np.float64,
+    "n_rays": np.int64,
+    "touches_border": np.bool_,
+}
 #: Columns of :func:`section_gaps`, in order (:func:`analyse_sem` puts ``image`` first).
-SECTION_COLUMNS = (
-    "particle",
-    "centroid_y_um",
-    "centroid_x_um",
-    "section_radius_um",
-    "section_gap_um",
-    "gap_std_um",
-    "n_rays",
-    "touches_border",
-)
+SECTION_COLUMNS = tuple(_SECTION_DTYPES)
 
 #: Smallest prominence of a histogram mode, in natural-log units of the (smoothed)
 #: pixel count: the peak holds e ≈ 2.7 times the pixels of the higher valley beside
@@ -788,18 +791,9 @@ def circle_directions(n: int) -> NDArray[np.float64]:
     return np.stack([np.zeros_like(theta), np.sin(theta), np.cos(theta)], axis=1)
 
 
-def _empty_sections() -> pd.DataFrame:
-    dtypes: dict[str, Any] = {
-        "particle": np.int64,
-        "centroid_y_um": np.float64,
-        "centroid_x_um": np.float64,
-        "section_radius_um": np.float64,
-        "section_gap_um": np.float64,
-        "gap_std_um": np.float64,
-        "n_rays": np.int64,
-        "touches_border": np.bool_,
-    }
-    return pd.DataFrame({name: np.empty(0, dtype) for name, dtype in dtypes.items()})
+def _sections_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Section rows as a table of :data:`SECTION_COLUMNS` in their dtypes (empty too)."""
+    return pd.DataFrame(rows, columns=list(SECTION_COLUMNS)).astype(_SECTION_DTYPES)
 
 
 def section_gaps(
@@ -876,7 +870,7 @@ def section_gaps(
 
     labels, n = label_kernel((codes == SILICON)[None], connectivity=6)
     if n == 0:
-        return _empty_sections()
+        return _sections_frame([])
     labels2d = labels[0]
     area = np.bincount(labels2d.ravel(), minlength=n + 1)[1:]
     height, width = codes.shape
@@ -924,11 +918,7 @@ def section_gaps(
                 ),
             }
         )
-    if not rows:
-        return _empty_sections()
-    return pd.DataFrame(rows, columns=list(SECTION_COLUMNS)).astype(
-        {"particle": np.int64, "n_rays": np.int64, "touches_border": np.bool_}
-    )
+    return _sections_frame(rows)
 
 
 # ------------------------------------------------------------------ one file
@@ -1009,8 +999,4 @@ def usable_sections(rows: pd.DataFrame) -> NDArray[np.bool_]:
     -------
     (len(rows),) ndarray of bool
     """
-    return np.asarray(
-        ~rows["touches_border"].to_numpy(dtype=bool)
-        & (rows["n_rays"].to_numpy() > 0)
-        & np.isfinite(rows["section_gap_um"].to_numpy(dtype=np.float64))
-    )
+    return usable_rows(rows) & np.isfinite(rows["section_gap_um"].to_numpy(dtype=np.float64))

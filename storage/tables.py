@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 #: particles.parquet: one row per measured silicon particle or 2D section.
 PARTICLES_SCHEMA = pa.schema(
@@ -160,6 +161,27 @@ def check_particles(table: pd.DataFrame, source: str = "particle table") -> pd.D
                 f"got {out['modality'][odd].iloc[0]!r}"
             )
     return out
+
+
+def usable_rows(table: pd.DataFrame) -> NDArray[np.bool_]:
+    """Rows measured and whole: at least one valid ray, and off the image's border.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Particle or section rows; ``n_rays`` and ``touches_border`` are each
+        optional (a table without them has every row usable).
+
+    Returns
+    -------
+    (len(table),) ndarray of bool
+    """
+    usable = np.ones(len(table), dtype=bool)
+    if "n_rays" in table:
+        usable &= table["n_rays"].to_numpy() > 0
+    if "touches_border" in table:
+        usable &= ~table["touches_border"].to_numpy(dtype=bool)
+    return usable
 
 
 def write_table(
