@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from debond.model.cycling import Recipe
 from debond.model.disconnection import capacity_retention, disconnection_probability
@@ -63,7 +64,8 @@ def imaged_gaps(
     drops = rng.random(d.shape) < disconnection_probability(d, parameters.zeta0)
     drops[-1] = True  # imaged at the end of cycle n in any case
     last = np.argmax(drops, axis=0)
-    return np.take_along_axis(d, last[None, ...], axis=0)[0]
+    imaged: NDArray[np.float64] = np.take_along_axis(d, last[None, ...], axis=0)[0]
+    return imaged
 
 
 def simulate_campaign(
