@@ -705,10 +705,11 @@ def run_large(
 ) -> dict[str, Any]:
     """Part 4: write a synthetic ``large`` campaign, then ``debond run`` it out of core."""
     from debond.campaign import load_campaign
-    from debond.runner import AVAILABLE_STAGES, RunError, run_campaign
+    from debond.runner import RunError, run_campaign
+    from debond.stages import REGISTRY
     from debond.synth import write_campaign
 
-    stages = tuple(AVAILABLE_STAGES)
+    stages = REGISTRY.names
     volume_bytes = 4.0 * size**3
     config: dict[str, Any] = (
         {}

@@ -1,6 +1,10 @@
 """Fitting a run campaign: its particle table, cycling data and settings to fit.json.
 
-The library side of ``debond fit CAMPAIGN.toml`` and of the demo.
+The library side of ``debond fit CAMPAIGN.toml`` and of the demo. What is
+fitted is read once, by :func:`fit_inputs`, for ``debond fit`` and ``debond
+report`` alike: the particle table, the rows the fit uses
+(:func:`debond.storage.tables.usable_rows`) and the silicon capacity
+retention.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ from debond.model import (
 from debond.outputs import write_fit
 from debond.pipeline.sem import usable_sections
 from debond.pipeline.stereology import unfold_radii_bootstrap
-from debond.storage.tables import read_particles
+from debond.storage.tables import read_particles, usable_rows
 
 __all__ = [
     "CampaignFit",
+    "FitInputs",
     "campaign_capacity",
     "capacity_population",
     "fit_campaign",
+    "fit_inputs",
     "section_population",
     "synthetic_truth",
 ]
@@ -38,6 +44,49 @@ __all__ = [
 #: Size classes per bin of the unfolded distribution given to the capacity term
 #: (the radius is uniform within a bin; its survival is not).
 CLASSES_PER_BIN = 8
+
+
+@dataclass(frozen=True)
+class FitInputs:
+    """The data a campaign's fit uses, read once for ``debond fit`` and ``debond report``.
+
+    Attributes
+    ----------
+    table : Path
+        ``tables/particles.parquet``.
+    particles : DataFrame
+        Every row of the particle table.
+    capacity : DataFrame or None
+        Silicon capacity retention per cycle (None without cycling data).
+    """
+
+    table: Path
+    particles: pd.DataFrame
+    capacity: pd.DataFrame | None
+
+    @property
+    def usable(self) -> pd.DataFrame:
+        """The rows the fit uses: measured (a valid ray) and whole (off the border)."""
+        return self.particles[usable_rows(self.particles)]
+
+
+def fit_inputs(campaign: Campaign) -> FitInputs:
+    """The particle table and capacity data of a run campaign.
+
+    Raises
+    ------
+    FileNotFoundError
+        No particle table yet; the message says to run ``debond run``.
+    ValueError
+        Bad cycling data or a table that does not validate.
+    """
+    table = campaign.tables_dir / "particles.parquet"
+    if not table.is_file():
+        raise FileNotFoundError(
+            f"{table} does not exist; run `debond run {campaign.path}` first to measure "
+            "the particles"
+        )
+    return FitInputs(table, read_particles(table), campaign_capacity(campaign))
 
 
 @dataclass(frozen=True)
@@ -201,14 +250,11 @@ def fit_campaign(
         No particle table yet (the message says to run ``debond run``), or bad data.
     """
     settings = campaign.stage_parameters("fit")
-    table = campaign.tables_dir / "particles.parquet"
-    if not table.is_file():
-        raise ValueError(
-            f"{table} does not exist; run `debond run {campaign.path}` first to measure "
-            "the particles"
-        )
-    particles = read_particles(table)
-    capacity = campaign_capacity(campaign)
+    try:
+        inputs = fit_inputs(campaign)
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from None
+    particles, capacity, table = inputs.particles, inputs.capacity, inputs.table
     n_bootstrap = settings["bootstrap"] if bootstrap is None else bootstrap
     seed = settings["seed"] if seed is None else seed
     try:

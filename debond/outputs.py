@@ -17,7 +17,7 @@ import pandas as pd
 
 from debond.model import PARAMETER_NAMES, FitResult, Material, Parameters, sensitivity
 from debond.model.figures import plot_bootstrap, plot_gap_vs_radius, plot_sensitivity, save_figure
-from debond.storage.tables import BOOTSTRAP_SCHEMA, write_table
+from debond.storage.tables import BOOTSTRAP_SCHEMA, usable_rows, write_table
 
 LABELS = {
     "alpha0": ("α0", ""),
@@ -55,7 +55,8 @@ def write_fit(
     ----------
     result : FitResult
     particles, capacity : DataFrame
-        The fitted data (for the figures).
+        The fitted data (for the figures: the gap figure draws the rows the
+        fit used, :func:`debond.storage.tables.usable_rows`).
     tables, figures : path
         Folders for the tables and for the figures (PNG and PDF).
     truth : Parameters, optional
@@ -83,7 +84,7 @@ def write_fit(
         population[0], max(sensitivity_cycles, 2), best, result.material, counts=population[1]
     )
     gap_figure = plot_gap_vs_radius(
-        particles, best, result.material, capacity, population=population
+        particles[usable_rows(particles)], best, result.material, capacity, population=population
     )
     for name, figure in (
         ("gap_vs_radius", gap_figure),

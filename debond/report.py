@@ -1,8 +1,11 @@
 """``debond report``: one self-contained HTML page of a campaign, and its figures.
 
 The page (``report.html`` beside the campaign file) embeds every figure as a
-PNG data URI, so it can be mailed or archived as one file; the figures are
-also written to ``figures/`` as PNG and PDF:
+PNG data URI, so it can be mailed or archived as one file. Each figure in
+``figures/`` (PNG and PDF) is written by one command: ``slices`` and ``sizes``
+here, the fit's three by ``debond fit`` (:func:`debond.outputs.write_fit`),
+which the page embeds as they are. Both commands read the fitted data through
+:func:`debond.analysis.fit_inputs`.
 
 - ``slices``: a z-slice of every sample, the reconstruction beside its phases
   (the paper's Fig. 2a/3);
@@ -35,12 +38,14 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from debond.campaign import PHASE_NAMES, Campaign
-from debond.model import PARAMETER_NAMES, Parameters, read_cycling, sensitivity, silicon_retention
-from debond.model.figures import plot_bootstrap, plot_gap_vs_radius, plot_sensitivity, save_figure
+from debond.analysis import fit_inputs
+from debond.campaign import Campaign
+from debond.model import PARAMETER_NAMES, Parameters
+from debond.model.figures import save_figure
 from debond.outputs import capacity_classes, paper_rows
+from debond.pipeline.segment import PHASE_NAMES
 from debond.storage import find_array, open_store, open_volume
-from debond.storage.tables import BOOTSTRAP_SCHEMA, read_particles, read_table, usable_rows
+from debond.storage.tables import BOOTSTRAP_SCHEMA, read_table, usable_rows
 
 __all__ = ["PHASE_COLOURS", "ReportError", "plot_sizes", "plot_slices", "write_report"]
 
@@ -206,7 +211,7 @@ def _sample_rows(campaign: Campaign, particles: pd.DataFrame) -> list[list[str]]
         modality = (
             measured["modality"] if "modality" in measured else pd.Series("3d", measured.index)
         )
-        valid = measured[measured["n_rays"] > 0] if "n_rays" in measured else measured
+        valid = measured[usable_rows(measured)]
         centre = "—"
         recon = find_array(group, sample.id, "recon")
         if recon is not None and "rotation_centre_px" in recon.attrs:
@@ -272,43 +277,23 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
     ReportError
         No particle table (run ``debond run``) or no fit (run ``debond fit``).
     """
-    table = campaign.tables_dir / "particles.parquet"
-    if not table.is_file():
-        raise ReportError(f"{table} does not exist; run `debond run {campaign.path}` first")
-    particles = read_particles(table)
+    try:
+        inputs = fit_inputs(campaign)
+    except FileNotFoundError as error:
+        raise ReportError(str(error)) from None
+    particles = inputs.particles
     fitted = _read_fit(campaign)
     material = campaign.material
-    best = Parameters(*(fitted.parameters[n][0] for n in PARAMETER_NAMES))
-    capacity = None
-    if campaign.cycling is not None and campaign.electrode_mass_mg is not None:
-        capacity = silicon_retention(
-            read_cycling(campaign.cycling), campaign.electrode_mass_mg, campaign.recipe
-        )
-    usable = particles[particles["n_rays"] > 0] if "n_rays" in particles else particles
     population = capacity_classes(fitted.document, particles)
     source = fitted.document.get("capacity_population", {}).get("source", "every row")
-    curves = sensitivity(population[0], 10, best, material, counts=population[1])
     figures_dir = campaign.folder / "figures"
-    figures = {
+    # Drawn here: the images and the sizes. Written by `debond fit` (write_fit)
+    # and embedded as they are: the gap, sensitivity and bootstrap figures.
+    drawn = {
         "slices": (
             plot_slices(campaign),
             "A mid-height slice of each sample: attenuation (left) and the segmented "
             "phases over it (right).",
-        ),
-        "gap_vs_radius": (
-            plot_gap_vs_radius(usable, best, material, capacity, population=population),
-            "Gap against particle radius for every cycle group: 3D (filled) and "
-            "2D-converted (open) particles, the fitted model's mean ± sd; inset: silicon "
-            "capacity retention, data against the model.",
-        ),
-        "sensitivity": (
-            plot_sensitivity(curves),
-            "Silicon capacity retention when α0, κ0 or δ0 improve by a factor of 2 "
-            "(the paper's Fig. 4d).",
-        ),
-        "bootstrap": (
-            plot_bootstrap(fitted.samples, fitted.truth),
-            f"Bootstrap distributions of the parameters ({fitted.bootstrap} replicates).",
         ),
         "sizes": (
             plot_sizes(particles, population, source),
@@ -317,13 +302,31 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
             "3D sizes unfolded); dotted: the volume-weighted mean radii.",
         ),
     }
-    sections = []
-    for name, (figure, caption) in figures.items():
+    fit_figures = {
+        "gap_vs_radius": "Gap against particle radius for every cycle group: 3D (filled) and "
+        "2D-converted (open) particles the fit used, the fitted model's mean ± sd; inset: "
+        "silicon capacity retention, data against the model.",
+        "sensitivity": "Silicon capacity retention when α0, κ0 or δ0 improve by a factor of 2 "
+        "(the paper's Fig. 4d).",
+        "bootstrap": f"Bootstrap distributions of the parameters ({fitted.bootstrap} replicates).",
+    }
+    images: dict[str, tuple[str, str]] = {}
+    for name, (figure, caption) in drawn.items():
         save_figure(figure, figures_dir / name)
         echo(f"figure {figures_dir / name}.png")
+        images[name] = (_png(figure), caption)
+    for name, caption in fit_figures.items():
+        png = figures_dir / f"{name}.png"
+        if not png.is_file():
+            raise ReportError(f"{png} does not exist; run `debond fit {campaign.path}` first")
+        images[name] = (base64.b64encode(png.read_bytes()).decode("ascii"), caption)
+    order = ("slices", "gap_vs_radius", "sensitivity", "bootstrap", "sizes")
+    sections = []
+    for name in order:
+        encoded, caption = images[name]
         sections.append(
             f'<figure id="{name}"><img alt="{html.escape(caption)}" '
-            f'src="data:image/png;base64,{_png(figure)}">'
+            f'src="data:image/png;base64,{encoded}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
     parameter_rows = []
@@ -345,7 +348,7 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
             "rotation centre (px)",
             "3D particles",
             "2D sections",
-            "mean gap (µm)",
+            "mean gap of the fitted rows (µm)",
         ],
         _sample_rows(campaign, particles),
     )

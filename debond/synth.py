@@ -41,7 +41,7 @@ import zarr
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from debond.campaign import write_campaign_file
+from debond.campaign_file import dump_campaign
 from debond.model import PAPER_PARAMETERS, Material, Parameters, capacity_retention, gaps
 from debond.model.disconnection import disconnection_probability
 from debond.model.synthetic import RADIUS_LOG_SD, RADIUS_MEDIAN_UM, simulate_cycling
@@ -719,7 +719,7 @@ def write_campaign(
         + "\n"
     )
     campaign = out / "campaign.toml"
-    write_campaign_file(_campaign_document(out.name or "synthetic", samples, chosen), campaign)
+    dump_campaign(_campaign_document(out.name or "synthetic", samples, chosen), campaign)
     return SynthResult(out, campaign, samples)
 
 
@@ -751,11 +751,11 @@ def _campaign_document(name: str, samples: list[str], preset: Preset) -> dict[st
         # 160² slice), and on these projections FBP correlates better with the
         # truth than 200 SIRT iterations.
         "prep": {"median_size": SYNTHETIC_MEDIAN_SIZE},
-        "reconstruction": {"algorithm": "fbp"},
+        "recon": {"algorithm": "fbp"},
         # Smoothing costs more than the noise it removes (silicon Dice of the
         # best thresholds 0.85 -> 0.66 at 1 voxel, demo sample c00). The grey
         # classes are known here (a calibrated instrument's a priori values):
         # multi-Otsu splits pore from graphite instead where a sample has
         # little SEI, and graphite is then lost.
-        "segmentation": {"denoise_sigma_voxels": 0.0, "thresholds": grey_class_bounds()},
+        "segment": {"sigma_voxels": 0.0, "thresholds": grey_class_bounds()},
     }

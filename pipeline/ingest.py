@@ -66,6 +66,7 @@ __all__ = [
     "IngestError",
     "Projections",
     "read_data_exchange",
+    "read_projections",
     "read_tiff_stack",
     "read_tiff_volume",
 ]
@@ -841,3 +842,48 @@ def read_tiff_stack(
         rows=(r0, r1),
         layout="tiff",
     )
+
+
+def read_projections(
+    path: str | os.PathLike[str],
+    *,
+    angles_per_chunk: int | None = None,
+    tiff_projections: str = "proj_*.tif",
+    tiff_flats: str = "flat_*.tif",
+    tiff_darks: str = "dark_*.tif",
+    tiff_theta_file: str = "theta.txt",
+) -> Projections:
+    """The ingest stage: a Data Exchange HDF5 file or a folder of TIFF projections.
+
+    Parameters
+    ----------
+    path : path-like
+        A Data Exchange HDF5 file (:func:`read_data_exchange`) or a folder of
+        TIFF frames (:func:`read_tiff_stack`).
+    angles_per_chunk : int, optional
+        Projections per chunk; default as many whole frames as fit in 16 MiB.
+    tiff_projections, tiff_flats, tiff_darks : str
+        In a TIFF folder: glob patterns of projections, flats and darks.
+    tiff_theta_file : str
+        In a TIFF folder: the file of angles in degrees.
+
+    Returns
+    -------
+    Projections
+        Lazy projections, flats and darks, angles in radians.
+
+    Raises
+    ------
+    IngestError
+        As the two readers do, naming the file and what was wrong.
+    """
+    if Path(path).is_dir():
+        return read_tiff_stack(
+            path,
+            projections=tiff_projections,
+            flats=tiff_flats,
+            darks=tiff_darks,
+            theta_file=tiff_theta_file,
+            angles_per_chunk=angles_per_chunk,
+        )
+    return read_data_exchange(path, angles_per_chunk=angles_per_chunk)

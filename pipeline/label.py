@@ -53,9 +53,10 @@ from dask.highlevelgraph import HighLevelGraph
 from scipy import sparse
 from scipy.sparse import csgraph
 
+from debond.pipeline.segment import SILICON
 from debond.storage import default_chunks
 
-__all__ = ["CONNECTIVITIES", "Labels", "label", "label_kernel"]
+__all__ = ["CONNECTIVITIES", "Labels", "label", "label_kernel", "label_particles"]
 
 #: Neighbourhoods of a voxel: 6 (faces), 18 (faces and edges), 26 (faces, edges
 #: and corners); ``scipy.ndimage.generate_binary_structure(3, r)`` with r = 1, 2, 3.
@@ -605,3 +606,40 @@ def label(
         volumes=volume[kept],
         touches_border=touches[1:],
     )
+
+
+def label_particles(
+    phases: da.Array,
+    *,
+    connectivity: int = 6,
+    min_volume_voxels: int = 27,
+    split_touching: bool = False,
+) -> Labels:
+    """The label stage: silicon particles of a phase volume as connected components.
+
+    Parameters
+    ----------
+    phases : (Z, Y, X) dask array of uint8
+        Phase codes (silicon is 3).
+    connectivity : {6, 18, 26}, default 6
+        Neighbours that connect voxels: faces, edges or corners.
+    min_volume_voxels : int, default 27
+        Smaller particles are dropped, voxels.
+    split_touching : bool, default False
+        Split touching particles (not available in this version).
+
+    Returns
+    -------
+    Labels
+
+    Raises
+    ------
+    ValueError
+        ``split_touching`` asked for.
+    """
+    if split_touching:
+        raise ValueError(
+            "label.split_touching = true: splitting touching particles is not "
+            "implemented in this version; set it to false"
+        )
+    return label(phases == SILICON, connectivity=connectivity, min_volume_voxels=min_volume_voxels)

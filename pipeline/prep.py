@@ -41,6 +41,7 @@ __all__ = [
     "minus_log_kernel",
     "normalise",
     "normalise_kernel",
+    "prepare",
     "remove_rings",
     "ring_kernel",
     "to_sinograms",
@@ -487,3 +488,40 @@ def remove_rings(sinograms: da.Array | np.ndarray, *, size: int = 11) -> da.Arra
     return da.map_blocks(
         ring_kernel, array, size=int(size), dtype=array.dtype, meta=_meta(array.dtype)
     )
+
+
+def prepare(
+    projections: da.Array | np.ndarray,
+    flats: ArrayLike | da.Array,
+    darks: ArrayLike | da.Array,
+    *,
+    clip_to: float = 1e-6,
+    median_size: int = 7,
+    ring_removal: bool = False,
+) -> Normalised:
+    """The prep stage: normalise, median-filter, reorder into sinograms, remove rings.
+
+    Parameters
+    ----------
+    projections : (angles, rows, columns) array
+        Detector counts.
+    flats, darks : (n, rows, columns) arrays
+        Flat and dark fields, counts.
+    clip_to : float, default 1e-6
+        Smallest transmission kept before −log (guards against log(0)).
+    median_size : int, default 7
+        Median filter of each projection, size × size px (the paper: 7; 1: none).
+    ring_removal : bool, default False
+        Remove ring artefacts in sinogram space (:func:`remove_rings`).
+
+    Returns
+    -------
+    Normalised
+        ``data``: (rows, angles, columns) sinograms of line integrals, lazy;
+        ``clipped``: how many transmissions were clipped (0-d, lazy).
+    """
+    normalised = normalise(projections, flats, darks, clip_to=clip_to)
+    sinograms = to_sinograms(median_filter(normalised.data, median_size))
+    if ring_removal:
+        sinograms = remove_rings(sinograms)
+    return normalised._replace(data=sinograms)

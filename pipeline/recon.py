@@ -46,7 +46,16 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import fft as sp_fft
 
-__all__ = ["ALGORITHMS", "FBP_FILTERS", "reconstruct", "reconstruct_block"]
+from debond.pipeline.centre import resolve_centre
+
+__all__ = [
+    "ALGORITHMS",
+    "FBP_FILTERS",
+    "Reconstruction",
+    "reconstruct",
+    "reconstruct_block",
+    "reconstruct_sinograms",
+]
 
 #: Algorithm names accepted by ``algorithm``.
 ALGORITHMS = ("fbp", "sirt", "cgls")
@@ -240,6 +249,82 @@ def reconstruct(
         meta=np.empty((0, 0, 0), dtype=np.float32),
         token="reconstruct",
     )
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """Result of :func:`reconstruct_sinograms`.
+
+    Attributes
+    ----------
+    volume : (rows, y, x) dask array of float32
+        Attenuation, 1/µm, lazy.
+    centre_px : float
+        The rotation centre used, detector pixels (first column at 0).
+    centre_source : str
+        Where it came from: the campaign file or the automatic search.
+    """
+
+    volume: da.Array
+    centre_px: float
+    centre_source: str
+
+
+def reconstruct_sinograms(
+    sinograms: da.Array,
+    angles: ArrayLike,
+    *,
+    voxel_size_um: float,
+    rotation_centre_px: float | None = None,
+    centre_search_radius_px: float | None = None,
+    algorithm: str = "sirt",
+    iterations: int = 1000,
+    nonnegative: bool = True,
+    fbp_filter: str = "ram-lak",
+    slab_rows: int = 8,
+) -> Reconstruction:
+    """The recon stage: the rotation centre (given or found), then :func:`reconstruct`.
+
+    Parameters
+    ----------
+    sinograms : (rows, angles, columns) dask array
+        Line integrals in voxel units.
+    angles : (angles,) array
+        Radians.
+    voxel_size_um : float
+        Voxel edge, µm.
+    rotation_centre_px : float, optional
+        The centre on the detector, px; default: found by
+        :func:`debond.pipeline.centre.find_centre` (Vo's Fourier method).
+    centre_search_radius_px : float, optional
+        How far from the detector centre the search looks (default: a
+        quarter of the detector width).
+    algorithm, iterations, nonnegative, fbp_filter
+        As for :func:`reconstruct`.
+    slab_rows : int, default 8
+        Sinogram rows reconstructed together in one task (one GPU call).
+
+    Returns
+    -------
+    Reconstruction
+    """
+    centre = resolve_centre(
+        rotation_centre_px, sinograms, angles, search_radius_px=centre_search_radius_px
+    )
+    source = (
+        "campaign file" if rotation_centre_px is not None else "automatic (Vo's Fourier method)"
+    )
+    volume = reconstruct(
+        sinograms.rechunk({0: slab_rows}),
+        angles,
+        centre,
+        algorithm=algorithm,
+        iterations=iterations,
+        nonnegative=nonnegative,
+        fbp_filter=fbp_filter,
+        voxel_size_um=voxel_size_um,
+    )
+    return Reconstruction(volume, centre, source)
 
 
 # ----------------------------------------------------------------- validation

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import dask
@@ -52,11 +53,14 @@ from debond.pipeline.blocks import map_exact
 __all__ = [
     "CBD",
     "GRAPHITE",
+    "PHASE_NAMES",
     "PORE",
+    "POROSITY_TOLERANCE",
     "SEI",
     "SILICON",
     "Segmentation",
     "Thresholds",
+    "import_phases",
     "open_with_ball",
     "phases_kernel",
     "segment",
@@ -64,6 +68,11 @@ __all__ = [
 ]
 
 PORE, GRAPHITE, CBD, SILICON, SEI = 0, 1, 2, 3, 4
+#: Phase names; a phase's code is its position (DESIGN.md).
+PHASE_NAMES = ("pore", "graphite", "cbd", "silicon", "sei")
+#: Largest difference between the segmented pore fraction and a known porosity
+#: before a segmentation is flagged.
+POROSITY_TOLERANCE = 0.05
 #: Smoothing (voxels) of the local mean that separates graphite from pore.
 GRAPHITE_SIGMA_VOXELS = 2.0
 _SIX = ndimage.generate_binary_structure(3, 1)
@@ -103,17 +112,39 @@ class Segmentation:
     sample : (z, y, x) dask array of bool
         True inside the imaged sample.
     thresholds : Thresholds
+    porosity : float or None
+        The known porosity the pore fraction is checked against.
     """
 
     phases: da.Array
     sample: da.Array
     thresholds: Thresholds
+    porosity: float | None = None
+
+    @property
+    def pore_fraction(self) -> da.Array:
+        """Pore voxels over sample voxels (0-d, lazy)."""
+        inside = self.sample.sum()
+        pores = ((self.phases == PORE) & self.sample).sum()
+        return pores / da.maximum(inside, 1)
+
+    def porosity_warning(self, pore_fraction: float) -> str:
+        """A warning when the computed pore fraction is far from the known porosity ('' if not)."""
+        if self.porosity is None:
+            return ""
+        off = abs(pore_fraction - self.porosity)
+        if off <= POROSITY_TOLERANCE:
+            return ""
+        return (
+            f"WARNING: pore fraction {pore_fraction:.3f} is {off:.3f} from "
+            f"segment.porosity = {self.porosity}: check the thresholds"
+        )
 
 
 def thresholds_from_histogram(
     counts: NDArray[np.integer] | NDArray[np.floating],
     edges: NDArray[np.floating],
-    classes: tuple[float, float, float, float] | None = None,
+    classes: Sequence[float] | None = None,
 ) -> Thresholds:
     """Grey classes, CBD and graphite thresholds from a global histogram.
 
@@ -240,11 +271,12 @@ def segment(
     recon: da.Array | NDArray[np.floating],
     *,
     voxel_size_um: float,
-    sigma_voxels: float = 0.0,
+    sigma_voxels: float = 1.0,
     bins: int = 256,
-    thresholds: tuple[float, float, float, float] | None = None,
+    thresholds: Sequence[float] | None = None,
     sei_max_um: float = 0.6,
     graphite_min_radius_um: float = 1.0,
+    porosity: float | None = None,
 ) -> Segmentation:
     """Five phases and the sample mask of a reconstruction (module docstring).
 
@@ -268,6 +300,9 @@ def segment(
     graphite_min_radius_um : float
         Graphite objects contain a ball of this radius, µm; smaller
         low-attenuation objects are pore.
+    porosity : float, optional
+        Known porosity (volume fraction): :meth:`Segmentation.porosity_warning`
+        flags a pore fraction more than :data:`POROSITY_TOLERANCE` from it.
 
     Returns
     -------
@@ -325,4 +360,51 @@ def segment(
     )
     sample = coded != 255
     phases = da.where(sample, coded, np.uint8(PORE)).astype(np.uint8)
-    return Segmentation(phases=phases, sample=sample, thresholds=decided)
+    return Segmentation(phases=phases, sample=sample, thresholds=decided, porosity=porosity)
+
+
+def import_phases(grey: da.Array, phase_codes: Mapping[str, int], *, source: str) -> da.Array:
+    """Phase codes of a segmentation brought by the user.
+
+    Parameters
+    ----------
+    grey : (z, y, x) dask array of integers
+        The segmentation as stored (e.g. uint8 with pore 0, silicon 85, cbd 170).
+    phase_codes : mapping of str to int
+        Grey value of each named phase (:data:`PHASE_NAMES`); other values are pore.
+    source : str
+        How errors name the volume (file and campaign key).
+
+    Returns
+    -------
+    (z, y, x) dask array of uint8
+        Phase codes (DESIGN.md), lazy, chunked as `grey`.
+
+    Raises
+    ------
+    ValueError
+        Not integer grey values, an unknown phase, or a code out of the dtype's range.
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np
+    >>> grey = da.from_array(np.array([[[0, 85, 170]]], np.uint8))
+    >>> import_phases(grey, {"pore": 0, "silicon": 85, "cbd": 170}, source="x").compute()
+    array([[[0, 3, 2]]], dtype=uint8)
+    """
+    if grey.dtype.kind not in "ui":
+        raise ValueError(
+            f"{source} holds {grey.dtype} values; expected integer grey values "
+            "(e.g. uint8 with pore 0, silicon 85, cbd 170)"
+        )
+    table = np.zeros(int(np.iinfo(grey.dtype).max) + 1, np.uint8)
+    for name, value in phase_codes.items():
+        if name not in PHASE_NAMES:
+            raise ValueError(f"{source}: unknown phase {name!r}; expected one of {PHASE_NAMES}")
+        if not 0 <= value < table.size:
+            raise ValueError(
+                f"{source}: phase_codes.{name} = {value} does not fit the volume's "
+                f"{grey.dtype} values"
+            )
+        table[value] = PHASE_NAMES.index(name)
+    return da.map_blocks(table.__getitem__, grey, dtype=np.uint8)

@@ -164,17 +164,6 @@ _CM_UM = 10000.0
 #: Resolution tags at or below this many pixels per inch are a display or print
 #: setting (72, 96, 300 dpi …), not a microscope's calibration.
 _PRINT_DPI = 1200.0
-#: Keyword arguments of :func:`analyse_sem` that go to :func:`sem_phases`.
-_PHASE_OPTIONS = (
-    "thresholds",
-    "sigma_px",
-    "silicon_min_radius_px",
-    "sei_max_px",
-    "graphite_min_radius_px",
-    "bins",
-)
-#: Keyword arguments of :func:`analyse_sem` that go to :func:`section_gaps`.
-_GAP_OPTIONS = ("n_rays", "max_ray_length_um", "min_area_px")
 
 
 # ------------------------------------------------------------------- reading
@@ -802,7 +791,7 @@ def section_gaps(
     pixel_size_um: float,
     n_rays: int = 64,
     max_ray_length_um: float = 3.0,
-    min_area_px: int = 12,
+    min_area_px: int = 20,
 ) -> pd.DataFrame:
     """In-plane gap between every silicon section and the CBD, by ray tracing.
 
@@ -925,10 +914,21 @@ def section_gaps(
 
 
 def analyse_sem(
-    path: str | os.PathLike[str], *, pixel_size_um: float | None = None, **options: Any
+    path: str | os.PathLike[str],
+    *,
+    pixel_size_um: float | None = None,
+    thresholds: SemThresholds | Sequence[float] | None = None,
+    sigma_px: float = 1.0,
+    silicon_min_radius_px: float = 2.0,
+    sei_max_px: float = 4.0,
+    graphite_min_radius_px: float = 4.0,
+    bins: int = 256,
+    n_rays: int = 64,
+    max_ray_length_um: float = 3.0,
+    min_area_px: int = 20,
 ) -> pd.DataFrame:
-    """Phases and section gaps of one SEM image file: :func:`read_sem`,
-    :func:`sem_phases`, :func:`section_gaps`.
+    """The sem stage: phases and section gaps of one SEM image file
+    (:func:`read_sem`, :func:`sem_phases`, :func:`section_gaps`).
 
     Parameters
     ----------
@@ -937,10 +937,10 @@ def analyse_sem(
     pixel_size_um : float, optional
         Pixel edge, µm (the campaign's ``sem_pixel_size_um``); default from
         the TIFF resolution tags.
-    **options
-        Keywords of :func:`sem_phases` (``thresholds, sigma_px, sei_max_px,
-        graphite_min_radius_px, bins``) and of :func:`section_gaps`
-        (``n_rays, max_ray_length_um, min_area_px``).
+    thresholds, sigma_px, silicon_min_radius_px, sei_max_px, graphite_min_radius_px, bins
+        As for :func:`sem_phases`.
+    n_rays, max_ray_length_um, min_area_px
+        As for :func:`section_gaps`.
 
     Returns
     -------
@@ -955,28 +955,29 @@ def analyse_sem(
     ValueError
         The image has no contrast; an option out of range; the message names
         the file.
-    TypeError
-        An unknown option.
 
     Examples
     --------
     >>> table = analyse_sem("sem/c03_0.tif", n_rays=128)  # doctest: +SKIP
     """
-    unknown = sorted(set(options) - set(_PHASE_OPTIONS) - set(_GAP_OPTIONS))
-    if unknown:
-        raise TypeError(
-            f"analyse_sem got unknown option(s) {', '.join(unknown)}; expected keywords of "
-            f"sem_phases ({', '.join(_PHASE_OPTIONS)}) or of section_gaps "
-            f"({', '.join(_GAP_OPTIONS)})"
-        )
     image, pixel = read_sem(path, pixel_size_um)
     source = os.fspath(path)
     try:
-        phases, _ = sem_phases(image, **{k: v for k, v in options.items() if k in _PHASE_OPTIONS})
+        phases, _ = sem_phases(
+            image,
+            thresholds=thresholds,
+            sigma_px=sigma_px,
+            silicon_min_radius_px=silicon_min_radius_px,
+            sei_max_px=sei_max_px,
+            graphite_min_radius_px=graphite_min_radius_px,
+            bins=bins,
+        )
         table = section_gaps(
             phases,
             pixel_size_um=pixel,
-            **{k: v for k, v in options.items() if k in _GAP_OPTIONS},
+            n_rays=n_rays,
+            max_ray_length_um=max_ray_length_um,
+            min_area_px=min_area_px,
         )
     except IngestError:
         raise

@@ -11,12 +11,15 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
+
+from debond.storage.provenance import IncompleteArray, InputLike, Status, digest
 
 #: particles.parquet: one row per measured silicon particle or 2D section.
 PARTICLES_SCHEMA = pa.schema(
@@ -302,3 +305,57 @@ def read_particles(path: str | os.PathLike[str]) -> pd.DataFrame:
         except (pa.ArrowInvalid, OSError) as error:
             raise TableError(f"{path}: not a readable Parquet file ({error})") from error
     return check_particles(table, source=str(path))
+
+
+#: tables/sections/<sample>.parquet: one row per silicon section of the ``sem``
+#: stage (in-plane sizes and gaps, before the stereological conversion).
+SEM_TABLE_SCHEMA = pa.schema(
+    [
+        pa.field("sample", pa.string()),
+        pa.field("cycles", pa.int64()),
+        pa.field("image", pa.string()),
+        pa.field("particle", pa.int64()),
+        pa.field("centroid_y_um", pa.float64()),
+        pa.field("centroid_x_um", pa.float64()),
+        pa.field("section_radius_um", pa.float64()),
+        pa.field("section_gap_um", pa.float64()),
+        pa.field("gap_std_um", pa.float64()),
+        pa.field("n_rays", pa.int64()),
+        pa.field("touches_border", pa.bool_()),
+    ]
+)
+
+#: Key of a stage table's Parquet metadata that holds its provenance digest.
+DIGEST_KEY = "debond:digest"
+
+
+def table_status(
+    path: str | os.PathLike[str],
+    stage: str,
+    parameters: Mapping[str, Any],
+    inputs: Mapping[str, InputLike],
+) -> Status:
+    """Whether a stage's table is current: the same status as a stored array's.
+
+    Parameters
+    ----------
+    path : path-like
+        The table (``tables/samples/<id>.parquet``).
+    stage, parameters, inputs
+        What the stage would record now (:func:`debond.storage.provenance.digest`).
+
+    Returns
+    -------
+    Status
+        MISSING (no readable table), STALE (another digest, or an input that is
+        not complete), or CURRENT. A table is written whole (atomically), so it
+        is never INCOMPLETE.
+    """
+    recorded = read_metadata(path)
+    if recorded is None:
+        return Status.MISSING
+    try:
+        expected = digest(stage, parameters, inputs)
+    except IncompleteArray:
+        return Status.STALE
+    return Status.CURRENT if recorded.get(DIGEST_KEY) == expected else Status.STALE

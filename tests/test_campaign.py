@@ -10,18 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from debond.campaign import (
-    REQUIRED,
-    STAGES,
-    CampaignError,
-    CampaignFile,
-    campaign_toml,
-    dump_campaign,
-    load_campaign,
-    parameter_table,
-    write_campaign_file,
-)
+from debond.campaign import CampaignError, load_campaign
+from debond.campaign_file import campaign_toml, dump_campaign
 from debond.model import Material
+from debond.schema import REQUIRED, CampaignFile, parameter_table
+from debond.stages import REGISTRY
 
 VALID = """
 [campaign]
@@ -46,7 +39,7 @@ rotation_centre_px = 1023.5
 [electrochemistry]
 cycling = "echem/cycling.csv"
 electrode_mass_mg = 2.0
-[reconstruction]
+[recon]
 algorithm = "fbp"
 """
 
@@ -82,10 +75,10 @@ def test_a_valid_file_loads_with_defaults_and_resolved_paths(tmp_path: Path) -> 
     assert c00.txm == tmp_path / "raw" / "c00.h5" and c00.phases is None
     assert c00.sem == (tmp_path / "sem" / "c00_0.tif", tmp_path / "sem" / "c00_1.tif")
     assert c00.sem_patterns == ("sem/c00_*.tif",) and c00.sem_pixel_size_um == 0.021
-    assert c00.rotation_centre_px is None and c00.first_stage == "ingest"
+    assert c00.rotation_centre_px is None
     assert c03.phases == tmp_path / "seg" / "c03.tif" and c03.txm is None
     assert c03.phase_codes == {"pore": 0, "silicon": 85, "cbd": 170}
-    assert c03.rotation_centre_px == 1023.5 and c03.first_stage == "label"
+    assert c03.rotation_centre_px == 1023.5
     assert campaign.sample("c03") is c03
     assert campaign.store_location == str(tmp_path / "si-graphite.zarr")
     assert campaign.tables_dir == tmp_path / "tables"
@@ -98,7 +91,6 @@ def test_a_valid_file_loads_with_defaults_and_resolved_paths(tmp_path: Path) -> 
 def test_stage_parameters_are_plain_dicts_with_every_default(tmp_path: Path) -> None:
     campaign = load_campaign(_folder(tmp_path))
     recon = campaign.stage_parameters("recon")
-    assert recon == campaign.stage_parameters("reconstruction")
     assert recon["algorithm"] == "fbp" and recon["iterations"] == 1000
     assert recon["nonnegative"] is True
     assert campaign.stage_parameters("prep")["median_size"] == 7
@@ -111,7 +103,7 @@ def test_stage_parameters_are_plain_dicts_with_every_default(tmp_path: Path) -> 
         "sigma_retention": None,
         "capacity_population": "auto",
     }
-    for stage in STAGES:
+    for stage in REGISTRY.names:
         assert isinstance(campaign.stage_parameters(stage), dict)
     campaign.stage_parameters("measure")["n_rays"] = 1  # a copy: the campaign is unchanged
     assert campaign.stage_parameters("measure")["n_rays"] == 256
@@ -122,25 +114,19 @@ def test_stage_parameters_are_plain_dicts_with_every_default(tmp_path: Path) -> 
 def test_every_parameter_is_declared_with_type_default_and_help() -> None:
     rows = {(p.section, p.key): p for p in parameter_table()}
     assert all(p.help for p in rows.values())
-    assert rows["reconstruction", "iterations"].default == 1000
-    assert rows["reconstruction", "algorithm"].type == "'fbp' | 'sirt' | 'cgls'"
+    assert rows["recon", "iterations"].default == 1000
+    assert rows["recon", "algorithm"].type == "'fbp' | 'sirt' | 'cgls'"
     assert rows["sample", "voxel_size_um"].default is REQUIRED
     assert rows["sample", "voxel_size_um"].unit == "µm"
     assert rows["material", "half_cycle_hours"].unit == "h"
-    assert rows["segmentation", "thresholds"].type == "list of float or none"
+    assert rows["segment", "thresholds"].type == "list of float or none"
     sections = {p.section for p in rows.values()}
     assert sections == {
         "campaign",
         "material",
         "sample",
         "electrochemistry",
-        "ingest",
-        "prep",
-        "reconstruction",
-        "segmentation",
-        "labelling",
-        "measure",
-        "sem",
+        *REGISTRY.names,
         "fit",
     }
 
@@ -264,20 +250,20 @@ def test_a_missing_campaign_file_is_named(tmp_path: Path) -> None:
         pytest.param(
             'algorithm = "fbp"',
             'algorithm = "art"',
-            r"reconstruction\.algorithm: found 'art' \(string\), expected 'fbp', 'sirt' or 'cgls'",
+            r"recon\.algorithm: found 'art' \(string\), expected 'fbp', 'sirt' or 'cgls'",
             id="bad-choice",
         ),
         pytest.param(
             'algorithm = "fbp"',
             "iteration = 10",
-            r"reconstruction\.iteration: unknown key; did you mean 'iterations'\? "
-            r"Expected one of: algorithm, iterations, ",
+            r"recon\.iteration: unknown key; did you mean 'iterations'\? "
+            r"Expected one of: centre_search_radius_px, algorithm, iterations, ",
             id="unknown-key",
         ),
         pytest.param(
-            "[reconstruction]",
-            "[reconstuction]",
-            r"  reconstuction: unknown key; did you mean 'reconstruction'\?",
+            "[recon]",
+            "[recons]",
+            r"  recons: unknown key; did you mean 'recon'\?",
             id="unknown-section",
         ),
         pytest.param(
@@ -342,21 +328,21 @@ def test_a_missing_campaign_file_is_named(tmp_path: Path) -> None:
             id="cycling-without-mass",
         ),
         pytest.param(
-            "[reconstruction]",
-            "[segmentation]\nthresholds = [0.1, 0.2, 0.15, 0.3]\n[reconstruction]",
-            r"segmentation\.thresholds: found \[0\.1, 0\.2, 0\.15, 0\.3\], "
+            "[recon]",
+            "[segment]\nthresholds = [0.1, 0.2, 0.15, 0.3]\n[recon]",
+            r"segment\.thresholds: found \[0\.1, 0\.2, 0\.15, 0\.3\], "
             r"expected strictly increasing",
             id="thresholds-order",
         ),
         pytest.param(
-            "[reconstruction]",
-            "[prep]\nmedian_size = 6\n[reconstruction]",
+            "[recon]",
+            "[prep]\nmedian_size = 6\n[recon]",
             r"prep\.median_size: must be odd; found 6",
             id="even-median",
         ),
         pytest.param(
-            "[reconstruction]",
-            "[prep]\nring_removal = 1\n[reconstruction]",
+            "[recon]",
+            "[prep]\nring_removal = 1\n[recon]",
             r"prep\.ring_removal: found 1 \(integer\), expected a valid boolean",
             id="int-for-bool",
         ),
@@ -380,8 +366,8 @@ def test_every_problem_is_reported_one_per_line(tmp_path: Path) -> None:
     assert "(3 problem(s))" in lines[0]
     assert [line.split(":")[0].strip() for line in lines[1:]] == [
         "sample[1].cycles",
-        "reconstruction.algorithm",
-        "reconstruction.iteration",
+        "recon.algorithm",
+        "recon.iteration",
     ]
 
 
@@ -443,7 +429,7 @@ def test_a_dict_is_validated_filled_and_written(tmp_path: Path) -> None:
     document = {
         "campaign": {"name": "synthetic", "store": "store.zarr"},
         "sample": [{"id": "c01", "cycles": 1, "txm": "raw/c01.h5", "voxel_size_um": 0.03}],
-        "reconstruction": {"iterations": 50},
+        "recon": {"iterations": 50},
     }
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "c01.h5").write_bytes(b"x")
@@ -452,7 +438,6 @@ def test_a_dict_is_validated_filled_and_written(tmp_path: Path) -> None:
     campaign = load_campaign(path)
     assert campaign.stage_parameters("recon")["iterations"] == 50
     assert campaign.stage_parameters("recon")["algorithm"] == "sirt"
-    assert write_campaign_file is dump_campaign
     bad = {**document, "sample": [{"id": "c01", "cycles": -1, "txm": "raw/c01.h5"}]}
     with pytest.raises(CampaignError, match=r"bad\.toml.*\n  sample\[0\]\.cycles: found -1"):
         dump_campaign(bad, tmp_path / "bad.toml")

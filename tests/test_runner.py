@@ -30,7 +30,6 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from typer.testing import CliRunner
 
-from debond import runner
 from debond.campaign import Campaign, Sample, load_campaign
 from debond.cli import app
 from debond.cluster import cluster
@@ -38,7 +37,8 @@ from debond.pipeline.measure import measure_gaps
 from debond.pipeline.segment import CBD, SILICON, segment
 from debond.pipeline.sem import analyse_sem
 from debond.pipeline.stereology import sections_to_spheres, unfold_radii
-from debond.runner import AVAILABLE_STAGES, Outcome, RunError, parse_stages, run_campaign
+from debond.runner import Outcome, RunError, parse_stages, run_campaign
+from debond.stages import REGISTRY, Plan, Registry, Stage, Work
 from debond.storage import get_array, list_arrays, list_samples, open_store, open_volume
 from debond.storage.provenance import completion, read_provenance
 from debond.storage.tables import read_metadata, read_particles
@@ -70,10 +70,20 @@ def copy_campaign(source: Path, target: Path) -> Path:
     return target / "campaign.toml"
 
 
-def run(campaign_file: Path, client: Client, **options: object) -> list[Outcome]:
+def run(
+    campaign_file: Path, client: Client, registry: Registry = REGISTRY, **options: object
+) -> list[Outcome]:
     lines: list[str] = []
-    outcomes = run_campaign(load_campaign(campaign_file), client, echo=lines.append, **options)  # type: ignore[arg-type]
+    campaign = load_campaign(campaign_file, registry=registry)
+    outcomes = run_campaign(campaign, client, echo=lines.append, **options)  # type: ignore[arg-type]
     return outcomes
+
+
+def replan(name: str, planner: object) -> Registry:
+    """The registry with one stage's planner replaced."""
+    return Registry(
+        [dataclasses.replace(s, plan=planner) if s.name == name else s for s in REGISTRY]  # type: ignore[arg-type]
+    )
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -140,7 +150,7 @@ def recon_values(campaign_file: Path, sample: str, name: str = "recon") -> np.nd
 def test_every_stage_completes_with_its_provenance(local_run: tuple[Path, list[Outcome]]) -> None:
     campaign_file, outcomes = local_run
     assert {(o.stage, o.sample) for o in outcomes} == {
-        (stage, sample) for stage in AVAILABLE_STAGES for sample in SAMPLES
+        (stage, sample) for stage in REGISTRY.names for sample in SAMPLES
     }
     assert {o.state for o in outcomes} == {"done"}
     store = campaign_file.parent / "store.zarr"
@@ -191,7 +201,7 @@ def test_phases_equal_the_segmentation_of_the_stored_recon(
     expected = segment(
         recon,
         voxel_size_um=VOXEL_UM,
-        sigma_voxels=parameters["denoise_sigma_voxels"],
+        sigma_voxels=parameters["sigma_voxels"],
         thresholds=parameters["thresholds"],
         sei_max_um=parameters["sei_max_um"],
         graphite_min_radius_um=parameters["graphite_min_radius_um"],
@@ -257,8 +267,8 @@ def test_sem_sections_join_the_table_converted_stereologically(
             rows = analyse_sem(
                 path,
                 pixel_size_um=sample.sem_pixel_size_um,
-                sigma_px=settings["denoise_sigma_px"],
-                n_rays=settings["n_rays_2d"],
+                sigma_px=settings["sigma_px"],
+                n_rays=settings["n_rays"],
                 max_ray_length_um=settings["max_ray_length_um"],
                 min_area_px=settings["min_area_px"],
             )
@@ -308,7 +318,7 @@ def test_a_changed_parameter_redoes_only_its_stage(
 
 
 def test_samples_do_not_wait_for_each_other_between_stages(
-    pristine: Path, client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pristine: Path, client: Client, tmp_path: Path
 ) -> None:
     """A sample with its own segmentation is measured while the raw samples are still
     before their reconstruction: their recon waits, in its build, for its table. With a
@@ -323,12 +333,12 @@ def test_samples_do_not_wait_for_each_other_between_stages(
         "phase_codes = {pore = 0, silicon = 85, cbd = 170}\nvoxel_size_um = 0.06\n"
     )
     table = campaign_file.parent / "tables" / "samples" / "seg.parquet"
-    plan_recon = runner._PLANNERS["recon"]
+    plan_recon = REGISTRY.get("recon").plan
 
-    def waiting(campaign: Campaign, sample: Sample, group: zarr.Group) -> runner._Plan:
-        plan = plan_recon(campaign, sample, group)
+    def waiting(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
+        plan = plan_recon(stage, campaign, sample, group)
 
-        def build() -> runner._Work:
+        def build() -> Work:
             deadline = time.monotonic() + 120
             while not table.is_file():
                 if time.monotonic() > deadline:
@@ -338,9 +348,8 @@ def test_samples_do_not_wait_for_each_other_between_stages(
 
         return dataclasses.replace(plan, build=build)
 
-    monkeypatch.setitem(runner._PLANNERS, "recon", waiting)
     stages = ["ingest", "prep", "recon", "segment", "label", "measure"]
-    outcomes = run(campaign_file, client, stages=stages)
+    outcomes = run(campaign_file, client, replan("recon", waiting), stages=stages)
     assert {o.state for o in outcomes} == {"done"}
     assert {o.stage for o in outcomes if o.sample == "seg"} == {"segment", "label", "measure"}
     assert len(read_particles(table)) == 1
@@ -350,28 +359,32 @@ def test_bad_input_found_late_fails_its_sample_alone(
     local_run: tuple[Path, list[Outcome]],
     client: Client,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A stage that fails to build once the run is under way (here measure of c01) fails
     that sample; the other samples are measured and gathered, and the run says which."""
     campaign_file, _ = local_run
     folder = tmp_path / "small"
     shutil.copytree(campaign_file.parent, folder, ignore=shutil.ignore_patterns("tables"))
-    plan_measure = runner._PLANNERS["measure"]
+    plan_measure = REGISTRY.get("measure").plan
 
-    def broken(campaign: Campaign, sample: Sample, group: zarr.Group) -> runner._Plan:
-        plan = plan_measure(campaign, sample, group)
+    def broken(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
+        plan = plan_measure(stage, campaign, sample, group)
         if sample.id != "c01":
             return plan
 
-        def build() -> runner._Work:
+        def build() -> Work:
             raise ValueError("its phases hold no CBD (made up)")
 
         return dataclasses.replace(plan, build=build)
 
-    monkeypatch.setitem(runner._PLANNERS, "measure", broken)
     with pytest.raises(RunError, match=r"1 stage\(s\) failed") as info:
-        run(folder / "campaign.toml", client, stages=["label", "measure"], force=True)
+        run(
+            folder / "campaign.toml",
+            client,
+            replan("measure", broken),
+            stages=["label", "measure"],
+            force=True,
+        )
     assert "measure of sample[1] ('c01'): its phases hold no CBD (made up)" in str(info.value)
     states = {(o.stage, o.sample): o.state for o in info.value.outcomes}
     assert states.pop(("measure", "c01")) == "failed"
@@ -572,7 +585,7 @@ def test_a_known_porosity_far_from_the_segmented_one_is_reported(
     pristine: Path, client: Client, tmp_path: Path
 ) -> None:
     campaign_file = copy_campaign(pristine, tmp_path / "small")
-    text = campaign_file.read_text().replace("[segmentation]", "[segmentation]\nporosity = 0.99")
+    text = campaign_file.read_text().replace("[segment]", "[segment]\nporosity = 0.99")
     campaign_file.write_text(text)
     lines: list[str] = []
     stages = ["ingest", "prep", "recon", "segment"]
@@ -634,7 +647,7 @@ def test_tooth_through_the_runner_equals_astra_at_the_recorded_centre(
     campaign_file.write_text(
         "[campaign]\nname = 'tooth'\nstore = 'tooth.zarr'\n"
         f"[[sample]]\nid = 'tooth'\ncycles = 0\ntxm = '{Path(folder) / 'tooth.h5'}'\n"
-        f"voxel_size_um = {VOXEL_UM}\n[reconstruction]\nalgorithm = 'fbp'\n"
+        f"voxel_size_um = {VOXEL_UM}\n[recon]\nalgorithm = 'fbp'\n"
     )
     outcomes = run(campaign_file, client)
     assert {o.state for o in outcomes} == {"done"}

@@ -1,0 +1,101 @@
+"""The particle table: the samples' 3D rows and their SEM sections, gathered.
+
+After ``measure`` and ``sem`` the per-sample tables are gathered into
+``tables/particles.parquet`` (DESIGN.md, "Tables"): the 3D rows as they are,
+the SEM sections converted stereologically into spheres
+(:mod:`debond.pipeline.stereology`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from debond.campaign import Campaign
+from debond.pipeline.sem import usable_sections
+from debond.pipeline.stereology import sections_to_spheres, unfold_radii
+from debond.storage.tables import PARTICLES_SCHEMA, read_table, write_table
+
+__all__ = ["convert_sections", "particle_table"]
+
+
+def _stage_tables(campaign: Campaign, name: str) -> list[pd.DataFrame]:
+    """The tables a table stage wrote for the campaign's samples, those that exist."""
+    stage = campaign.registry.get(name)
+    assert stage.table is not None
+    paths = [stage.table.path(campaign.tables_dir, sample) for sample in campaign.samples]
+    return [read_table(path, stage.table.schema) for path in paths if path.is_file()]
+
+
+def convert_sections(sections: pd.DataFrame) -> pd.DataFrame:
+    """SEM sections as particle-table rows: stereological (R, g) for every section.
+
+    The size distribution is unfolded from all usable sections together (not
+    on the image border, at least one valid ray): the particles are the same
+    material in every sample, and pooling steadies the unfolding. Each
+    section's R is then E[R | r] under it, and its gap follows from the
+    in-plane gap (:mod:`debond.pipeline.stereology`).
+
+    Parameters
+    ----------
+    sections : DataFrame
+        Rows of the ``sem`` stage: ``sample, cycles, image, particle,
+        section_radius_um, section_gap_um, gap_std_um, n_rays, touches_border,
+        centroid_y_um, centroid_x_um``.
+
+    Returns
+    -------
+    DataFrame
+        :data:`PARTICLES_SCHEMA` columns, ``modality = "2d"``; ``radius_um``
+        and ``gap_mean_um`` are NaN where a section has no gap.
+    """
+    usable = usable_sections(sections)
+    if not usable.any():
+        return pd.DataFrame(columns=PARTICLES_SCHEMA.names)
+    distribution = unfold_radii(sections.loc[usable, "section_radius_um"].to_numpy())
+    r = sections["section_radius_um"].to_numpy()
+    g2 = sections["section_gap_um"].to_numpy()
+    ok = np.isfinite(g2)
+    radius = np.full(r.shape, np.nan)
+    gap = np.full(r.shape, np.nan)
+    radius[ok], gap[ok] = sections_to_spheres(r[ok], g2[ok], distribution)
+    return pd.DataFrame(
+        {
+            "sample": sections["sample"],
+            "cycles": sections["cycles"],
+            "modality": "2d",
+            "particle": sections["particle"],
+            "radius_um": radius,
+            "gap_mean_um": gap,
+            "gap_std_um": sections["gap_std_um"],
+            "n_rays": sections["n_rays"],
+            "touches_border": sections["touches_border"].astype(bool),
+            "centroid_z_um": np.nan,
+            "centroid_y_um": sections["centroid_y_um"],
+            "centroid_x_um": sections["centroid_x_um"],
+            "section_radius_um": r,
+            "section_gap_um": g2,
+        }
+    )
+
+
+def particle_table(campaign: Campaign) -> Path | None:
+    """Gather the samples' 3D gap tables and converted SEM sections into
+    ``tables/particles.parquet``.
+
+    Returns
+    -------
+    Path or None
+        The table written, or None when nothing has been measured.
+    """
+    parts = _stage_tables(campaign, "measure")
+    sections = _stage_tables(campaign, "sem")
+    if sections:
+        parts.append(convert_sections(pd.concat(sections, ignore_index=True)))
+    parts = [part for part in parts if len(part)]
+    if not parts:
+        return None
+    rows = pd.concat(parts, ignore_index=True)
+    return write_table(rows, campaign.tables_dir / "particles.parquet", PARTICLES_SCHEMA)

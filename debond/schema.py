@@ -1,0 +1,403 @@
+"""The campaign file's schema: every section, every key, declared once.
+
+The sections of the campaign itself (``[campaign]``, ``[material]``,
+``[[sample]]``, ``[electrochemistry]``, ``[fit]``) are declared here; each
+stage's section is declared in its stage's module (:mod:`debond.stages`) and
+joins the file model through the registry (:func:`campaign_model`). Keys and
+sections renamed since earlier versions are listed in :data:`RENAMED`, so an
+old file gets an error that names the new key.
+
+>>> rows = {(p.section, p.key): p for p in parameter_table()}
+>>> rows["recon", "iterations"].default, rows["segment", "sigma_voxels"].unit
+(1000, 'voxels')
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
+
+from debond.model.cycling import Recipe
+from debond.pipeline.segment import PHASE_NAMES
+from debond.sections import Section, param
+from debond.stages import REGISTRY, Registry
+
+__all__ = [
+    "RENAMED",
+    "REQUIRED",
+    "CampaignBase",
+    "CampaignFile",
+    "Parameter",
+    "campaign_model",
+    "parameter_table",
+    "renamed_keys",
+    "section_classes",
+]
+
+#: Phases a given segmentation must name: the gap is pore between silicon and CBD.
+REQUIRED_PHASES = ("pore", "silicon", "cbd")
+
+_RECIPE = Recipe()
+
+#: Sections and keys of earlier versions and their names now ("section" or
+#: "section.key"). The stage sections carry their stage's name, and their keys
+#: the kernel's keyword names.
+RENAMED = {
+    "reconstruction": "recon",
+    "segmentation": "segment",
+    "labelling": "label",
+    "prep.clip_min": "prep.clip_to",
+    "segment.denoise_sigma_voxels": "segment.sigma_voxels",
+    "segment.histogram_bins": "segment.bins",
+    "sem.denoise_sigma_px": "sem.sigma_px",
+    "sem.n_rays_2d": "sem.n_rays",
+}
+
+
+class CampaignSection(Section):
+    """``[campaign]``: the campaign's name and where its store lives."""
+
+    name: str = param(..., "Campaign name.", min_length=1)
+    store: str = param(
+        "store.zarr",
+        "Zarr store: a path (relative to the campaign file) or an fsspec URL (s3://…).",
+        min_length=1,
+    )
+
+
+class MaterialSection(Section):
+    """``[material]``: silicon and cycling protocol (:class:`debond.model.Material`)."""
+
+    volumetric_expansion: float = param(
+        2.8, "Silicon ΔV/V at full lithiation (2.8 for 280 %).", "", gt=0
+    )
+    half_cycle_hours: float = param(20.0, "Duration T of one half-cycle (C/20: 20 h).", "h", gt=0)
+
+
+PhaseCode = Annotated[int, Field(ge=0)]
+
+
+class SampleSection(Section):
+    """``[[sample]]``: one imaged electrode."""
+
+    id: str = param(
+        ...,
+        "Sample identifier, unique; names the sample's group in the store.",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+    )
+    cycles: int = param(..., "Electrochemical cycles before imaging (0: pristine).", ge=0)
+    txm: str | None = param(
+        None, "Raw projections: a Data Exchange HDF5 file or a folder of TIFF projections."
+    )
+    phases: str | None = param(
+        None, "Instead of txm: a segmented volume (TIFF) that starts at the label stage."
+    )
+    phase_codes: dict[str, PhaseCode] | None = param(
+        None,
+        "Grey value of each phase in `phases`, e.g. {pore = 0, silicon = 85, cbd = 170}; "
+        "names: " + ", ".join(PHASE_NAMES) + ".",
+    )
+    voxel_size_um: float = param(..., "Voxel edge length.", "µm", gt=0)
+    rotation_centre_px: float | None = param(
+        None,
+        "Rotation centre on the detector (column); overrides the automatic search.",
+        "px",
+        ge=0,
+    )
+    sem: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns of SEM cross-section TIFFs (relative to the campaign file).",
+        json_schema_extra={"unit": ""},
+    )
+    sem_pixel_size_um: float | None = param(
+        None, "SEM pixel edge length (default: the TIFFs' resolution tags).", "µm", gt=0
+    )
+
+    @field_validator("phase_codes")
+    @classmethod
+    def _known_distinct_phases(cls, codes: dict[str, int] | None) -> dict[str, int] | None:
+        if codes is None:
+            return None
+        unknown = [name for name in codes if name not in PHASE_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown phase {unknown[0]!r}; expected names among {', '.join(PHASE_NAMES)}"
+            )
+        seen: dict[int, str] = {}
+        for name, code in codes.items():
+            if code in seen:
+                raise ValueError(f"phases {seen[code]!r} and {name!r} share the code {code}")
+            seen[code] = name
+        return codes
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SampleSection:
+        if (self.txm is None) == (self.phases is None):
+            found = "both 'txm' and" if self.txm is not None else "neither 'txm' nor"
+            raise ValueError(
+                f"found {found} 'phases'; expected exactly one: 'txm' (raw projections) "
+                "or 'phases' (a segmentation)"
+            )
+        if self.phases is not None:
+            missing = [p for p in REQUIRED_PHASES if p not in (self.phase_codes or {})]
+            if missing:
+                raise ValueError(
+                    f"'phases' needs 'phase_codes' naming {', '.join(REQUIRED_PHASES)}; "
+                    f"missing {', '.join(missing)} "
+                    "(e.g. phase_codes = {pore = 0, silicon = 85, cbd = 170})"
+                )
+        elif self.phase_codes is not None:
+            raise ValueError("'phase_codes' applies to 'phases' only; this sample has 'txm'")
+        return self
+
+
+class ElectrochemistrySection(Section):
+    """``[electrochemistry]``: cycling data and the electrode recipe."""
+
+    cycling: str | None = param(
+        None, "Cycling data: CSV with columns cycle, charge_capacity_mAh (or a BioLogic export)."
+    )
+    electrode_mass_mg: float | None = param(
+        None, "Coating mass of the cycled electrode (needed with `cycling`).", "mg", gt=0
+    )
+    silicon_fraction: float = param(
+        _RECIPE.silicon_fraction, "Mass fraction of the silicon (SiOx) material.", "", gt=0, le=1
+    )
+    silicon_capacity_mAh_per_g: float = param(
+        _RECIPE.silicon_capacity_mAh_per_g,
+        "Specific capacity of the silicon material.",
+        "mAh/g",
+        gt=0,
+    )
+    graphite_fraction: float = param(
+        _RECIPE.graphite_fraction, "Mass fraction of graphite.", "", ge=0, lt=1
+    )
+    graphite_capacity_mAh_per_g: float = param(
+        _RECIPE.graphite_capacity_mAh_per_g, "Specific capacity of graphite.", "mAh/g", gt=0
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ElectrochemistrySection:
+        if self.cycling is not None and self.electrode_mass_mg is None:
+            raise ValueError("'cycling' needs 'electrode_mass_mg' (coating mass, mg)")
+        total = self.silicon_fraction + self.graphite_fraction
+        if total > 1:
+            raise ValueError(
+                f"silicon_fraction + graphite_fraction must not exceed 1; found "
+                f"{self.silicon_fraction} + {self.graphite_fraction} = {total:g}"
+            )
+        return self
+
+
+class FitSection(Section):
+    """``[fit]``: the model fit and its bootstrap (:func:`debond.model.fit`)."""
+
+    bootstrap: int = param(2000, "Bootstrap replicates (0: the full-data fit alone).", ge=0)
+    seed: int = param(0, "Seed of the resampling; a seed gives the same result.", ge=0)
+    sigma_gap_um: float | None = param(
+        None, "Measurement noise of a mean gap (default: estimated).", "µm", gt=0
+    )
+    sigma_retention: float | None = param(
+        None, "Residual scale of the capacity retention (default: estimated).", "", gt=0
+    )
+    capacity_population: Literal["auto", "3d", "sections"] = param(
+        "auto",
+        "Particles of the capacity term: the 3D particles, or the 3D size distribution "
+        "unfolded from the SEM sections (auto: the sections where there are any).",
+    )
+
+
+class CampaignBase(Section):
+    """The sections of every campaign file; :func:`campaign_model` adds the stages'."""
+
+    campaign: CampaignSection = Field(description="Name and store.")
+    material: MaterialSection = Field(default_factory=MaterialSection)
+    sample: list[SampleSection] = Field(min_length=1, description="The samples.")
+    electrochemistry: ElectrochemistrySection = Field(default_factory=ElectrochemistrySection)
+
+    @field_validator("sample")
+    @classmethod
+    def _unique_ids(cls, samples: list[SampleSection]) -> list[SampleSection]:
+        first: dict[str, int] = {}
+        for index, sample in enumerate(samples):
+            if sample.id in first:
+                raise ValueError(
+                    f"duplicate sample id {sample.id!r} in sample[{first[sample.id]}] "
+                    f"and sample[{index}]; expected unique ids"
+                )
+            first[sample.id] = index
+        return samples
+
+
+@functools.cache
+def campaign_model(registry: Registry = REGISTRY) -> type[CampaignBase]:
+    """The model of a whole campaign file: the base sections, one per stage, then ``[fit]``.
+
+    Parameters
+    ----------
+    registry : Registry
+        The stages whose sections the file holds (default: every stage).
+    """
+    stages: dict[str, Any] = {
+        stage.name: (stage.parameters, Field(default_factory=stage.parameters))
+        for stage in registry
+    }
+    return create_model(
+        "CampaignFile",
+        __base__=CampaignBase,
+        __doc__="The whole campaign file, as declared (paths as written, relative or not).",
+        **stages,
+        fit=(FitSection, Field(default_factory=FitSection)),
+    )
+
+
+#: The campaign file of every stage in :data:`debond.stages.REGISTRY`.
+CampaignFile = campaign_model()
+
+
+def section_classes(model: type[CampaignBase] = CampaignFile) -> dict[str, type[Section]]:
+    """Section name → its model class (``sample`` → :class:`SampleSection`)."""
+    out: dict[str, type[Section]] = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if typing.get_origin(annotation) is list:
+            annotation = typing.get_args(annotation)[0]
+        assert isinstance(annotation, type) and issubclass(annotation, Section)
+        out[name] = annotation
+    return out
+
+
+def renamed_keys(raw: Mapping[str, Any]) -> list[str]:
+    """Sections and keys of an earlier version found in a raw campaign document.
+
+    Returns
+    -------
+    list of str
+        One line per old name: ``"[reconstruction] is now [recon]"``,
+        ``"prep.clip_min is now prep.clip_to"``.
+
+    Examples
+    --------
+    >>> for line in renamed_keys({"segmentation": {"denoise_sigma_voxels": 1.0}}):
+    ...     print(line)
+    [segmentation] is now [segment]
+    segmentation.denoise_sigma_voxels is now segment.sigma_voxels
+    """
+    found = []
+    for section, content in raw.items():
+        new_section = RENAMED.get(section)
+        if new_section is not None:
+            found.append(f"[{section}] is now [{new_section}]")
+        if not isinstance(content, Mapping):
+            continue
+        for key in content:
+            new_key = RENAMED.get(f"{new_section or section}.{key}")
+            if new_key is not None:
+                found.append(f"{section}.{key} is now {new_key}")
+    return found
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One declared parameter of the campaign file.
+
+    Attributes
+    ----------
+    section : str
+        Its table (``"recon"``; ``"sample"`` for ``[[sample]]`` keys).
+    key : str
+        Its key (``"iterations"``).
+    type : str
+        Its type in words (``"int"``, ``"'fbp' | 'sirt' | 'cgls'"``, ``"list of float or none"``).
+    default : object
+        Its default; ``None`` when absent by default; :data:`REQUIRED` when required.
+    unit : str
+        Its unit (``"µm"``), ``""`` when dimensionless or not a quantity.
+    help : str
+        What it does.
+    """
+
+    section: str
+    key: str
+    type: str
+    default: Any
+    unit: str
+    help: str
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "required"
+
+
+#: The default of a required parameter in :func:`parameter_table`.
+REQUIRED: Any = _Required()
+
+
+def type_name(annotation: Any) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return type_name(args[0])
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        names = [type_name(a) for a in args if a is not type(None)]
+        return " | ".join(names) + (" or none" if type(None) in args else "")
+    if origin is list:
+        return f"list of {type_name(args[0])}"
+    if origin is dict:
+        return f"table of {type_name(args[1])}"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _unit(field: FieldInfo) -> str:
+    extra = field.json_schema_extra
+    unit = extra.get("unit", "") if isinstance(extra, dict) else ""
+    return str(unit)
+
+
+def _default(field: FieldInfo) -> Any:
+    if field.is_required():
+        return REQUIRED
+    return field.get_default(call_default_factory=True)
+
+
+def parameter_table(model: type[CampaignBase] = CampaignFile) -> list[Parameter]:
+    """Every key of the campaign file, in file order, with type, default, unit and help.
+
+    Returns
+    -------
+    list of Parameter
+        One row per key of every section; ``[[sample]]`` keys under section
+        ``"sample"``.
+
+    Examples
+    --------
+    >>> rows = {(p.section, p.key): p for p in parameter_table()}
+    >>> rows["prep", "median_size"].default, rows["prep", "median_size"].unit
+    (7, 'px')
+    """
+    rows = []
+    for section, declared in section_classes(model).items():
+        for key, field in declared.model_fields.items():
+            rows.append(
+                Parameter(
+                    section,
+                    key,
+                    type_name(field.annotation),
+                    _default(field),
+                    _unit(field),
+                    field.description or "",
+                )
+            )
+    return rows

@@ -1,0 +1,64 @@
+"""``measure``: ray-traced gaps between every silicon particle and the CBD."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from debond.pipeline.measure import measure_gaps
+from debond.sections import Section, param
+from debond.stages.base import Plan, Stage, TableOutput, Work
+from debond.storage import open_volume
+from debond.storage.tables import PARTICLES_SCHEMA
+
+if TYPE_CHECKING:
+    from debond.campaign import Campaign, Sample
+
+
+class Parameters(Section):
+    """``[measure]``: ray-traced gaps between silicon and CBD (:func:`measure_gaps`)."""
+
+    n_rays: int = param(256, "Rays per particle (Fibonacci sphere).", "rays", ge=6)
+    max_ray_length_um: float = param(
+        3.0, "Rays that meet no CBD within this length are not counted.", "µm", gt=0
+    )
+    particles_per_task: int = param(
+        16, "Particles measured together in one task.", "particles", ge=1
+    )
+
+
+def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
+    keywords = campaign.stage_parameters(stage.name)
+    parameters = {**keywords, "voxel_size_um": sample.voxel_size_um}
+    inputs = campaign.registry.upstream(group, stage, sample)
+
+    def rows() -> pd.DataFrame:
+        table = measure_gaps(
+            open_volume(group, sample.id, "phases").data,
+            open_volume(group, sample.id, "particles").data,
+            sample=open_volume(group, sample.id, "sample").data,
+            **parameters,
+        )
+        table.insert(0, "modality", "3d")
+        table.insert(0, "cycles", sample.cycles)
+        table.insert(0, "sample", sample.id)
+        table["section_radius_um"] = np.nan  # 2D sections only
+        table["section_gap_um"] = np.nan
+        return table
+
+    return Plan(stage, campaign, sample, parameters, dict(inputs), lambda: Work([], table=rows))
+
+
+STAGE = Stage(
+    name="measure",
+    parameters=Parameters,
+    kernel=measure_gaps,
+    plan=plan,
+    summary="`phases`, `particles`, `sample` → `tables/samples/<id>.parquet`",
+    reads=("phases", "particles", "sample"),
+    table=TableOutput("samples", PARTICLES_SCHEMA, "particles"),
+    from_sample=("voxel_size_um", "sample"),
+)

@@ -1,0 +1,65 @@
+"""``prep``: flat/dark normalisation, median filter, sinograms."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import zarr
+from pydantic import field_validator
+
+from debond.pipeline.prep import prepare
+from debond.sections import Section, param
+from debond.stages.base import Output, Plan, Stage, Work
+from debond.storage import open_volume
+
+if TYPE_CHECKING:
+    from debond.campaign import Campaign, Sample
+
+
+class Parameters(Section):
+    """``[prep]``: flat/dark normalisation, median filter, sinograms (:func:`prepare`)."""
+
+    clip_to: float = param(
+        1e-6, "Smallest transmission kept before −log (guards against log(0)).", "", gt=0, lt=1
+    )
+    median_size: int = param(
+        7, "Median filter of each projection, size × size (the paper: 7; 1: none).", "px", ge=1
+    )
+    ring_removal: bool = param(False, "Remove ring artefacts in sinogram space.")
+
+    @field_validator("median_size")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"must be odd; found {value}")
+        return value
+
+
+def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
+    parameters = campaign.stage_parameters(stage.name)
+    inputs = campaign.registry.upstream(group, stage, sample)
+
+    def build() -> Work:
+        projections = open_volume(group, sample.id, "projections")
+        flats = open_volume(group, sample.id, "flats").data
+        darks = open_volume(group, sample.id, "darks").data
+        prepared = prepare(projections.data, flats, darks, **parameters)
+        attrs = {"angles_rad": projections.attrs["angles_rad"]}
+        return Work(
+            outputs=[Output("sinograms", prepared.data, "sinograms", attrs)],
+            extras={"clipped_values": prepared.clipped},
+        )
+
+    return Plan(stage, campaign, sample, parameters, dict(inputs), build)
+
+
+STAGE = Stage(
+    name="prep",
+    parameters=Parameters,
+    kernel=prepare,
+    plan=plan,
+    summary="`projections`, `flats`, `darks` → `sinograms`",
+    reads=("projections", "flats", "darks"),
+    writes=("sinograms",),
+    raw=True,
+)

@@ -1,0 +1,79 @@
+"""``recon``: rotation centre and ASTRA reconstruction."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import zarr
+
+from debond.pipeline.recon import reconstruct_sinograms
+from debond.sections import Section, param
+from debond.stages.base import Output, Plan, Stage, Work
+from debond.storage import open_volume
+
+if TYPE_CHECKING:
+    from debond.campaign import Campaign, Sample
+
+
+class Parameters(Section):
+    """``[recon]``: rotation centre and ASTRA reconstruction (:func:`reconstruct_sinograms`)."""
+
+    centre_search_radius_px: float | None = param(
+        None,
+        "How far from the detector centre the rotation-centre search looks "
+        "(default: a quarter of the detector width).",
+        "px",
+        ge=0.5,
+    )
+    algorithm: Literal["fbp", "sirt", "cgls"] = param(
+        "sirt", "ASTRA algorithm (CUDA variant where a GPU is present)."
+    )
+    iterations: int = param(1000, "Iterations of SIRT or CGLS (the paper: 1000).", ge=1)
+    nonnegative: bool = param(True, "Clip negative attenuation during SIRT.")
+    fbp_filter: Literal["ram-lak", "shepp-logan", "cosine", "hamming", "hann"] = param(
+        "ram-lak", "Filter of FBP."
+    )
+    slab_rows: int = param(
+        8, "Sinogram rows reconstructed together in one task (one GPU call).", "rows", ge=1
+    )
+
+
+def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
+    keywords = campaign.stage_parameters(stage.name)
+    parameters = {
+        **keywords,
+        "rotation_centre_px": sample.rotation_centre_px,
+        "voxel_size_um": sample.voxel_size_um,
+    }
+    inputs = campaign.registry.upstream(group, stage, sample)
+
+    def build() -> Work:
+        sinograms = open_volume(group, sample.id, "sinograms")
+        angles = np.asarray(sinograms.attrs["angles_rad"], dtype=np.float64)
+        result = reconstruct_sinograms(sinograms.data, angles, **parameters)
+        attrs = {
+            "rotation_centre_px": result.centre_px,
+            "rotation_centre_source": result.centre_source,
+            "algorithm": parameters["algorithm"],
+            "units": "1/µm",
+        }
+        return Work(
+            outputs=[Output("recon", result.volume, "volume", attrs)],
+            detail=f"rotation centre {result.centre_px:.2f} px ({result.centre_source})",
+        )
+
+    return Plan(stage, campaign, sample, parameters, dict(inputs), build)
+
+
+STAGE = Stage(
+    name="recon",
+    parameters=Parameters,
+    kernel=reconstruct_sinograms,
+    plan=plan,
+    summary="`sinograms` → `recon` (attenuation, 1/µm)",
+    reads=("sinograms",),
+    writes=("recon",),
+    raw=True,
+    from_sample=("voxel_size_um", "rotation_centre_px"),
+)

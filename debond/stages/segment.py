@@ -1,0 +1,121 @@
+"""``segment``: five phases and the sample mask, or a segmentation brought by the user."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import dask.array as da
+import zarr
+
+from debond.pipeline.ingest import read_tiff_volume
+from debond.pipeline.segment import PHASE_NAMES, import_phases, segment
+from debond.sections import Section, Thresholds, param
+from debond.stages.base import Output, Plan, Stage, Work
+from debond.storage import open_volume
+
+if TYPE_CHECKING:
+    from debond.campaign import Campaign, Sample
+
+#: Phase codes recorded with every ``phases`` array.
+_CODES = {name: code for code, name in enumerate(PHASE_NAMES)}
+
+
+class Parameters(Section):
+    """``[segment]``: five-phase segmentation of the reconstruction (:func:`segment`)."""
+
+    sigma_voxels: float = param(
+        1.0, "Gaussian denoising before thresholding (0: none).", "voxels", ge=0
+    )
+    bins: int = param(256, "Bins of the global histogram that multi-Otsu thresholds.", ge=16)
+    thresholds: Thresholds | None = param(
+        None,
+        "Four increasing attenuation thresholds between the five grey classes; "
+        "default: multi-Otsu of the volume's histogram.",
+        "1/µm",
+        min_length=4,
+        max_length=4,
+    )
+    sei_max_um: float = param(
+        0.6, "Intermediate grey within this distance of silicon is SEI, elsewhere pore.", "µm", gt=0
+    )
+    graphite_min_radius_um: float = param(
+        1.0,
+        "Low-attenuation objects at least this large are graphite, smaller ones pore.",
+        "µm",
+        gt=0,
+    )
+    porosity: float | None = param(
+        None,
+        "Known porosity (volume fraction): the run warns when the segmented pore fraction "
+        "differs by more than 0.05.",
+        "",
+        gt=0,
+        lt=1,
+    )
+
+
+def _plan_import(stage: Stage, campaign: Campaign, sample: Sample) -> Plan:
+    """A sample that brings its own segmentation (``phases`` TIFF and ``phase_codes``)."""
+    path, codes = sample.phases, dict(sample.phase_codes or {})
+    assert path is not None
+    parameters = {"phase_codes": codes, "voxel_size_um": sample.voxel_size_um}
+
+    def build() -> Work:
+        grey = read_tiff_volume(path)
+        phases = import_phases(grey, codes, source=f"{sample.where}.phases: {path}")
+        attrs = {"phase_codes": _CODES, "source": str(path)}
+        return Work(
+            outputs=[
+                Output("sample", da.ones(grey.shape, dtype=bool, chunks=grey.chunks), "volume"),
+                Output("phases", phases, "volume", attrs),
+            ],
+            detail=f"segmentation {path.name}, {' × '.join(map(str, grey.shape))} voxels",
+        )
+
+    return Plan(stage, campaign, sample, parameters, {"phases": path}, build)
+
+
+def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
+    if sample.phases is not None:
+        return _plan_import(stage, campaign, sample)
+    keywords = campaign.stage_parameters(stage.name)
+    parameters = {**keywords, "voxel_size_um": sample.voxel_size_um}
+    inputs = campaign.registry.upstream(group, stage, sample)
+
+    def build() -> Work:
+        recon = open_volume(group, sample.id, "recon")
+        result = segment(recon.data, **parameters)
+        t = result.thresholds
+        attrs = {
+            "phase_codes": _CODES,
+            "thresholds_per_um": {"classes": list(t.classes), "cbd": t.cbd, "graphite": t.graphite},
+        }
+        classes = ", ".join(f"{v:.3f}" for v in t.classes)
+
+        def check(extras: Mapping[str, float]) -> str:
+            return result.porosity_warning(extras["pore_fraction"])
+
+        return Work(
+            outputs=[
+                Output("sample", result.sample, "volume"),
+                Output("phases", result.phases, "volume", attrs),
+            ],
+            extras={"pore_fraction": result.pore_fraction},
+            detail=f"grey classes at {classes} 1/µm, CBD above {t.cbd:.3f}",
+            check=check,
+        )
+
+    return Plan(stage, campaign, sample, parameters, dict(inputs), build)
+
+
+STAGE = Stage(
+    name="segment",
+    parameters=Parameters,
+    kernel=segment,
+    plan=plan,
+    summary="`recon` (or the sample's own segmentation, `phases`) → `sample`, `phases`",
+    reads=("recon",),
+    writes=("sample", "phases"),
+    from_sample=("voxel_size_um",),
+)
