@@ -310,6 +310,26 @@ def run_command(
     )
 
 
+@app.command("params")
+def params_command(
+    section: Annotated[
+        str | None, typer.Argument(help="One section (e.g. recon); default every section.")
+    ] = None,
+) -> None:
+    """Every campaign-file key: section, key, type, default, unit and help."""
+    from debond.schema import parameter_table
+
+    rows = parameter_table()
+    sections = list(dict.fromkeys(p.section for p in rows))
+    if section is not None and section not in sections:
+        raise _fail(f"unknown section {section!r}; expected one of {', '.join(sections)}")
+    for name in sections if section is None else [section]:
+        typer.echo(f"[{name}]")
+        for p in (p for p in rows if p.section == name):
+            unit = f" [{p.unit}]" if p.unit else ""
+            typer.echo(f"  {p.key} = {p.default!r}{unit}  ({p.type}) {p.help}")
+
+
 @app.command("synth")
 def synth(
     directory: Annotated[Path, typer.Argument(help="Output folder.")],

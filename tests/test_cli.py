@@ -209,3 +209,16 @@ def test_fit_of_a_campaign_before_its_run_says_what_to_do(tmp_path: Path) -> Non
     result = runner.invoke(app, ["fit", str(tmp_path / "c.toml")])
     assert result.exit_code == 2
     assert "particles.parquet does not exist; run `debond run" in result.output
+
+
+def test_params_lists_every_key_of_a_section_from_the_schema() -> None:
+    from debond.schema import parameter_table
+
+    result = runner.invoke(app, ["params", "segment"])
+    assert result.exit_code == 0, result.output
+    keys = [p.key for p in parameter_table() if p.section == "segment"]
+    assert result.output.splitlines()[0] == "[segment]"
+    assert [line.split(" = ")[0].strip() for line in result.output.splitlines()[1:]] == keys
+    assert "sigma_voxels = 1.0 [voxels]" in result.output
+    wrong = runner.invoke(app, ["params", "segmentation"])
+    assert wrong.exit_code == 2 and "unknown section 'segmentation'" in wrong.output

@@ -86,6 +86,7 @@ def test_chunking_does_not_change_the_phases(
     result = segment(
         da.from_array(values, chunks=chunks),
         voxel_size_um=VOXEL_UM,
+        sigma_voxels=0.0,
         graphite_min_radius_um=0.2,
         sei_max_um=0.18,
     )
@@ -98,7 +99,7 @@ def test_the_synthetic_truth_is_recovered(truth: tuple[np.ndarray, np.ndarray]) 
     """Noise 0.01/µm, blur 0.5 voxel: silicon and CBD Dice inside the pillar (outside it
     the truth volume still holds painted objects; the attenuation there is air)."""
     phases, values = truth
-    result = segment(da.from_array(values, chunks=16), voxel_size_um=VOXEL_UM)
+    result = segment(da.from_array(values, chunks=16), voxel_size_um=VOXEL_UM, sigma_voxels=0.0)
     found = result.phases.compute()
     n = values.shape[-1]
     y, x = np.mgrid[:n, :n] - (n - 1) / 2
