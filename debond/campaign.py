@@ -421,6 +421,26 @@ def explain(
     return CampaignError("\n".join(lines))
 
 
+def validate(raw: Mapping[str, Any], path: Path, model: type[CampaignBase]) -> CampaignBase:
+    """A raw campaign document (parsed TOML or a dict) validated against `model`.
+
+    Raises
+    ------
+    CampaignError
+        Naming `path`: sections or keys of an earlier version with their new
+        names, or every validation problem, one per line.
+    """
+    renamed = renamed_keys(raw)
+    if renamed:
+        raise CampaignError(
+            f"{path}: written for an earlier version of debond; rename:\n  " + "\n  ".join(renamed)
+        )
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as error:
+        raise explain(path, error, raw, model) from None
+
+
 def _toml_error(path: Path, text: str, error: tomllib.TOMLDecodeError) -> CampaignError:
     message = str(error)
     at = re.search(r"\(at line (\d+), column (\d+)\)", message)
@@ -501,16 +521,7 @@ def load_campaign(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise _toml_error(path, text, error) from None
-    renamed = renamed_keys(raw)
-    if renamed:
-        raise CampaignError(
-            f"{path}: written for an earlier version of debond; rename:\n  " + "\n  ".join(renamed)
-        )
-    model = campaign_model(registry)
-    try:
-        declared = model.model_validate(raw)
-    except ValidationError as error:
-        raise explain(path, error, raw, model) from None
+    declared = validate(raw, path, campaign_model(registry))
     campaign = Campaign(path, declared, _samples(path.parent, declared), registry)
     if check_files:
         campaign.check_inputs()

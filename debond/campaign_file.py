@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from tomlkit.items import InlineTable, Table
 
-from debond.campaign import Campaign, _is_url, _resolve, explain
+from debond.campaign import Campaign, _is_url, _resolve, validate
 from debond.schema import CampaignBase, CampaignFile, section_classes
 
 __all__ = ["campaign_toml", "dump_campaign"]
@@ -100,10 +100,7 @@ def _declared(document: Campaign | CampaignBase | Mapping[str, Any], where: str)
         return document.declared
     if isinstance(document, CampaignBase):
         return document
-    try:
-        return CampaignFile.model_validate(dict(document))
-    except ValidationError as error:
-        raise explain(Path(where), error, document, CampaignFile) from None
+    return validate(document, Path(where), CampaignFile)
 
 
 def campaign_toml(

@@ -196,3 +196,16 @@ def test_section_annotations_are_concrete_types() -> None:
     for stage in REGISTRY:
         for name, field in stage.parameters.model_fields.items():
             assert field.annotation is not typing.Any, f"[{stage.name}].{name}"
+
+
+def test_writing_a_document_with_old_names_names_the_new_ones(tmp_path: Path) -> None:
+    from debond.campaign_file import dump_campaign
+
+    document = {
+        "campaign": {"name": "x"},
+        "sample": [{"id": "s", "cycles": 0, "txm": "s.h5", "voxel_size_um": 0.1}],
+        "reconstruction": {"algorithm": "fbp"},
+    }
+    with pytest.raises(CampaignError, match=r"\[reconstruction\] is now \[recon\]"):
+        dump_campaign(document, tmp_path / "c.toml")
+    assert not (tmp_path / "c.toml").exists()
