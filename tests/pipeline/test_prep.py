@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import dask
@@ -27,17 +25,7 @@ from debond.pipeline.prep import (
     ring_kernel,
     to_sinograms,
 )
-
-
-@contextlib.contextmanager
-def raise_if_dask_computes() -> Iterator[None]:
-    """Fail if anything computes a Dask graph."""
-
-    def scheduler(dsk: object, keys: object, **kwargs: object) -> None:
-        raise AssertionError("a Dask graph was computed where everything should stay lazy")
-
-    with dask.config.set(scheduler=scheduler):
-        yield
+from tests.helpers import raise_if_dask_computes
 
 
 def counts(

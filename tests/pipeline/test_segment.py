@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from debond.pipeline.segment import (
 )
 from debond.pipeline.segment import open_with_ball as open_ball
 from debond.storage import open_volume
-from debond.synth import ATTENUATION_PER_UM, write_campaign
+from debond.synth import ATTENUATION_PER_UM
 
 VOXEL_UM = 0.06
 
@@ -26,11 +28,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def truth(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndarray]:
+def truth(small_campaign: Path) -> tuple[np.ndarray, np.ndarray]:
     """Phases of the small synthetic sample c03 and a noisy, slightly blurred attenuation."""
-    folder = tmp_path_factory.mktemp("synth") / "small"
-    write_campaign(folder, "small", seed=0)
-    phases = open_volume(folder / "truth" / "phases.zarr", "c03", "phases").values
+    phases = open_volume(small_campaign / "truth" / "phases.zarr", "c03", "phases").values
     n = phases.shape[-1]
     y, x = np.mgrid[:n, :n] - (n - 1) / 2
     inside = np.hypot(y, x) <= 0.45 * (n - 1)
