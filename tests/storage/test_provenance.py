@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import os
 import shutil
 import signal
@@ -16,6 +18,7 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import debond.storage
 from debond import __version__
 from debond.storage import (
     IncompleteArray,
@@ -37,6 +40,7 @@ from debond.storage import (
     volume_status,
     write_volume,
 )
+from debond.storage.provenance import PACKAGE_VERSION
 
 PARAMETERS = {"algorithm": "sirt", "iterations": 1000}
 
@@ -385,3 +389,32 @@ def test_a_writer_killed_mid_way_leaves_an_incomplete_array_that_a_rerun_redoes(
     )
     assert volume_status(location, "c01", "recon", "recon", parameters, None) is Status.CURRENT
     np.testing.assert_array_equal(open_volume(location, "c01", "recon").values, complete)
+
+
+# ------------------------------------------------------------------ the version
+
+
+def test_the_version_comes_from_the_package_metadata() -> None:
+    assert PACKAGE_VERSION == importlib.metadata.version("debond") == __version__
+    assert make_provenance("recon", {}, None).version == PACKAGE_VERSION
+
+
+def test_storage_imports_nothing_above_itself() -> None:
+    """storage sits at the bottom (DESIGN.md, "Layout"): no ``debond`` module but
+    ``debond.storage.*``, not even ``from debond import __version__``."""
+    folder = Path(debond.storage.__file__).parent
+    upward = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            upward += [
+                f"{path.name}:{node.lineno} {name}"
+                for name in names
+                if name.split(".")[0] == "debond" and not name.startswith("debond.storage")
+            ]
+    assert upward == []
