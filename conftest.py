@@ -1,0 +1,66 @@
+"""Doctests of the installed modules, each collected once under its ``debond.*`` name.
+
+``pipeline/``, ``storage/`` and ``model/`` are installed as ``debond.pipeline``,
+``debond.storage`` and ``debond.model`` (pyproject.toml, ``package-dir``). Imported
+by path, as pytest's ``--doctest-modules`` does, ``pipeline/blocks.py`` would
+become a second module ``pipeline.blocks`` beside the real
+``debond.pipeline.blocks``. Here every doctest module of the packages is imported
+by its installed name instead, and a file reached twice (a folder linked into
+``debond/``) is collected once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _pytest.doctest import DoctestModule
+
+PACKAGES = ("debond", "debond.pipeline", "debond.storage", "debond.model")
+_COLLECTED = pytest.StashKey[set[str]]()
+
+
+def _installed_name(path: Path) -> str | None:
+    """``debond.…`` name of the module in ``path``, None outside the packages."""
+    resolved = path.resolve()
+    for package in sorted(PACKAGES, key=len, reverse=True):
+        for folder in importlib.import_module(package).__path__:
+            try:
+                relative = resolved.relative_to(Path(folder).resolve())
+            except ValueError:
+                continue
+            parts = [*package.split("."), *relative.with_suffix("").parts]
+            if parts[-1] == "__init__":
+                parts.pop()
+            return ".".join(parts)
+    return None
+
+
+class InstalledDoctestModule(DoctestModule):
+    """The doctests of a module imported by its installed name, not by its path."""
+
+    module_name: str
+
+    def _getobj(self) -> object:
+        return importlib.import_module(self.module_name)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Iterator[object]:
+    collected = yield
+    name = _installed_name(file_path) if file_path.suffix == ".py" else None
+    if name is None:
+        return collected
+    seen = parent.config.stash.setdefault(_COLLECTED, set())
+    kept = []
+    for item in collected:
+        if type(item) is DoctestModule:
+            if name in seen:
+                continue
+            seen.add(name)
+            item = InstalledDoctestModule.from_parent(parent, path=file_path)
+            item.module_name = name
+        kept.append(item)
+    return kept
