@@ -12,6 +12,7 @@ by its installed name instead, and a file reached twice (a folder linked into
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,11 +20,12 @@ import pytest
 from _pytest.doctest import DoctestModule
 
 PACKAGES = ("debond", "debond.pipeline", "debond.storage", "debond.model")
-_COLLECTED = pytest.StashKey[set[str]]()
 
 
 def _installed_name(path: Path) -> str | None:
-    """``debond.…`` name of the module in ``path``, None outside the packages."""
+    """``debond.…`` name of the module in ``path``, None outside the packages or
+    when ``path`` is not where the import system finds that module (a second way
+    to the same file, such as a folder linked into ``debond/``)."""
     resolved = path.resolve()
     for package in sorted(PACKAGES, key=len, reverse=True):
         for folder in importlib.import_module(package).__path__:
@@ -34,7 +36,11 @@ def _installed_name(path: Path) -> str | None:
             parts = [*package.split("."), *relative.with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts.pop()
-            return ".".join(parts)
+            name = ".".join(parts)
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.origin is None or Path(spec.origin) != path.absolute():
+                return None
+            return name
     return None
 
 
@@ -50,17 +56,12 @@ class InstalledDoctestModule(DoctestModule):
 @pytest.hookimpl(wrapper=True)
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Iterator[object]:
     collected = yield
-    name = _installed_name(file_path) if file_path.suffix == ".py" else None
-    if name is None:
+    if file_path.suffix != ".py" or not any(type(c) is DoctestModule for c in collected):
         return collected
-    seen = parent.config.stash.setdefault(_COLLECTED, set())
-    kept = []
-    for item in collected:
-        if type(item) is DoctestModule:
-            if name in seen:
-                continue
-            seen.add(name)
-            item = InstalledDoctestModule.from_parent(parent, path=file_path)
-            item.module_name = name
-        kept.append(item)
+    name = _installed_name(file_path)
+    kept = [c for c in collected if type(c) is not DoctestModule]
+    if name is not None:
+        module = InstalledDoctestModule.from_parent(parent, path=file_path)
+        module.module_name = name
+        kept.append(module)
     return kept
