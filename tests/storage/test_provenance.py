@@ -312,11 +312,11 @@ def test_a_marker_needs_provenance(tmp_path: Path) -> None:
 
 WRITER = textwrap.dedent(
     """
-    import sys, time
+    import sys
     import numpy as np
     from debond.storage import create_volume, mark_complete
 
-    location, depth = sys.argv[1], int(sys.argv[2])
+    location, depth, pause = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     array = create_volume(
         location, "c01", "recon", (depth, 64, 64), "uint16", voxel_size_um=0.03,
         chunks=(1, 64, 64), stage="recon", parameters={"iterations": 10}, overwrite=True,
@@ -324,7 +324,8 @@ WRITER = textwrap.dedent(
     for z in range(depth):
         array[z] = np.full((64, 64), z + 1, dtype=np.uint16)
         print(z, flush=True)
-        time.sleep(0.02)
+        if z == pause:
+            sys.stdin.readline()  # held here until the test kills it: mid-way, every time
     mark_complete(array)
     print("complete", flush=True)
     """
@@ -352,8 +353,10 @@ def test_a_writer_killed_mid_way_leaves_an_incomplete_array_that_a_rerun_redoes(
     )
     assert volume_status(location, "c01", "recon", "recon", parameters, None) is Status.CURRENT
 
+    pause = 20
     with subprocess.Popen(
-        [sys.executable, "-c", WRITER, location, str(depth)],
+        [sys.executable, "-c", WRITER, location, str(depth), str(pause)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -361,7 +364,8 @@ def test_a_writer_killed_mid_way_leaves_an_incomplete_array_that_a_rerun_redoes(
         assert writer.stdout is not None and writer.stderr is not None
         written = -1
         try:
-            while written < 20:
+            # the writer prints each slice it wrote, then waits after slice `pause`
+            while written < pause:
                 line = writer.stdout.readline()
                 assert line, f"the writer stopped early: {writer.stderr.read()}"
                 written = int(line)
