@@ -91,7 +91,12 @@ def wait_for_workers(address: str, processes: Processes, n: int, deadline: float
     from distributed import Client
 
     timeout = max(1.0, deadline - time.monotonic())
-    with Client(address, timeout=f"{timeout:.0f}s") as client:
+    try:
+        client = Client(address, timeout=f"{timeout:.0f}s")
+    except OSError as error:  # TimeoutError included
+        processes.check_running(f"a connection to {address}")
+        processes.fail(f"no connection to the scheduler at {address}: {error}")
+    with client:
         while True:
             try:
                 # short waits, so that a worker that died is noticed at once
