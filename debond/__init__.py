@@ -1,3 +1,6 @@
 """debond: nanoscale electrode images to a validated model of capacity fade."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version as _version
+
+#: The installed distribution's version (declared once, in pyproject.toml).
+__version__ = _version("debond")

@@ -8,6 +8,16 @@ shorter than the halo are merged first (an axis shorter than the halo
 becomes one chunk and needs none), then ``map_overlap(boundary="none")``
 exchanges halos between chunks only, so a block on the edge arrives
 unpadded and the kernel applies ``mode`` at the real edge.
+
+Where a standard scipy filter has a dask-image counterpart
+(``dask_image.ndfilters``: the same ``map_overlap(boundary="none")``, plus
+CuPy chunks dispatched to cupyx), the stages call dask-image on the chunks
+:func:`merge_chunks` gives, when :func:`halo_fits` says every axis is at least
+as long as its halo. Otherwise, and for the stages' own kernels, they call
+:func:`map_exact`: dask refuses a halo deeper than the whole axis ("The
+overlapping depth 3 is larger than your array 2", a 2-row detector under a
+7×7 median), where :func:`map_exact` takes the axis as one chunk without a
+halo and gives scipy's result.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-__all__ = ["map_exact", "merge_small_chunks"]
+__all__ = ["halo_fits", "map_exact", "merge_chunks", "merge_small_chunks"]
 
 
 def merge_small_chunks(chunks: Sequence[int], minimum: int) -> tuple[int, ...]:
@@ -42,6 +52,35 @@ def merge_small_chunks(chunks: Sequence[int], minimum: int) -> tuple[int, ...]:
         last = merged.pop()
         merged[-1] += last
     return tuple(merged)
+
+
+def merge_chunks(array: da.Array, depth: Mapping[int, int]) -> da.Array:
+    """``array`` rechunked so that no chunk is shorter than its axis's halo.
+
+    :func:`merge_small_chunks` on every axis with a halo; the array itself
+    when nothing changes.
+
+    Examples
+    --------
+    >>> merge_chunks(da.zeros((4, 23), chunks=(1, 2)), {1: 3}).chunks
+    ((1, 1, 1, 1), (4, 4, 4, 4, 4, 3))
+    """
+    chunks = tuple(
+        merge_small_chunks(c, depth.get(axis, 0)) if depth.get(axis, 0) else c
+        for axis, c in enumerate(array.chunks)
+    )
+    return array if chunks == array.chunks else array.rechunk(chunks)
+
+
+def halo_fits(shape: Sequence[int], depth: Mapping[int, int]) -> bool:
+    """Whether every axis is at least as long as its halo (as ``map_overlap`` needs).
+
+    Examples
+    --------
+    >>> halo_fits((3, 2, 40), {1: 3, 2: 3})
+    False
+    """
+    return all(shape[axis] >= d for axis, d in depth.items())
 
 
 def map_exact(
@@ -72,14 +111,10 @@ def map_exact(
     dask.array.Array
         The input's chunks, merged where a chunk was shorter than the halo.
     """
-    chunks = tuple(
-        merge_small_chunks(c, depth.get(axis, 0)) if depth.get(axis, 0) else c
-        for axis, c in enumerate(array.chunks)
-    )
-    if chunks != array.chunks:
-        array = array.rechunk(chunks)
+    array = merge_chunks(array, depth)
     halo = {
-        axis: (depth.get(axis, 0) if len(chunks[axis]) > 1 else 0) for axis in range(array.ndim)
+        axis: (depth.get(axis, 0) if len(array.chunks[axis]) > 1 else 0)
+        for axis in range(array.ndim)
     }
     return array.map_overlap(
         kernel,

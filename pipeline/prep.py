@@ -27,10 +27,11 @@ from typing import Any, NamedTuple
 import dask.array as da
 import numpy as np
 from dask.base import get_scheduler
+from dask_image import ndfilters
 from numpy.typing import ArrayLike
 from scipy import ndimage
 
-from debond.pipeline.blocks import map_exact
+from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks
 from debond.storage import default_chunks
 
 __all__ = [
@@ -309,13 +310,14 @@ def median_filter(
     Equal, element for element, to ``scipy.ndimage.median_filter(whole,
     size=(1, size, size), mode=mode)`` on the whole array, for any chunking.
 
-    The halo is ``size // 2`` rows and columns. It is exchanged with
-    ``map_overlap(boundary="none")``: blocks on the array's edge get no
-    padding, so scipy applies ``mode`` at the true edge itself (dask's own
-    ``"reflect"`` boundary is also scipy's half-sample reflection, but it
-    cannot pad an axis shorter than the halo, such as a 2-row detector).
-    Chunks shorter than the halo are merged with their neighbours first; an
-    axis that is then one chunk gets no halo at all.
+    The halo is ``size // 2`` rows and columns. Chunks shorter than the halo
+    are merged with their neighbours first, then ``dask_image.ndfilters.
+    median_filter`` exchanges halos with ``map_overlap(boundary="none")``:
+    blocks on the array's edge get no padding, so scipy applies ``mode`` at
+    the true edge itself (dask's own ``"reflect"`` boundary is also scipy's
+    half-sample reflection, but it cannot pad an axis shorter than the halo).
+    An axis shorter than the halo, such as a 2-row detector, is one chunk and
+    goes to :func:`~debond.pipeline.blocks.map_exact`, which gives it no halo.
 
     Parameters
     ----------
@@ -348,14 +350,16 @@ def median_filter(
         raise ValueError(f"size must be a positive integer (pixels); got {size!r}")
     if mode not in MEDIAN_MODES:
         raise ValueError(f"mode must be one of {', '.join(MEDIAN_MODES)}; got {mode!r}")
+    size = int(size)
+    halo = {1: size // 2, 2: size // 2}
+    array = merge_chunks(array, halo)
+    if halo_fits(array.shape, halo):
+        return ndfilters.median_filter(array, size=(1, size, size), mode=mode, cval=float(cval))
+    # dask-image passes its halo to map_overlap, which refuses an axis shorter
+    # than the halo (a 2-row detector under a 7×7 median); map_exact takes that
+    # axis as one chunk without a halo, and scipy's result is the same.
     return map_exact(
-        array,
-        median_kernel,
-        {1: int(size) // 2, 2: int(size) // 2},
-        dtype=array.dtype,
-        size=int(size),
-        mode=mode,
-        cval=float(cval),
+        array, median_kernel, halo, dtype=array.dtype, size=size, mode=mode, cval=float(cval)
     )
 
 

@@ -44,11 +44,12 @@ from dataclasses import dataclass
 import dask
 import dask.array as da
 import numpy as np
+from dask_image import ndfilters
 from numpy.typing import NDArray
 from scipy import ndimage
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
-from debond.pipeline.blocks import map_exact
+from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks
 
 __all__ = [
     "CBD",
@@ -60,6 +61,7 @@ __all__ = [
     "SILICON",
     "Segmentation",
     "Thresholds",
+    "denoise",
     "import_phases",
     "open_with_ball",
     "phases_kernel",
@@ -267,6 +269,50 @@ def _halo(sei_max_voxels: int, graphite_min_radius_voxels: int) -> int:
     return max(2, sei_max_voxels + 2, gaussian + 2 * graphite_min_radius_voxels)
 
 
+def denoise(volume: da.Array, sigma_voxels: float) -> da.Array:
+    """Gaussian of ``sigma_voxels`` on every axis (step 1), lazily; float32.
+
+    Equal to ``scipy.ndimage.gaussian_filter(whole, sigma_voxels,
+    mode="nearest")`` for any chunking: ``dask_image.ndfilters.gaussian_filter``
+    with its halo of ``ceil(4 σ)`` voxels after chunks shorter than the halo are
+    merged.
+
+    Parameters
+    ----------
+    volume : (z, y, x) dask array
+    sigma_voxels : float
+        > 0, voxels.
+
+    Returns
+    -------
+    (z, y, x) dask array of float32
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).random((6, 5, 5)).astype(np.float32)
+    >>> got = denoise(da.from_array(x, chunks=(1, 5, 5)), 0.5).compute()
+    >>> np.array_equal(got, ndimage.gaussian_filter(x, 0.5, mode="nearest"))
+    True
+    """
+    volume = volume.astype(np.float32)
+    reach = math.ceil(4.0 * sigma_voxels)  # scipy's and dask-image's truncate=4
+    depth = {0: reach, 1: reach, 2: reach}
+    volume = merge_chunks(volume, depth)
+    if halo_fits(volume.shape, depth):
+        return ndfilters.gaussian_filter(volume, float(sigma_voxels), mode="nearest")
+    # dask-image passes its halo to map_overlap, which refuses an axis shorter
+    # than the halo (a thin volume under a wide Gaussian); map_exact takes that
+    # axis as one chunk without a halo, and scipy's result is the same.
+    return map_exact(
+        volume,
+        ndimage.gaussian_filter,
+        depth,
+        dtype=np.float32,
+        sigma=float(sigma_voxels),
+        mode="nearest",
+    )
+
+
 def segment(
     recon: da.Array | NDArray[np.floating],
     *,
@@ -326,15 +372,7 @@ def segment(
         raise ValueError(f"bins must be ≥ 16; got {bins!r}")
     volume = volume.astype(np.float32).rechunk({1: -1, 2: -1})
     if sigma_voxels > 0:
-        reach = math.ceil(4.0 * sigma_voxels)
-        volume = map_exact(
-            volume,
-            ndimage.gaussian_filter,
-            {0: reach, 1: reach, 2: reach},
-            dtype=np.float32,
-            sigma=float(sigma_voxels),
-            mode="nearest",
-        )
+        volume = denoise(volume, sigma_voxels)
     low, high = (float(v) for v in dask.compute(volume.min(), volume.max()))
     if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
         raise ValueError(

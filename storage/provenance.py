@@ -44,13 +44,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import version as _distribution_version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-
-from debond import __version__
 
 #: Attribute holding the provenance record of an output array.
 PROVENANCE_KEY = "provenance"
@@ -58,6 +57,10 @@ PROVENANCE_KEY = "provenance"
 COMPLETE_KEY = "complete"
 #: Bytes read from each end of an input file for its identity hash (1 MiB).
 HASHED_END_BYTES = 1 << 20
+#: The installed debond's version (package metadata, i.e. pyproject.toml), recorded
+#: in every provenance record and store. Read from the metadata rather than imported
+#: from ``debond``: storage depends on nothing above it.
+PACKAGE_VERSION = _distribution_version("debond")
 
 
 class StoreError(Exception):
@@ -134,7 +137,7 @@ class Provenance:
     inputs : dict
         Input name -> identity (see :func:`identify`).
     version : str
-        ``debond.__version__`` of the writer.
+        The writer's package version (:data:`PACKAGE_VERSION`).
     created : str
         ISO 8601 UTC time the record was made.
     digest : str
@@ -475,7 +478,7 @@ def digest(
     inputs : mapping or None
         Inputs as for :func:`identify`, or identities already made by it.
     version : str, optional
-        Package version; ``debond.__version__`` by default.
+        Package version; :data:`PACKAGE_VERSION` (the installed debond's) by default.
 
     Returns
     -------
@@ -518,7 +521,7 @@ def make_provenance(
         raise ValueError(f"stage must be a non-empty string; got {stage!r}")
     params = to_json_value(dict(parameters or {}), "parameters")
     identities = identify(inputs)
-    version = __version__ if version is None else version
+    version = PACKAGE_VERSION if version is None else version
     return Provenance(
         stage=stage,
         parameters=params,

@@ -63,9 +63,9 @@ from zarr.codecs import BloscCodec
 from zarr.errors import ContainsArrayError
 from zarr.storage import LocalStore
 
-from debond import __version__
 from debond.storage.provenance import (
     COMPLETE_KEY,
+    PACKAGE_VERSION,
     PROVENANCE_KEY,
     ArrayExists,
     ArrayNotFound,
@@ -322,13 +322,13 @@ def _check_format(group: zarr.Group, where: str) -> zarr.Group:
             )
         group.attrs[FORMAT_KEY] = {
             "store_format": STORE_FORMAT,
-            "created_by": f"debond {__version__}",
+            "created_by": f"debond {PACKAGE_VERSION}",
         }
         return group
     found = info.get("store_format") if isinstance(info, dict) else None
     if not isinstance(found, int) or found > STORE_FORMAT:
         raise StoreFormatError(
-            f"{where}: store format {found!r} is not readable by debond {__version__}, "
+            f"{where}: store format {found!r} is not readable by debond {PACKAGE_VERSION}, "
             f"which reads formats up to {STORE_FORMAT}; upgrade debond"
         )
     return group

@@ -11,19 +11,15 @@ from debond.cluster import SCHEDULER_VARIABLE, ClusterError, cluster
 pytestmark = pytest.mark.distributed
 
 
-def _wait_for_workers(client, n: int) -> None:  # type: ignore[no-untyped-def]
-    client.wait_for_workers(n, timeout=60)
-
-
 def test_an_existing_cluster_runs_the_graph(scheduler: str) -> None:
     lines: list[str] = []
     data = np.random.default_rng(0).random((64, 64))
     with cluster(scheduler, echo=lines.append) as client:
-        _wait_for_workers(client, 2)
+        # the fixture yields once both workers have joined: no waiting here
         assert len(client.scheduler_info()["workers"]) == 2
         total = da.from_array(data, chunks=16).sum().compute()
     assert total == pytest.approx(data.sum())
-    assert scheduler in lines[0]
+    assert scheduler in lines[0] and "2 workers" in lines[0]
 
 
 def test_the_environment_variable_names_the_cluster(

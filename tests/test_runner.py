@@ -125,10 +125,9 @@ def client() -> Iterator[Client]:
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("pristine") / "small"
-    write_campaign(folder, "small", seed=0)
-    return folder
+def pristine(small_campaign: Path) -> Path:
+    """The shared small campaign; tests run copies of it (:func:`copy_campaign`)."""
+    return small_campaign
 
 
 @pytest.fixture(scope="module")

@@ -14,23 +14,16 @@ import pytest
 from debond.pipeline.centre import find_centre, resolve_centre
 from debond.pipeline.recon import reconstruct_block
 from debond.storage import open_volume
-from debond.synth import attenuation, project, projection_geometry, write_campaign
+from debond.synth import attenuation, project, projection_geometry
 from tests.pipeline.references import normalised
 
 SAMPLES = ("c00", "c01", "c03", "c10")
 
 
 @pytest.fixture(scope="module")
-def campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth") / "small"
-    write_campaign(out, "small", seed=0)
-    return out
-
-
-@pytest.fixture(scope="module")
-def slices(campaign: Path) -> np.ndarray:
+def slices(small_campaign: Path) -> np.ndarray:
     """Line-integral densities (voxel units) of eight true slices of sample c03."""
-    phases = open_volume(campaign / "truth" / "phases.zarr", "c03", "phases")
+    phases = open_volume(small_campaign / "truth" / "phases.zarr", "c03", "phases")
     n = phases.shape[-1]
     y, x = np.mgrid[:n, :n] - (n - 1) / 2.0
     pillar = np.hypot(y, x) <= 0.45 * (n - 1)
@@ -39,9 +32,9 @@ def slices(campaign: Path) -> np.ndarray:
 
 
 @pytest.mark.parametrize("sample", SAMPLES)
-def test_synthetic_centre_within_a_quarter_pixel(campaign: Path, sample: str) -> None:
-    sinograms, angles = normalised(campaign / "raw" / f"{sample}.h5")
-    truth = json.loads((campaign / "truth" / "parameters.json").read_text())
+def test_synthetic_centre_within_a_quarter_pixel(small_campaign: Path, sample: str) -> None:
+    sinograms, angles = normalised(small_campaign / "raw" / f"{sample}.h5")
+    truth = json.loads((small_campaign / "truth" / "parameters.json").read_text())
     found = find_centre(da.from_array(sinograms, chunks=(8, -1, -1)), angles)
     assert abs(found - truth["rotation_centre_px"][sample]) <= 0.25
 
@@ -118,10 +111,10 @@ def test_tooth_centre_agrees_with_a_reconstruction_scan(
     assert abs(found - 319.5) > 10
 
 
-def test_synthetic_scan_agrees_with_the_truth(campaign: Path) -> None:
+def test_synthetic_scan_agrees_with_the_truth(small_campaign: Path) -> None:
     """The independent estimate used on tooth.h5 also finds the synthetic truth."""
-    sinograms, angles = normalised(campaign / "raw" / "c03.h5")
-    truth = json.loads((campaign / "truth" / "parameters.json").read_text())
+    sinograms, angles = normalised(small_campaign / "raw" / "c03.h5")
+    truth = json.loads((small_campaign / "truth" / "parameters.json").read_text())
     centre = truth["rotation_centre_px"]["c03"]
     candidates = centre + np.arange(-1.0, 1.001, 0.125)
     scores = negativity_scan(sinograms[8:40], angles, candidates)

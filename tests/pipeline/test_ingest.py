@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import dask
 import h5py
 import numpy as np
 import pytest
@@ -26,20 +23,10 @@ from debond.pipeline.ingest import (
     read_tiff_stack,
     read_tiff_volume,
 )
-from debond.synth import PRESETS, write_campaign
+from debond.synth import PRESETS
+from tests.helpers import raise_if_dask_computes
 
 ANGLES, ROWS, COLS = 12, 6, 10
-
-
-@contextlib.contextmanager
-def raise_if_dask_computes() -> Iterator[None]:
-    """Fail if anything computes a Dask graph."""
-
-    def scheduler(dsk: object, keys: object, **kwargs: object) -> None:
-        raise AssertionError("a Dask graph was computed where everything should stay lazy")
-
-    with dask.config.set(scheduler=scheduler):
-        yield
 
 
 def raw_arrays(seed: int = 0) -> dict[str, np.ndarray]:
@@ -71,20 +58,13 @@ def write_exchange(
     return path
 
 
-@pytest.fixture(scope="module")
-def campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth") / "small"
-    write_campaign(out, "small", seed=0)
-    return out
-
-
 # ------------------------------------------------------------ Data Exchange
 
 
-def test_synthetic_campaign_ingests_with_the_right_shapes(campaign: Path) -> None:
+def test_synthetic_campaign_ingests_with_the_right_shapes(small_campaign: Path) -> None:
     preset = PRESETS["small"]
     n_z, _, n_x = preset.shape
-    path = campaign / "raw" / "c03.h5"
+    path = small_campaign / "raw" / "c03.h5"
     raw = read_data_exchange(path)
     assert isinstance(raw, Projections)
     assert raw.layout == "data-exchange" and raw.source == path and raw.rows == (0, n_z)

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import dask
 import dask.array as da
 import numpy as np
 import pytest
+from dask_image import ndfilters
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
 from debond.pipeline import prep
+from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks
 from debond.pipeline.ingest import read_data_exchange
 from debond.pipeline.prep import (
     Normalised,
@@ -27,17 +27,7 @@ from debond.pipeline.prep import (
     ring_kernel,
     to_sinograms,
 )
-
-
-@contextlib.contextmanager
-def raise_if_dask_computes() -> Iterator[None]:
-    """Fail if anything computes a Dask graph."""
-
-    def scheduler(dsk: object, keys: object, **kwargs: object) -> None:
-        raise AssertionError("a Dask graph was computed where everything should stay lazy")
-
-    with dask.config.set(scheduler=scheduler):
-        yield
+from tests.helpers import raise_if_dask_computes
 
 
 def counts(
@@ -152,6 +142,33 @@ def test_median_equals_scipy(shape: tuple[int, int, int], chunks: tuple[int, int
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got.compute(), expected)
     np.testing.assert_array_equal(median_kernel(x), expected)
+
+
+@pytest.mark.parametrize(("shape", "chunks"), MEDIAN_CASES, ids=lambda v: "x".join(map(str, v)))
+def test_median_is_dask_image_where_its_halo_fits(
+    shape: tuple[int, int, int], chunks: tuple[int, int, int]
+) -> None:
+    """dask-image's median where every axis holds the halo; the block-wise filter it
+    replaced gives the same values there, and is kept for the axes dask-image refuses."""
+    x = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    array = da.from_array(x, chunks=chunks)
+    halo = {1: 3, 2: 3}
+    expected = ndimage.median_filter(x, size=(1, 7, 7))
+    block_wise = map_exact(
+        array, median_kernel, halo, dtype=array.dtype, size=7, mode="reflect", cval=0.0
+    )
+    np.testing.assert_array_equal(block_wise.compute(), expected)
+    got = median_filter(array)
+    merged = merge_chunks(array, halo)
+    assert got.chunks == merged.chunks == block_wise.chunks
+    if halo_fits(shape, halo):
+        library = ndfilters.median_filter(merged, size=(1, 7, 7), mode="reflect", cval=0.0)
+        assert got.name == library.name  # the very same graph
+    else:
+        with pytest.raises(ValueError, match="overlapping depth 3 is larger than your array"):
+            ndfilters.median_filter(array, size=(1, 7, 7))
+        assert got.name == block_wise.name
+    np.testing.assert_array_equal(got.compute(), expected)
 
 
 @pytest.mark.parametrize("mode", prep.MEDIAN_MODES)

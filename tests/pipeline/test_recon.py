@@ -3,15 +3,13 @@ the synthetic truth, tooth.h5, and errors that name the argument."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import astra
-import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -25,8 +23,8 @@ from debond.synth import (
     attenuation,
     project,
     projection_geometry,
-    write_campaign,
 )
+from tests.helpers import raise_if_dask_computes
 from tests.pipeline.references import normalised
 
 VOXEL_UM = 0.06
@@ -114,30 +112,14 @@ def astra_loop(
     return np.stack(out).astype(np.float32) / np.float32(VOXEL_UM)
 
 
-@contextlib.contextmanager
-def raise_if_dask_computes() -> Iterator[None]:
-    def scheduler(dsk: object, keys: object, **kwargs: object) -> None:
-        raise AssertionError("a Dask graph was computed where everything should stay lazy")
-
-    with dask.config.set(scheduler=scheduler):
-        yield
-
-
 # ----------------------------------------------------------------- fixtures
 
 
 @pytest.fixture(scope="module")
-def campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth") / "small"
-    write_campaign(out, "small", seed=0)
-    return out
-
-
-@pytest.fixture(scope="module")
-def synthetic(campaign: Path) -> tuple[np.ndarray, np.ndarray, float]:
+def synthetic(small_campaign: Path) -> tuple[np.ndarray, np.ndarray, float]:
     """Six rows of sample c00: sinograms, angles (radians), the true centre."""
-    sinograms, angles = normalised(campaign / "raw" / "c00.h5")
-    truth = json.loads((campaign / "truth" / "parameters.json").read_text())
+    sinograms, angles = normalised(small_campaign / "raw" / "c00.h5")
+    truth = json.loads((small_campaign / "truth" / "parameters.json").read_text())
     return sinograms[20:26], angles, float(truth["rotation_centre_px"]["c00"])
 
 
@@ -148,9 +130,9 @@ def references(synthetic: tuple[np.ndarray, np.ndarray, float]) -> dict[str, np.
 
 
 @pytest.fixture(scope="module")
-def phantom(campaign: Path) -> np.ndarray:
+def phantom(small_campaign: Path) -> np.ndarray:
     """Two true slices of c03 in 1/µm (0 outside the pillar)."""
-    phases = open_volume(campaign / "truth" / "phases.zarr", "c03", "phases")
+    phases = open_volume(small_campaign / "truth" / "phases.zarr", "c03", "phases")
     n = phases.shape[-1]
     y, x = np.mgrid[:n, :n] - (n - 1) / 2
     return attenuation(phases[22:24].values, np.hypot(y, x) <= 0.45 * (n - 1))
@@ -265,18 +247,18 @@ def test_the_sub_pixel_centre_is_applied(
 # ----------------------------------------------------------------- physics
 
 
-def test_sirt_recovers_the_synthetic_attenuation(campaign: Path) -> None:
+def test_sirt_recovers_the_synthetic_attenuation(small_campaign: Path) -> None:
     """Eight rows of c00 at the centre found from the data, 200 SIRT iterations:
     Pearson ≥ 0.9 with the true attenuation (1/µm) inside a central disc of
     radius 0.4·columns, and the same mean."""
-    sinograms, angles = normalised(campaign / "raw" / "c00.h5")
+    sinograms, angles = normalised(small_campaign / "raw" / "c00.h5")
     centre = find_centre(sinograms, angles)
     rows = slice(16, 24)
     stack = da.from_array(sinograms[rows], chunks=(4, -1, -1))
     result = reconstruct(
         stack, angles, centre, algorithm="sirt", iterations=200, voxel_size_um=VOXEL_UM
     ).compute()
-    phases = open_volume(campaign / "truth" / "phases.zarr", "c00", "phases")[rows].values
+    phases = open_volume(small_campaign / "truth" / "phases.zarr", "c00", "phases")[rows].values
     table = np.zeros(max(ATTENUATION_PER_UM) + 1, dtype=np.float32)
     for code, value in ATTENUATION_PER_UM.items():
         table[code] = value
@@ -291,9 +273,9 @@ def test_sirt_recovers_the_synthetic_attenuation(campaign: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sample", ["c00", "c10"])
-def test_sirt_recovers_whole_synthetic_samples(campaign: Path, sample: str) -> None:
+def test_sirt_recovers_whole_synthetic_samples(small_campaign: Path, sample: str) -> None:
     """All 48 rows in chunks of 6, 300 SIRT iterations (about half a minute on 2 cores)."""
-    sinograms, angles = normalised(campaign / "raw" / f"{sample}.h5")
+    sinograms, angles = normalised(small_campaign / "raw" / f"{sample}.h5")
     centre = find_centre(sinograms, angles)
     result = reconstruct(
         da.from_array(sinograms, chunks=(6, -1, -1)),
@@ -302,7 +284,7 @@ def test_sirt_recovers_whole_synthetic_samples(campaign: Path, sample: str) -> N
         iterations=300,
         voxel_size_um=VOXEL_UM,
     ).compute()
-    phases = open_volume(campaign / "truth" / "phases.zarr", sample, "phases").values
+    phases = open_volume(small_campaign / "truth" / "phases.zarr", sample, "phases").values
     truth = np.zeros(phases.shape, dtype=np.float32)
     for code, value in ATTENUATION_PER_UM.items():
         truth[phases == code] = value

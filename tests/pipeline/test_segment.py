@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import dask.array as da
 import numpy as np
 import pytest
+from dask_image import ndfilters
 from scipy import ndimage
 
+from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks
 from debond.pipeline.segment import (
     CBD,
     SILICON,
+    denoise,
     phases_kernel,
     segment,
     thresholds_from_histogram,
 )
 from debond.pipeline.segment import open_with_ball as open_ball
 from debond.storage import open_volume
-from debond.synth import ATTENUATION_PER_UM, write_campaign
+from debond.synth import ATTENUATION_PER_UM
 
 VOXEL_UM = 0.06
 
@@ -26,11 +32,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def truth(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndarray]:
+def truth(small_campaign: Path) -> tuple[np.ndarray, np.ndarray]:
     """Phases of the small synthetic sample c03 and a noisy, slightly blurred attenuation."""
-    folder = tmp_path_factory.mktemp("synth") / "small"
-    write_campaign(folder, "small", seed=0)
-    phases = open_volume(folder / "truth" / "phases.zarr", "c03", "phases").values
+    phases = open_volume(small_campaign / "truth" / "phases.zarr", "c03", "phases").values
     n = phases.shape[-1]
     y, x = np.mgrid[:n, :n] - (n - 1) / 2
     inside = np.hypot(y, x) <= 0.45 * (n - 1)
@@ -63,6 +67,43 @@ def test_given_thresholds_are_used_and_checked() -> None:
     assert thresholds_from_histogram(counts, edges, given).classes == given
     with pytest.raises(ValueError, match="four increasing numbers"):
         thresholds_from_histogram(counts, edges, (0.02, 0.07, 0.05, 0.2))
+
+
+DENOISE_CASES = [
+    ((12, 10, 11), (12, 10, 11), 1.0),
+    ((12, 10, 11), (3, 10, 11), 1.0),  # 3-slice chunks, smaller than the halo of 4
+    ((12, 10, 11), (1, 2, 3), 1.0),
+    ((12, 10, 11), (5, 4, 11), 0.6),
+    ((3, 16, 16), (1, 16, 16), 1.0),  # three slices: shorter than the halo
+    ((9, 9, 9), (2, 9, 9), 2.5),  # every axis shorter than the halo of 10
+]
+
+
+@pytest.mark.parametrize(("shape", "chunks", "sigma"), DENOISE_CASES, ids=str)
+def test_denoise_equals_scipy(
+    shape: tuple[int, int, int], chunks: tuple[int, int, int], sigma: float
+) -> None:
+    """dask-image's Gaussian where every axis holds the halo, the block-wise filter it
+    replaced (same values) where dask-image refuses an axis shorter than the halo."""
+    x = np.random.default_rng(4).random(shape).astype(np.float32)
+    array = da.from_array(x, chunks=chunks)
+    reach = math.ceil(4 * sigma)
+    halo = {0: reach, 1: reach, 2: reach}
+    expected = ndimage.gaussian_filter(x, sigma, mode="nearest")
+    block_wise = map_exact(
+        array, ndimage.gaussian_filter, halo, dtype=np.float32, sigma=sigma, mode="nearest"
+    )
+    np.testing.assert_array_equal(block_wise.compute(), expected)
+    got = denoise(array, sigma)
+    assert got.dtype == np.float32 and got.chunks == merge_chunks(array, halo).chunks
+    if halo_fits(shape, halo):
+        library = ndfilters.gaussian_filter(merge_chunks(array, halo), sigma, mode="nearest")
+        assert got.name == library.name  # the very same graph
+    else:
+        with pytest.raises(ValueError, match="is larger than your array"):
+            ndfilters.gaussian_filter(array, sigma, mode="nearest")
+        assert got.name == block_wise.name
+    np.testing.assert_array_equal(got.compute(), expected)
 
 
 @pytest.mark.parametrize("radius", [1, 2, 3.5])

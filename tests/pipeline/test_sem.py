@@ -25,7 +25,7 @@ from debond.pipeline.sem import (
     sem_phases,
     sem_thresholds,
 )
-from debond.synth import PRESETS, SEM_INTENSITY, write_campaign, write_sem
+from debond.synth import PRESETS, SEM_INTENSITY, write_sem
 
 PIXEL_UM = PRESETS["small"].sem_pixel_size_um  # 0.03
 FULL_SCALE = 65535.0  # the synthetic images are uint16 of intensity × 65535
@@ -34,14 +34,6 @@ LEVEL_PHASES = (SEI, GRAPHITE, PORE, SILICON, CBD)
 
 
 # ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small synthetic campaign (one 256² SEM image per sample, 4 samples)."""
-    folder = tmp_path_factory.mktemp("synth") / "small"
-    write_campaign(folder, "small", seed=0)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +55,12 @@ def larger(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame
     return folder, pd.concat(frames, ignore_index=True)
 
 
-def _images(campaign: Path, larger: tuple[Path, pd.DataFrame]) -> list[Path]:
-    return sorted((campaign / "sem").glob("*.tif")) + sorted(larger[0].glob("*.tif"))
+def _images(small_campaign: Path, larger: tuple[Path, pd.DataFrame]) -> list[Path]:
+    return sorted((small_campaign / "sem").glob("*.tif")) + sorted(larger[0].glob("*.tif"))
 
 
-def _truth(campaign: Path, larger: tuple[Path, pd.DataFrame]) -> pd.DataFrame:
-    sections = pd.read_parquet(campaign / "truth" / "sections.parquet")
+def _truth(small_campaign: Path, larger: tuple[Path, pd.DataFrame]) -> pd.DataFrame:
+    sections = pd.read_parquet(small_campaign / "truth" / "sections.parquet")
     return pd.concat([sections, larger[1]], ignore_index=True)
 
 
@@ -105,11 +97,13 @@ def match(found: pd.DataFrame, truth: pd.DataFrame) -> tuple[pd.DataFrame, int, 
 
 
 @pytest.fixture(scope="module")
-def matched(campaign: Path, larger: tuple[Path, pd.DataFrame]) -> tuple[pd.DataFrame, int, int]:
+def matched(
+    small_campaign: Path, larger: tuple[Path, pd.DataFrame]
+) -> tuple[pd.DataFrame, int, int]:
     """analyse_sem on every synthetic image, matched to the true sections."""
-    truth = _truth(campaign, larger)
+    truth = _truth(small_campaign, larger)
     tables, detected, unmatched = [], 0, 0
-    for path in _images(campaign, larger):
+    for path in _images(small_campaign, larger):
         found = analyse_sem(path)
         assert list(found.columns) == ["image", *SECTION_COLUMNS]
         assert (found.image == path.name).all()
@@ -218,8 +212,8 @@ def test_given_thresholds_measure_a_particle_too_small_for_its_own_level() -> No
 # ---------------------------------------------------------- synthetic truth
 
 
-def test_pixel_size_from_the_tiff_tags(campaign: Path) -> None:
-    paths = sorted((campaign / "sem").glob("*.tif"))
+def test_pixel_size_from_the_tiff_tags(small_campaign: Path) -> None:
+    paths = sorted((small_campaign / "sem").glob("*.tif"))
     assert len(paths) == 4
     for path in paths:
         image, pixel = read_sem(path)
@@ -228,12 +222,14 @@ def test_pixel_size_from_the_tiff_tags(campaign: Path) -> None:
         assert read_sem(path, 0.021)[1] == 0.021  # the argument wins
 
 
-def test_levels_of_every_synthetic_image(campaign: Path, larger: tuple[Path, pd.DataFrame]) -> None:
+def test_levels_of_every_synthetic_image(
+    small_campaign: Path, larger: tuple[Path, pd.DataFrame]
+) -> None:
     """The histogram's modes land on the right phases in every image, including those
     without SEI (before cycling), graphite or silicon (small fields), where five-class
     multi-Otsu shifts the classes by a phase."""
-    truth = _truth(campaign, larger)
-    for path in _images(campaign, larger):
+    truth = _truth(small_campaign, larger)
+    for path in _images(small_campaign, larger):
         image, _ = read_sem(path)
         _, used = sem_phases(image)
         levels = [v / FULL_SCALE for v in used.levels]
@@ -286,10 +282,10 @@ def test_sections_against_the_synthetic_truth(
     assert unmatched <= 0.05 * detected
 
 
-def test_pooled_thresholds_give_the_same_sections(campaign: Path) -> None:
+def test_pooled_thresholds_give_the_same_sections(small_campaign: Path) -> None:
     """One histogram over a campaign's images (a common range) gives all five levels, and
     thresholds from it measure each image as its own do."""
-    paths = sorted((campaign / "sem").glob("*.tif"))
+    paths = sorted((small_campaign / "sem").glob("*.tif"))
     denoised = [ndimage.gaussian_filter(read_sem(p)[0], 1.0, mode="nearest") for p in paths]
     value_range = (0.0, FULL_SCALE)
     counts = sum(flat_histogram(d, 256, value_range)[0] for d in denoised)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import os
 import shutil
 import signal
@@ -16,6 +18,7 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import debond.storage
 from debond import __version__
 from debond.storage import (
     IncompleteArray,
@@ -37,6 +40,7 @@ from debond.storage import (
     volume_status,
     write_volume,
 )
+from debond.storage.provenance import PACKAGE_VERSION
 
 PARAMETERS = {"algorithm": "sirt", "iterations": 1000}
 
@@ -308,11 +312,11 @@ def test_a_marker_needs_provenance(tmp_path: Path) -> None:
 
 WRITER = textwrap.dedent(
     """
-    import sys, time
+    import sys
     import numpy as np
     from debond.storage import create_volume, mark_complete
 
-    location, depth = sys.argv[1], int(sys.argv[2])
+    location, depth, pause = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     array = create_volume(
         location, "c01", "recon", (depth, 64, 64), "uint16", voxel_size_um=0.03,
         chunks=(1, 64, 64), stage="recon", parameters={"iterations": 10}, overwrite=True,
@@ -320,7 +324,8 @@ WRITER = textwrap.dedent(
     for z in range(depth):
         array[z] = np.full((64, 64), z + 1, dtype=np.uint16)
         print(z, flush=True)
-        time.sleep(0.02)
+        if z == pause:
+            sys.stdin.readline()  # held here until the test kills it: mid-way, every time
     mark_complete(array)
     print("complete", flush=True)
     """
@@ -348,8 +353,10 @@ def test_a_writer_killed_mid_way_leaves_an_incomplete_array_that_a_rerun_redoes(
     )
     assert volume_status(location, "c01", "recon", "recon", parameters, None) is Status.CURRENT
 
+    pause = 20
     with subprocess.Popen(
-        [sys.executable, "-c", WRITER, location, str(depth)],
+        [sys.executable, "-c", WRITER, location, str(depth), str(pause)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -357,7 +364,8 @@ def test_a_writer_killed_mid_way_leaves_an_incomplete_array_that_a_rerun_redoes(
         assert writer.stdout is not None and writer.stderr is not None
         written = -1
         try:
-            while written < 20:
+            # the writer prints each slice it wrote, then waits after slice `pause`
+            while written < pause:
                 line = writer.stdout.readline()
                 assert line, f"the writer stopped early: {writer.stderr.read()}"
                 written = int(line)
@@ -385,3 +393,32 @@ def test_a_writer_killed_mid_way_leaves_an_incomplete_array_that_a_rerun_redoes(
     )
     assert volume_status(location, "c01", "recon", "recon", parameters, None) is Status.CURRENT
     np.testing.assert_array_equal(open_volume(location, "c01", "recon").values, complete)
+
+
+# ------------------------------------------------------------------ the version
+
+
+def test_the_version_comes_from_the_package_metadata() -> None:
+    assert PACKAGE_VERSION == importlib.metadata.version("debond") == __version__
+    assert make_provenance("recon", {}, None).version == PACKAGE_VERSION
+
+
+def test_storage_imports_nothing_above_itself() -> None:
+    """storage sits at the bottom (DESIGN.md, "Layout"): no ``debond`` module but
+    ``debond.storage.*``, not even ``from debond import __version__``."""
+    folder = Path(debond.storage.__file__).parent
+    upward = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            upward += [
+                f"{path.name}:{node.lineno} {name}"
+                for name in names
+                if name.split(".")[0] == "debond" and not name.startswith("debond.storage")
+            ]
+    assert upward == []

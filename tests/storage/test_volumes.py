@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import dask
 import dask.array as da
 import fsspec
 import numpy as np
@@ -42,21 +40,10 @@ from debond.storage import (
     write_volume,
 )
 from debond.storage.volumes import CUBE_SIDE, SLAB_CHUNK_BYTES
+from tests.helpers import raise_if_dask_computes
 
 DTYPES = ("uint8", "uint16", "int32", "float32", "float64", "bool")
 VOXEL = 0.0299
-
-
-@contextlib.contextmanager
-def raise_if_dask_computes() -> Iterator[None]:
-    """Fail if anything computes a Dask graph (xarray.tests' helper; importing
-    xarray.tests registers a pytest marker this project's strict config refuses)."""
-
-    def scheduler(dsk: object, keys: object, **kwargs: object) -> None:
-        raise AssertionError("a Dask graph was computed where everything should stay lazy")
-
-    with dask.config.set(scheduler=scheduler):
-        yield
 
 
 def _memory_url() -> str:
