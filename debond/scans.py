@@ -906,6 +906,7 @@ def draw_scene(variant: Variant, seed: int = 0) -> Scene:
             rotation = np.stack([direction, second, np.cross(direction, second)], axis=1)
             g_centre = new.centre + direction * (new.reach + axes[0])
             scene.graphite.append((g_centre, rotation, axes))
+            spheres.append((g_centre, float(axes.max())))  # later groups stay clear of it
     if not scene.particles:
         raise ScanError(
             f"variant {variant.name!r}: no particle group fits in {variant.shape} voxels of "
@@ -1319,6 +1320,12 @@ class Score:
     n_true, n_reported, n_matched, n_gaps : int
         True particles, reported particles (usable rows), true particles
         matched, matched pairs with both gaps.
+    n_duplicates : int
+        Reported particles that match a true particle already paired with a
+        nearer one (fragments of a split particle); neither spurious nor scored.
+    n_merged : int
+        Reported particles that match more than one true particle (touching
+        particles labelled as one).
     """
 
     found: float
@@ -1330,6 +1337,8 @@ class Score:
     n_reported: int
     n_matched: int
     n_gaps: int
+    n_duplicates: int = 0
+    n_merged: int = 0
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -1389,10 +1398,11 @@ def score(
     matched = matches.any(axis=0)
     n_reported = len(points)
     spurious = float((~matches.any(axis=1)).mean()) if n_reported else 0.0
-    gap_errors, radius_errors = [], []
+    gap_errors, radius_errors, paired = [], [], set()
     for j in np.flatnonzero(matched):
         candidates = np.flatnonzero(matches[:, j])
         best = candidates[np.argmin(distance[candidates, j])]
+        paired.add(int(best))
         row = reported.iloc[best]
         radius_errors.append(abs(float(row["radius_um"]) - radii[j]) / radii[j])
         measured, true = float(row["gap_mean_um"]), float(truth["gap_um"].iloc[j])
@@ -1408,6 +1418,8 @@ def score(
         n_reported=n_reported,
         n_matched=int(matched.sum()),
         n_gaps=len(gap_errors),
+        n_duplicates=int(matches.any(axis=1).sum()) - len(paired),
+        n_merged=int((matches.sum(axis=1) > 1).sum()),
     )
 
 

@@ -226,6 +226,7 @@ def test_the_truth_scores_perfectly(
     assert (got.found, got.spurious, got.silicon_dice) == (1.0, 0.0, 1.0)
     assert got.gap_mae_vox == 0.0 and got.radius_error == 0.0
     assert got.n_matched == got.n_true == got.n_reported == len(truth)
+    assert got.n_duplicates == got.n_merged == 0
 
 
 def test_a_perturbed_result_scores_imperfectly(
