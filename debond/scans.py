@@ -466,6 +466,12 @@ def variant(name: str) -> Variant:
     ------
     KeyError
         Naming the known variants.
+
+    Examples
+    --------
+    >>> v = variant("cracked")
+    >>> v.voxel_size_um, v.groups[0], v.size_prior_um
+    (0.045, 'cracked', (0.4, 0.8))
     """
     for v in VARIANTS:
         if v.name == name:
@@ -1022,6 +1028,18 @@ def truth_gaps(
     -------
     (n,) ndarray of float64
         Gaps in µm (≥ 0), NaN for invalid rays.
+
+    Examples
+    --------
+    A sphere of 0.5 µm with 0.05 µm of SEI and a 0.15 µm gap open all round:
+    every ray measures SEI and gap.
+
+    >>> p = Particle(np.full(3, 1.2), np.eye(3), np.full(3, 0.5), 0.05, 0.15, 0.1,
+    ...              "sphere", "uniform", 0)
+    >>> scene = Scene(0.05, (49, 49, 49), "box", [p], [], np.zeros((0, 4)), np.zeros((0, 7)))
+    >>> gaps = truth_gaps(scene, 0, fibonacci_directions(8))
+    >>> bool(np.allclose(gaps, 0.2, atol=1e-4))
+    True
     """
     if not 0 <= index < len(scene.particles):
         raise ScanError(f"index must be in 0 … {len(scene.particles) - 1}; got {index}")
@@ -1274,6 +1292,13 @@ def write_scan(folder: str | os.PathLike[str], variant: Variant, *, seed: int = 
     -------
     Path
         The campaign file.
+
+    Examples
+    --------
+    >>> campaign = write_scan("scans/cracked", variant("cracked"))  # doctest: +SKIP
+    >>> # debond run scans/cracked/campaign.toml, then:
+    >>> score_run(campaign).silicon_dice  # doctest: +SKIP
+    0.43...
     """
     out = Path(folder)
     truth = out / "truth"
