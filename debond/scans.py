@@ -186,7 +186,7 @@ class Variant:
     radius_um: tuple[float, float] = (0.4, 0.8)
     sei_um: tuple[float, float] = (0.03, 0.08)
     gap_um: tuple[float, float] = (0.1, 0.25)
-    coat_um: float = 0.15
+    coat_um: float = 0.25
     aspect_max: float = 1.0
     groups: tuple[str, ...] = ("sphere",) * 8
     gap_kinds: tuple[str, ...] = ("uniform",)
@@ -280,7 +280,7 @@ VARIANTS: tuple[Variant, ...] = (
         radius_um=(0.25, 0.4),
         sei_um=(0.02, 0.04),
         gap_um=(0.05, 0.12),
-        coat_um=0.06,
+        coat_um=0.1,
         groups=("sphere", "sphere", "ellipsoid", "sphere"),
         gap_kinds=("cap", "uniform"),
         graphite_bodies=1,
@@ -299,7 +299,7 @@ VARIANTS: tuple[Variant, ...] = (
         column_gain_error=0.03,
         radius_um=(0.6, 1.5),
         gap_um=(0.15, 0.35),
-        coat_um=0.2,
+        coat_um=0.3,
         groups=("pair", "sphere", "sphere", "sphere", "sphere", "sphere"),
         gap_kinds=("half", "uniform"),
         cbd_blobs=30,
@@ -335,7 +335,7 @@ VARIANTS: tuple[Variant, ...] = (
         radius_um=(0.3, 0.6),
         sei_um=(0.05, 0.1),
         gap_um=(0.08, 0.2),
-        coat_um=0.1,
+        coat_um=0.15,
         groups=_SPHERES,
         gap_kinds=("uniform", "cap"),
     ),
@@ -359,7 +359,7 @@ VARIANTS: tuple[Variant, ...] = (
         photons=2000,
         blur_sigma_vox=0.6,
         radius_um=(0.3, 0.6),
-        coat_um=0.1,
+        coat_um=0.15,
         groups=_SPHERES,
         gap_kinds=("uniform", "half"),
     ),
@@ -384,7 +384,7 @@ VARIANTS: tuple[Variant, ...] = (
         (0.03, 0.06, 0.35, 0.19, 0.10),
         photons=20000,
         radius_um=(0.25, 0.45),
-        coat_um=0.12,
+        coat_um=0.18,
         groups=("triple", "pair", "pair", "triple", "sphere", "sphere"),
         gap_kinds=("uniform", "cap", "half"),
         cbd_blobs=30,
@@ -406,7 +406,7 @@ VARIANTS: tuple[Variant, ...] = (
         0.035,
         (0.03, 0.06, 0.36, 0.2, 0.11),
         radius_um=(0.25, 0.45),
-        coat_um=0.1,
+        coat_um=0.15,
         gap_um=(0.07, 0.18),
         aspect_max=1.5,
         groups=("ellipsoid",) * 8,
@@ -419,7 +419,7 @@ VARIANTS: tuple[Variant, ...] = (
         (0.03, 0.06, 0.32, 0.18, 0.10),
         photons=25000,
         radius_um=(0.45, 1.1),
-        coat_um=0.18,
+        coat_um=0.25,
         gap_um=(0.14, 0.3),
         groups=("sphere", "sphere", "pair", "ellipsoid", "sphere", "sphere", "sphere"),
         gap_kinds=("uniform", "half"),
@@ -436,7 +436,7 @@ VARIANTS: tuple[Variant, ...] = (
         radius_um=(0.25, 0.42),
         sei_um=(0.03, 0.05),
         gap_um=(0.06, 0.14),
-        coat_um=0.09,
+        coat_um=0.12,
         groups=("sphere", "sphere", "ellipsoid", "sphere", "sphere"),
         gap_kinds=("uniform",),
         aspect_max=1.3,
@@ -943,7 +943,7 @@ def draw_scene(variant: Variant, seed: int = 0) -> Scene:
 
     # CBD blobs anywhere in the sample (a particle's gap and graphite paint over
     # them), each joined to its nearest neighbour (blob or particle) by a strut.
-    blob_r = rng.uniform(max(2 * voxel, 0.08), max(4 * voxel, 0.2), variant.cbd_blobs)
+    blob_r = rng.uniform(max(3 * voxel, 0.12), max(6 * voxel, 0.3), variant.cbd_blobs)
     blob_c = rng.uniform(0, 1, (variant.cbd_blobs, 3)) * box
     keep = scene.in_sample(blob_c)
     blobs = np.column_stack([blob_c[keep], blob_r[keep]])
@@ -953,7 +953,7 @@ def draw_scene(variant: Variant, seed: int = 0) -> Scene:
         distance = np.linalg.norm(anchors - b[:3], axis=1)
         distance[j] = np.inf
         nearest = anchors[int(np.argmin(distance))]
-        struts.append([*b[:3], *nearest, max(voxel, 0.4 * b[3])])
+        struts.append([*b[:3], *nearest, max(1.5 * voxel, 0.5 * b[3])])
     scene.blobs = blobs
     scene.struts = np.asarray(struts, dtype=np.float64).reshape(-1, 7)
     return scene
