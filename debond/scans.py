@@ -60,7 +60,8 @@ import pandas as pd
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from debond.campaign import load_campaign, write_campaign_file
+from debond.campaign import load_campaign
+from debond.campaign_file import dump_campaign
 from debond.pipeline.measure import fibonacci_directions
 from debond.storage import open_volume
 from debond.storage.tables import usable_rows
@@ -1261,13 +1262,13 @@ def _campaign_document(variant: Variant) -> dict[str, Any]:
         # FBP: the default, SIRT with 1000 iterations, takes far too long on a
         # CPU for a family of scans; the stage parameters are otherwise left
         # at their defaults, as a user with a new scan would.
-        "reconstruction": {"algorithm": "fbp"},
+        "recon": {"algorithm": "fbp"},
     }
 
 
 _CAMPAIGN_NOTE = (
     "# An independent test scan (debond.scans). Only the voxel size is given;\n"
-    "# [reconstruction] asks for FBP because SIRT with 1000 iterations is far\n"
+    "# [recon] asks for FBP because SIRT with 1000 iterations is far\n"
     "# too slow on a CPU. The truth is in truth/ beside this file.\n"
 )
 
@@ -1322,7 +1323,7 @@ def write_scan(folder: str | os.PathLike[str], variant: Variant, *, seed: int = 
         "measure": {"n_rays": N_RAYS, "max_ray_length_um": MAX_RAY_LENGTH_UM},
     }
     (truth / "scan.json").write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
-    campaign = write_campaign_file(_campaign_document(variant), out / "campaign.toml")
+    campaign = dump_campaign(_campaign_document(variant), out / "campaign.toml")
     campaign.write_text(_CAMPAIGN_NOTE + campaign.read_text(encoding="utf-8"), encoding="utf-8")
     return campaign
 
