@@ -498,7 +498,7 @@ def split_kernel(
     --------
     >>> z, y, x = np.indices((20, 20, 36))
     >>> two = ((z - 9.5) ** 2 + (y - 9.5) ** 2 + (x - 9) ** 2 <= 64) | (
-    ...     (z - 9.5) ** 2 + (y - 9.5) ** 2 + (x - 25) ** 2 <= 64
+    ...     (z - 9.5) ** 2 + (y - 9.5) ** 2 + (x - 24) ** 2 <= 64
     ... )
     >>> split_kernel(two, min_radius_vox=4)[1]
     2
@@ -789,6 +789,17 @@ def label(
     again when computed (no labelled volume is stored between the two
     passes; ``persist`` the mask if it is expensive to recompute).
 
+    With ``split_touching`` and a size prior (``radius_range_um`` and
+    ``voxel_size_um``), the components that can hold two particles of the
+    prior are then split at their necks (:func:`split_kernel` on each
+    component's bounding box, many components per task): a second compute
+    returns the pieces' volumes, first voxels and boxes, and everything is
+    renumbered 1..N by first voxel in C order, so the result does not depend
+    on the chunking. The returned ``labels`` run the splitting tasks again
+    when computed (each block takes the pieces of the components that meet
+    it). Without a prior nothing is split: the default call is plain
+    connected-component labelling.
+
     Parameters
     ----------
     mask : (Z, Y, X) dask or NumPy array of bool, or of integers holding only 0 and 1
@@ -801,14 +812,32 @@ def label(
         edge or corner (26).
     min_volume_voxels : int
         Components with fewer voxels are removed (after merging across
-        blocks); default 0 keeps all.
+        blocks, before splitting); default 0 keeps all.
+    split_touching : bool
+        Split touching particles by a distance-transform watershed (default
+        True); acts only with a size prior.
+    radius_range_um : (lo, hi) floats, optional
+        Size prior: the expected equivalent radii of the particles, µm,
+        0 < lo ≤ hi (hi may be inf). ``lo`` sets which components are tried
+        (more voxels than a ball of radius lo), the depth of the markers
+        (``max(H_FLOOR, NECK_FRACTION · lo)`` voxels) and the least distance
+        between two particles' markers; ``hi`` is for the measure stage's
+        ``oversized`` flag. None (default): no prior, nothing is split.
+    voxel_size_um : float, optional
+        Voxel edge, µm, > 0; needed with ``radius_range_um`` to split.
+    max_split_voxels : int
+        Largest bounding box (voxels) of a component that is split, and the
+        most box voxels one splitting task holds (default
+        :data:`MAX_SPLIT_VOXELS`, 2**25, about 1.3 GB per task); larger
+        components (percolating networks) stay whole.
 
     Returns
     -------
     Labels
         ``labels`` (lazy int32, the chunks of ``mask``), ``count`` N,
         ``volumes`` (N,) int64 voxels and ``touches_border`` (N,) bool, entry
-        ``i`` for label ``i + 1``.
+        ``i`` for label ``i + 1``; ``components`` (before splitting; None
+        when nothing was tried) and ``split`` (components cut in pieces).
 
     Raises
     ------
@@ -816,10 +845,12 @@ def label(
         ``mask`` not 3-D, empty, holding integers other than 0 and 1 (for dask
         input raised while the reductions compute), chunks of 2**31 voxels or
         more, more than 2**31 − 1 provisional labels; ``connectivity`` not 6,
-        18 or 26; ``min_volume_voxels`` negative.
+        18 or 26; ``min_volume_voxels`` negative; ``radius_range_um`` not
+        two radii with 0 < lo ≤ hi; ``voxel_size_um`` not > 0 where a prior
+        is given; ``max_split_voxels`` < 1.
     TypeError
         ``mask`` neither boolean nor integer; ``min_volume_voxels`` not an
-        integer.
+        integer; ``split_touching`` not a bool.
 
     Examples
     --------
@@ -830,6 +861,13 @@ def label(
     (3, [4, 1, 1], [True, False, True])
     >>> label(m, connectivity=26).count
     2
+    >>> z, y, x = np.indices((20, 20, 36))
+    >>> two = ((z - 9.5) ** 2 + (y - 9.5) ** 2 + (x - 9) ** 2 <= 64) | (
+    ...     (z - 9.5) ** 2 + (y - 9.5) ** 2 + (x - 24) ** 2 <= 64
+    ... )
+    >>> found = label(two, radius_range_um=(0.2, 1.0), voxel_size_um=0.05)
+    >>> found.components, found.count
+    (1, 2)
     """
     array = _as_mask(mask)
     connectivity = _check_connectivity(connectivity)
