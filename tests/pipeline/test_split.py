@@ -19,6 +19,11 @@ Figures on the whole 256³ volume (2 shared cores): debond 1239 particles,
 median equivalent radius 9.30 voxels, in 135 s; snow2 1380 particles, median
 8.93 voxels, in 94 s (see the printed line of the slow case). The default run
 uses the first 128³ voxels (crop at the origin for both): debond 199, snow2 216.
+
+Flags on the whole volume (measure_gaps, prior above, 64 rays of at most 10
+voxels, particles of at least 27 voxels): unsplit, 70 objects of which the
+network spans the box and is oversized (not measured); split, 1188 particles,
+none spanning, 7 oversized, 7 with few rays, 1174 measured.
 """
 
 from __future__ import annotations
@@ -88,3 +93,36 @@ def test_split_agrees_with_snow2_on_the_electrode(
     record_property("split_vs_snow2", line)
     assert our_count == pytest.approx(snow_count, rel=0.15), line
     assert our_radius == pytest.approx(snow_radius, rel=0.10), line
+
+
+def test_the_network_is_flagged_whole_and_measured_split(active: np.ndarray) -> None:
+    """Unsplit, the active network is one object from face to face: flagged, not
+    measured. Split with the prior, no particle spans the box and the gaps are measured
+    (the CBD, value 170, stands in for the binder; the active phase for silicon)."""
+    from debond.pipeline.measure import measure_gaps
+    from debond.pipeline.segment import CBD, PORE, SILICON
+
+    folder = Path(os.environ["DEBOND_REAL_DATA"])
+    tifffile = pytest.importorskip("tifffile")
+    raw = np.asarray(tifffile.imread(folder / "electrode.tiff"))[:128, :128, :128]
+    phases = np.select([raw == 85, raw == 170], [SILICON, CBD], PORE).astype(np.uint8)
+    mask = raw == 85
+    kw: dict[str, Any] = {"voxel_size_um": 1.0, "max_ray_length_um": 10.0, "n_rays": 64}
+    for prior, spanning in ((None, True), (PRIOR, False)):
+        found = label(
+            da.from_array(mask, chunks=64),
+            min_volume_voxels=27,
+            radius_range_um=prior,
+            voxel_size_um=1.0,
+        )
+        table = measure_gaps(phases, found.labels, radius_range_um=PRIOR, **kw)
+        flagged = table[table["spans_box"]]
+        assert flagged.empty != spanning
+        assert flagged["gap_mean_um"].isna().all() and (flagged["n_rays"] == 0).all()
+        assert (flagged["radius_um"] > 0).all()
+        print(
+            f"electrode.tiff 128³, prior {prior}: {len(table)} particles, "
+            f"{int(table['spans_box'].sum())} spanning, {int(table['oversized'].sum())} "
+            f"oversized, {int(table['few_rays'].sum())} with few rays"
+        )
+    assert table["gap_mean_um"].notna().mean() > 0.9
