@@ -686,3 +686,42 @@ def test_a_component_over_max_split_voxels_is_left_whole() -> None:
     mask = balls((24, 24, 36), [((12, 12, 9), 8.0), ((12, 12, 25), 8.0)])
     assert split(mask, max_split_voxels=1000).count == 1
     assert split(mask, max_split_voxels=24 * 24 * 36).count == 2
+
+
+def test_split_computes_twice_and_returns_lazy_labels() -> None:
+    mask = balls((24, 24, 36), [((12, 12, 9), 8.0), ((12, 12, 24), 8.0), ((4, 4, 33), 2.0)])
+    computes: list[int] = []
+    counting = Callback(start=lambda dsk: computes.append(len(dsk)))
+    with dask.config.set(scheduler="threads"), counting:
+        result = split(mask, chunks=(7, 9, 11))
+        assert len(computes) == 2  # the reductions, then the pieces' statistics
+        assert isinstance(result.labels, da.Array) and result.labels.dtype == np.int32
+        got = result.labels.compute()
+        assert len(computes) == 3
+    assert result.count == 3 and result.components == 2 and result.split == 1
+    np.testing.assert_array_equal(np.bincount(got.ravel())[1:], result.volumes)
+
+
+def test_split_batches_hold_at_most_max_split_voxels() -> None:
+    from debond.pipeline.label import _batches
+
+    boxes = np.array([[0, 4, 0, 4, 0, 4]] * 5 + [[0, 10, 0, 10, 0, 10]], np.int64)  # 64, 1000
+    batches = _batches(np.arange(6), boxes, 200)
+    assert batches == [[0, 1, 2], [3, 4], [5]]  # a box over the budget goes alone
+
+
+@pytest.mark.distributed
+def test_split_on_scheduler_and_worker_processes(scheduler: str) -> None:
+    distributed = pytest.importorskip("distributed")
+    rng = np.random.default_rng(4)
+    mask = balls(
+        (40, 40, 40),
+        [(tuple(rng.uniform(6, 34, 3)), rng.uniform(4, 8)) for _ in range(10)],
+    )
+    expected = split(mask, chunks=40, lo=3.0)
+    with distributed.Client(scheduler) as client:
+        client.wait_for_workers(2, timeout=60)
+        result = split(mask, chunks=(9, 13, 40), lo=3.0)
+        got = result.labels.compute()
+    assert result.count == expected.count and result.split > 0
+    np.testing.assert_array_equal(got, expected.labels.compute())
