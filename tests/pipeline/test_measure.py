@@ -718,3 +718,14 @@ def test_measure_gaps_rejects_bad_priors_and_fractions() -> None:
     for fraction in (-0.1, 1.5, math.nan):
         with pytest.raises(ValueError, match="min_valid_ray_fraction"):
             measure_gaps(phases, labels, voxel_size_um=1.0, min_valid_ray_fraction=fraction)
+
+
+def test_gap_columns_and_flags_are_in_the_particle_schema() -> None:
+    from debond.pipeline.measure import NOT_MEASURED
+    from debond.storage.tables import NOT_MEASURED as SCHEMA_FLAGS
+    from debond.storage.tables import PARTICLES_SCHEMA
+
+    assert set(GAP_COLUMNS) <= set(PARTICLES_SCHEMA.names)
+    assert NOT_MEASURED == SCHEMA_FLAGS
+    for flag in NOT_MEASURED:
+        assert str(PARTICLES_SCHEMA.field(flag).type) == "bool"
