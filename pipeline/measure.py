@@ -50,6 +50,7 @@ from scipy import ndimage
 
 from debond.pipeline.segment import CBD, GRAPHITE, SILICON
 from debond.storage import default_chunks
+from debond.storage.tables import NOT_MEASURED  # flags: not measured, gap NaN
 
 __all__ = [
     "GAP_COLUMNS",
@@ -95,10 +96,6 @@ GAP_COLUMNS = (
     "spans_box",
     "few_rays",
 )
-
-#: Flags of :func:`measure_gaps` for particles that cannot be measured honestly: their
-#: gap is NaN, their geometry is kept (see :data:`debond.storage.tables.PARTICLES_SCHEMA`).
-NOT_MEASURED = ("oversized", "spans_box", "few_rays")
 
 #: Default :func:`measure_gaps` ``min_valid_ray_fraction``.
 MIN_VALID_RAY_FRACTION = 0.2
