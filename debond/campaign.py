@@ -66,6 +66,7 @@ from pydantic import BaseModel, ValidationError
 from debond.model import Material
 from debond.model.cycling import Recipe
 from debond.schema import (
+    MIN_PRIOR_RADIUS_VOXELS,
     CampaignBase,
     campaign_model,
     renamed_keys,
@@ -211,6 +212,12 @@ class Campaign:
         """The cycling CSV (absolute), or None when the file names none."""
         cycling = self.declared.electrochemistry.cycling
         return None if cycling is None else _resolve(self.folder, cycling)
+
+    @property
+    def size_prior_um(self) -> tuple[float, float] | None:
+        """``[material] silicon_radius_um``: the silicon particles' radius range, µm (or None)."""
+        radii = self.declared.material.silicon_radius_um
+        return None if radii is None else (float(radii[0]), float(radii[1]))
 
     @property
     def electrode_mass_mg(self) -> float | None:
@@ -421,6 +428,21 @@ def explain(
     return CampaignError("\n".join(lines))
 
 
+def _check_prior(campaign: Campaign) -> None:
+    """A size prior that every sample can resolve (a prior in voxels is caught here)."""
+    prior = campaign.size_prior_um
+    if prior is None:
+        return
+    for sample in campaign.samples:
+        if prior[0] / sample.voxel_size_um < MIN_PRIOR_RADIUS_VOXELS:
+            raise CampaignError(
+                f"{campaign.path}: material.silicon_radius_um = {list(prior)} µm: the smallest "
+                f"radius is {prior[0] / sample.voxel_size_um:.2g} voxels of {sample.where} "
+                f"(voxel {sample.voxel_size_um:g} µm); expected radii in µm of at least "
+                f"{MIN_PRIOR_RADIUS_VOXELS} voxels"
+            )
+
+
 def validate(raw: Mapping[str, Any], path: Path, model: type[CampaignBase]) -> CampaignBase:
     """A raw campaign document (parsed TOML or a dict) validated against `model`.
 
@@ -523,6 +545,7 @@ def load_campaign(
         raise _toml_error(path, text, error) from None
     declared = validate(raw, path, campaign_model(registry))
     campaign = Campaign(path, declared, _samples(path.parent, declared), registry)
+    _check_prior(campaign)
     if check_files:
         campaign.check_inputs()
     return campaign

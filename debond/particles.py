@@ -72,6 +72,10 @@ def convert_sections(sections: pd.DataFrame) -> pd.DataFrame:
             "gap_std_um": sections["gap_std_um"],
             "n_rays": sections["n_rays"],
             "touches_border": sections["touches_border"].astype(bool),
+            # The 3D flags (NOT_MEASURED) do not apply to a section.
+            "oversized": False,
+            "spans_box": False,
+            "few_rays": False,
             "centroid_z_um": np.nan,
             "centroid_y_um": sections["centroid_y_um"],
             "centroid_x_um": sections["centroid_x_um"],

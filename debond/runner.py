@@ -297,8 +297,11 @@ def _run_table(plan: Plan, work: Work, reason: str, echo: Echo) -> Outcome:
         _say(plan, echo, f"FAILED after {seconds:.1f} s: {why}")
         return Outcome(name, sample, "failed", seconds, why)
     seconds = time.perf_counter() - started
-    valid = int((rows["n_rays"] > 0).sum()) if len(rows) else 0
-    detail = f"{len(rows)} {table.what}, {valid} with a gap"
+    if work.describe is not None:
+        detail = work.describe(rows)
+    else:
+        valid = int((rows["n_rays"] > 0).sum()) if len(rows) else 0
+        detail = f"{len(rows)} {table.what}, {valid} with a gap"
     _say(plan, echo, f"done in {seconds:.1f} s; {detail}")
     return Outcome(name, sample, "done", seconds, detail)
 

@@ -26,7 +26,7 @@ from pydantic.fields import FieldInfo
 
 from debond.model.cycling import Recipe
 from debond.pipeline.segment import PHASE_NAMES
-from debond.sections import Section, param
+from debond.sections import Section, Thresholds, param
 from debond.stages import REGISTRY, Registry
 
 __all__ = [
@@ -79,7 +79,36 @@ class MaterialSection(Section):
         2.8, "Silicon ΔV/V at full lithiation (2.8 for 280 %).", "", gt=0
     )
     half_cycle_hours: float = param(20.0, "Duration T of one half-cycle (C/20: 20 h).", "h", gt=0)
+    silicon_radius_um: Thresholds | None = param(
+        None,
+        "Size prior: [smallest, largest] equivalent radius of the silicon particles. "
+        "Touching particles are split with it, smaller objects are not particles, larger "
+        "ones are flagged (default: none, and no splitting).",
+        "µm",
+        min_length=2,
+        max_length=2,
+    )
 
+    @field_validator("silicon_radius_um")
+    @classmethod
+    def _plausible_radii(cls, radii: list[float] | None) -> list[float] | None:
+        if radii is None:
+            return None
+        low, high = radii
+        if low <= 0:
+            raise ValueError(f"found {radii}, expected radii above 0 µm")
+        if high > MAX_PRIOR_RADIUS_UM:
+            raise ValueError(
+                f"found {radii}: a silicon particle of {high:g} µm radius; expected µm "
+                f"(at most {MAX_PRIOR_RADIUS_UM:g}); were nanometres or voxels given?"
+            )
+        return radii
+
+
+#: Largest radius a size prior may name, µm (a larger one is a unit mistake).
+MAX_PRIOR_RADIUS_UM = 100.0
+#: Smallest radius of a size prior in voxels of a sample (a smaller one cannot be imaged).
+MIN_PRIOR_RADIUS_VOXELS = 1.5
 
 PhaseCode = Annotated[int, Field(ge=0)]
 

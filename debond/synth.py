@@ -62,6 +62,10 @@ CYCLES = (0, 1, 3, 10)
 ELECTRODE_MASS_MG = 2.0
 
 
+#: Silicon particle radii drawn, µm: log-normal, cut to this range (and to the box).
+SMALLEST_RADIUS_UM, LARGEST_RADIUS_UM = 0.1, 2.0
+
+
 def grey_class_bounds(per_um: Mapping[int, float] | None = None) -> list[float]:
     """Midpoints between the attenuations of air | pore, graphite | SEI | silicon | CBD, 1/µm.
 
@@ -156,7 +160,7 @@ class Microstructure:
 
 def _radii(rng: np.random.Generator, size: int, upper: float) -> np.ndarray:
     r = rng.lognormal(np.log(RADIUS_MEDIAN_UM), RADIUS_LOG_SD, size * 3)
-    r = r[(r >= 0.1) & (r <= upper)]
+    r = r[(r >= SMALLEST_RADIUS_UM) & (r <= upper)]
     return r[:size]
 
 
@@ -260,7 +264,7 @@ def draw_microstructure(
         return ok
 
     volume = float(np.prod(box)) * (0.785 if pillar else 1.0)
-    upper = max(0.2, min(2.0, box.min() / 5.0))
+    upper = max(0.2, min(LARGEST_RADIUS_UM, box.min() / 5.0))
     mean_cube = np.exp(3 * np.log(RADIUS_MEDIAN_UM) + 4.5 * RADIUS_LOG_SD**2)
     wanted = max(3, int(preset.silicon_fraction * volume / (4.19 * mean_cube)) + 1)
     radius = _radii(rng, wanted, upper)
@@ -726,7 +730,12 @@ def write_campaign(
 def _campaign_document(name: str, samples: list[str], preset: Preset) -> dict[str, object]:
     return {
         "campaign": {"name": name, "store": "store.zarr"},
-        "material": {"volumetric_expansion": 2.8, "half_cycle_hours": 20.0},
+        "material": {
+            "volumetric_expansion": 2.8,
+            "half_cycle_hours": 20.0,
+            # The size prior: the radii the microstructure draws (draw_microstructure).
+            "silicon_radius_um": [SMALLEST_RADIUS_UM, LARGEST_RADIUS_UM],
+        },
         "sample": [
             {
                 "id": sample,

@@ -281,7 +281,10 @@ def _prepare(
         table["modality"] = "3d"
     table = table[usable_rows(table)]
     if len(table) == 0:
-        raise ValueError("particle table: no usable rows (all have n_rays = 0 or touch the border)")
+        raise ValueError(
+            "particle table: no usable rows (all have n_rays = 0, touch the border or are "
+            "flagged oversized, spans_box or few_rays)"
+        )
     radius_all = table["radius_um"].to_numpy()
     fitted = table["cycles"].to_numpy() > 0
     if not fitted.any():

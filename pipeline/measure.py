@@ -18,7 +18,8 @@ based on a ray tracing approach", Supplementary Note 7)::
       │                      sample; many particles per task (dask.delayed)
       │ ray_gaps_kernel      all rays of one particle at once (NumPy)
       ▼
-    particle, centroid_*_um, radius_um, gap_mean_um, gap_std_um, n_rays, touches_border
+    particle, centroid_*_um, radius_um, gap_mean_um, gap_std_um, n_rays, touches_border,
+    oversized, spans_box, few_rays   (flags: not measured, gap NaN)
 
 The ray model (:func:`ray_gaps_kernel`): a ray starts at the particle's
 centroid and samples, every ``step_vox`` voxels, the trilinearly interpolated
@@ -49,9 +50,12 @@ from scipy import ndimage
 
 from debond.pipeline.segment import CBD, GRAPHITE, SILICON
 from debond.storage import default_chunks
+from debond.storage.tables import NOT_MEASURED  # flags: not measured, gap NaN
 
 __all__ = [
     "GAP_COLUMNS",
+    "MIN_VALID_RAY_FRACTION",
+    "NOT_MEASURED",
     "PARTICLE_COLUMNS",
     "fibonacci_directions",
     "measure_gaps",
@@ -88,7 +92,13 @@ GAP_COLUMNS = (
     "gap_std_um",
     "n_rays",
     "touches_border",
+    "oversized",
+    "spans_box",
+    "few_rays",
 )
+
+#: Default :func:`measure_gaps` ``min_valid_ray_fraction``.
+MIN_VALID_RAY_FRACTION = 0.2
 
 #: Columns of :func:`particle_stats_kernel`: label, voxel count, sums of the
 #: voxel indices along z, y, x, and the half-open bounding box.
@@ -558,8 +568,27 @@ def _empty_gaps() -> pd.DataFrame:
         "gap_std_um": np.float64,
         "n_rays": np.int64,
         "touches_border": np.bool_,
+        "oversized": np.bool_,
+        "spans_box": np.bool_,
+        "few_rays": np.bool_,
     }
     return pd.DataFrame({name: np.empty(0, dtype) for name, dtype in dtypes.items()})
+
+
+def _check_prior_upper(radius_range_um: Any) -> float:
+    """The upper bound of a size prior (lo, hi) in µm; inf without a prior."""
+    if radius_range_um is None:
+        return math.inf
+    try:
+        low, high = (float(v) for v in radius_range_um)
+    except (TypeError, ValueError):
+        low = high = math.nan
+    if not (math.isfinite(low) and low > 0 and high >= low):
+        raise ValueError(
+            "radius_range_um must be two radii (lo, hi) in µm with 0 < lo ≤ hi (hi may be "
+            f"inf); got {radius_range_um!r}"
+        )
+    return high
 
 
 def measure_gaps(
@@ -571,6 +600,8 @@ def measure_gaps(
     max_ray_length_um: float = 3.0,
     sample: da.Array | np.ndarray | None = None,
     particles_per_task: int = 16,
+    radius_range_um: tuple[float, float] | None = None,
+    min_valid_ray_fraction: float = MIN_VALID_RAY_FRACTION,
 ) -> pd.DataFrame:
     """Ray-traced gap between every silicon particle and the CBD (the ``measure`` stage).
 
@@ -583,6 +614,19 @@ def measure_gaps(
        Dask-array slices and runs :func:`ray_gaps_kernel` for each with
        ``n_rays`` :func:`fibonacci_directions` and steps of 0.25 voxel.
     3. Per particle the valid rays' gaps are averaged.
+
+    Particles that cannot be measured honestly are flagged, not measured
+    (DESIGN.md, principle 9): their gap is NaN, their geometry is kept.
+    ``oversized``: the equivalent radius exceeds the size prior's upper bound
+    (``radius_range_um[1]``; touching particles left unsplit, a network);
+    ``spans_box``: the bounding box reaches two opposite faces of the volume,
+    or of the sample's bounding box when ``sample`` is given, along some axis
+    (a percolating object, never one particle). Neither is ray-traced (such
+    an object would be cropped whole), so their ``n_rays`` is 0.
+    ``few_rays``: fewer than ``ceil(min_valid_ray_fraction × n_rays)`` rays
+    are valid (a particle hemmed in by graphite, other particles or the
+    sample's edge: its mean would stand for a small part of its surface);
+    ``n_rays`` keeps the count of valid rays.
 
     The margin covers every sample a counted ray needs: the surface crossing
     lies within one voxel of the bounding box (the centroid lies inside it),
@@ -615,6 +659,15 @@ def measure_gaps(
         Particles measured by one task, ≥ 1. Default 16: a task holds all its
         crops, each the particle's box plus the longest ray on every side
         (about 8 MB per particle for 3 µm rays at 0.06 µm voxels).
+    radius_range_um : (lo, hi) floats, optional
+        Size prior of the silicon particles, equivalent radii in µm,
+        0 < lo ≤ hi (hi may be inf); particles above ``hi`` are flagged
+        ``oversized``. None (default): nothing is flagged oversized.
+    min_valid_ray_fraction : float
+        Least fraction of the ``n_rays`` rays that must be valid for a gap to
+        be reported, in [0, 1] (default 0.2: a particle with a quarter of its
+        surface facing the CBD is measured); below it the particle is
+        flagged ``few_rays``. 0 reports any particle with a valid ray.
 
     Returns
     -------
@@ -624,8 +677,10 @@ def measure_gaps(
         radius_um`` (float64, as :func:`particle_properties`), ``gap_mean_um``
         and ``gap_std_um`` (float64, mean and population standard deviation,
         ddof=0, of the valid rays' gaps × voxel size; NaN when no ray is
-        valid), ``n_rays`` (int64, valid rays), ``touches_border`` (bool, the
-        bounding box reaches a face of the volume). No particle in ``labels``:
+        valid or the particle is flagged), ``n_rays`` (int64, valid rays; 0
+        where not traced), ``touches_border`` (bool, the bounding box reaches a
+        face of the volume; still measured), ``oversized``, ``spans_box``,
+        ``few_rays`` (bool, see above: gap NaN). No particle in ``labels``:
         an empty table with these columns and dtypes.
 
     Raises
@@ -633,7 +688,9 @@ def measure_gaps(
     ValueError
         Inputs not 3-D or of different shapes; ``phases`` or ``labels`` not
         integer, ``sample`` not bool; ``voxel_size_um``, ``max_ray_length_um``
-        not > 0; ``n_rays`` or ``particles_per_task`` < 1; a negative label;
+        not > 0; ``n_rays`` or ``particles_per_task`` < 1; ``radius_range_um``
+        not two radii with 0 < lo ≤ hi; ``min_valid_ray_fraction`` outside
+        [0, 1]; a negative label;
         no CBD (phase 2) anywhere in ``phases`` (checked before any ray is
         traced, also when there is no particle).
 
@@ -664,6 +721,16 @@ def measure_gaps(
         raise ValueError(
             f"max_ray_length_um must be a finite number > 0 (µm); got {max_ray_length_um!r}"
         )
+    largest = _check_prior_upper(radius_range_um)
+    try:
+        fraction = float(min_valid_ray_fraction)
+    except (TypeError, ValueError):
+        fraction = math.nan
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(
+            f"min_valid_ray_fraction must be a number in [0, 1]; got {min_valid_ray_fraction!r}"
+        )
+    least_rays = math.ceil(fraction * int(n_rays))
     label_volume = _as_volume(labels, "labels")
     shape = tuple(int(s) for s in label_volume.shape)
     phase_volume = _as_volume(phases, "phases", shape)
@@ -687,7 +754,12 @@ def measure_gaps(
         label_volume, phase_volume, sample_volume = dask.optimize(
             label_volume, phase_volume, sample_volume
         )
-    *parts, has_cbd = dask.compute(*_stats_partials(label_volume), (phase_volume == CBD).any())
+    extents: list[Any] = []
+    if sample_volume is not None:
+        extents = [sample_volume.any(axis=tuple(b for b in range(3) if b != a)) for a in range(3)]
+    *parts, has_cbd, extent_z, extent_y, extent_x = dask.compute(
+        *_stats_partials(label_volume), (phase_volume == CBD).any(), *(extents or [None] * 3)
+    )
     if not bool(has_cbd):
         raise ValueError(
             f"no CBD (phase 2) found in phases of shape {shape}: the gap is measured to the "
@@ -708,12 +780,30 @@ def measure_gaps(
     bbox = props[["z0", "z1", "y0", "y1", "x0", "x1"]].to_numpy()
     particles = props["particle"].to_numpy()
 
+    touches = (
+        (bbox[:, 0] == 0)
+        | (bbox[:, 2] == 0)
+        | (bbox[:, 4] == 0)
+        | (bbox[:, 1] == shape[0])
+        | (bbox[:, 3] == shape[1])
+        | (bbox[:, 5] == shape[2])
+    )
+    # The box the particles live in: the volume's, or the sample's bounding box.
+    low, high = np.zeros(3, np.int64), np.asarray(shape, np.int64)
+    for axis, extent in enumerate((extent_z, extent_y, extent_x)):
+        if extent is not None and np.asarray(extent).any():
+            inside = np.flatnonzero(extent)
+            low[axis], high[axis] = inside[0], inside[-1] + 1
+    spans = ((bbox[:, 0::2] <= low) & (bbox[:, 1::2] >= high)).any(axis=1)
+    oversized = props["radius_um"].to_numpy() > largest
+    traced = np.flatnonzero(~(spans | oversized))
+
     measure = dask.delayed(_measure_batch, pure=True)
     batches = []
-    for first in range(0, len(props), int(particles_per_task)):
+    for first in range(0, len(traced), int(particles_per_task)):
         jobs = []
         crops = []
-        for row in range(first, min(len(props), first + int(particles_per_task))):
+        for row in traced[first : first + int(particles_per_task)]:
             lo = [max(0, int(bbox[row, 2 * a]) - margin) for a in range(3)]
             hi = [min(shape[a], int(bbox[row, 2 * a + 1]) + margin) for a in range(3)]
             box = tuple(slice(lo[a], hi[a]) for a in range(3))
@@ -732,16 +822,12 @@ def measure_gaps(
                 )
             )
         batches.append(measure(jobs, crops, directions, max_length_vox, step, shape))
-    results = np.concatenate(dask.compute(*batches), axis=0)
-
-    touches = (
-        (bbox[:, 0] == 0)
-        | (bbox[:, 2] == 0)
-        | (bbox[:, 4] == 0)
-        | (bbox[:, 1] == shape[0])
-        | (bbox[:, 3] == shape[1])
-        | (bbox[:, 5] == shape[2])
-    )
+    results = np.full((len(props), 3), np.nan)
+    results[:, 2] = 0
+    if batches:
+        results[traced] = np.concatenate(dask.compute(*batches), axis=0)
+    few = (results[:, 2] < least_rays) & ~(spans | oversized)
+    results[few | spans | oversized, :2] = np.nan
     table = pd.DataFrame(
         {
             "particle": particles.astype(np.int64),
@@ -753,6 +839,9 @@ def measure_gaps(
             "gap_std_um": results[:, 1] * voxel,
             "n_rays": results[:, 2].astype(np.int64),
             "touches_border": touches.astype(bool),
+            "oversized": oversized,
+            "spans_box": spans,
+            "few_rays": few,
         },
         columns=list(GAP_COLUMNS),
     )

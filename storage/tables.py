@@ -38,8 +38,18 @@ PARTICLES_SCHEMA = pa.schema(
         pa.field("centroid_x_um", pa.float64()),
         pa.field("section_radius_um", pa.float64()),
         pa.field("section_gap_um", pa.float64()),
+        # Not measured (gap NaN, geometry kept): above the size prior's largest radius;
+        # a box from one face of the volume (or sample) to the opposite one; too few
+        # valid rays. Tables written before these columns read them as false; SEM
+        # sections (2D) are false.
+        pa.field("oversized", pa.bool_(), metadata={"default": "false"}),
+        pa.field("spans_box", pa.bool_(), metadata={"default": "false"}),
+        pa.field("few_rays", pa.bool_(), metadata={"default": "false"}),
     ]
 )
+
+#: Flags of rows that were not measured: their gap is NaN and they are never fitted.
+NOT_MEASURED = ("oversized", "spans_box", "few_rays")
 
 #: Columns a particle table must have to be fitted.
 PARTICLES_REQUIRED = ("cycles", "radius_um", "gap_mean_um")
@@ -119,7 +129,13 @@ def check_particles(table: pd.DataFrame, source: str = "particle table") -> pd.D
         (a ``ValueError``) naming the column and the offending value: unknown
         or missing columns, an empty table, negative or non-finite radii,
         negative gaps, negative or non-integer cycles, unknown modalities. A
-        NaN gap is accepted only on rows with ``n_rays == 0`` (nothing measured).
+        NaN gap is accepted only on rows with ``n_rays == 0`` or a
+        :data:`NOT_MEASURED` flag (nothing measured).
+
+    Notes
+    -----
+    The :data:`NOT_MEASURED` flags are added as False where a table (an older
+    one, or SEM rows) lacks them, and missing values in them read as False.
     """
     known = set(PARTICLES_SCHEMA.names)
     unknown = [c for c in table.columns if c not in known]
@@ -135,6 +151,9 @@ def check_particles(table: pd.DataFrame, source: str = "particle table") -> pd.D
         raise TableError(f"{source}: the table is empty; at least one particle row is needed")
 
     out = table.copy()
+    for flag in NOT_MEASURED:
+        out[flag] = _flag(out, flag)
+    not_measured = np.logical_or.reduce([out[flag].to_numpy() for flag in NOT_MEASURED])
     cycles = pd.to_numeric(out["cycles"], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(cycles) | (cycles < 0) | (cycles != np.round(cycles))
     if bad.any():
@@ -149,6 +168,7 @@ def check_particles(table: pd.DataFrame, source: str = "particle table") -> pd.D
             bad |= ~np.isfinite(values)
         else:
             measured = out["n_rays"].to_numpy() > 0 if "n_rays" in out else np.ones(len(out), bool)
+            measured &= ~not_measured
             bad |= np.isinf(values) | (np.isnan(values) & measured)
         if bad.any():
             raise TableError(
@@ -166,14 +186,24 @@ def check_particles(table: pd.DataFrame, source: str = "particle table") -> pd.D
     return out
 
 
+def _flag(table: pd.DataFrame, name: str) -> NDArray[np.bool_]:
+    """Column ``name`` as bool, missing values (and a missing column) False."""
+    if name not in table:
+        return np.zeros(len(table), bool)
+    column = table[name]
+    return np.asarray(column.astype(object).where(column.notna(), False).astype(bool))
+
+
 def usable_rows(table: pd.DataFrame) -> NDArray[np.bool_]:
-    """Rows measured and whole: at least one valid ray, and off the image's border.
+    """Rows measured and whole: at least one valid ray, off the image's border, and no
+    :data:`NOT_MEASURED` flag.
 
     Parameters
     ----------
     table : DataFrame
-        Particle or section rows; ``n_rays`` and ``touches_border`` are each
-        optional (a table without them has every row usable).
+        Particle or section rows; ``n_rays``, ``touches_border`` and each
+        :data:`NOT_MEASURED` flag are optional (a table without them has
+        every row usable; a missing flag value counts as False).
 
     Returns
     -------
@@ -182,8 +212,8 @@ def usable_rows(table: pd.DataFrame) -> NDArray[np.bool_]:
     usable = np.ones(len(table), dtype=bool)
     if "n_rays" in table:
         usable &= table["n_rays"].to_numpy() > 0
-    if "touches_border" in table:
-        usable &= ~table["touches_border"].to_numpy(dtype=bool)
+    for flag in ("touches_border", *NOT_MEASURED):
+        usable &= ~_flag(table, flag)
     return usable
 
 
@@ -252,8 +282,9 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str] | None:
 def read_table(path: str | os.PathLike[str], schema: pa.Schema) -> pd.DataFrame:
     """Read a Parquet table and check it against its schema.
 
-    Every column of ``schema`` must be present with a type that casts safely
-    to the schema's (an int column where floats are expected is fine, a
+    Every column of ``schema`` must be present (or have a ``default`` in its
+    field metadata, used for files written before it existed) with a type
+    that casts safely to the schema's (an int column where floats are expected is fine, a
     string where numbers are expected is not); extra columns are kept.
 
     Raises
@@ -272,6 +303,12 @@ def read_table(path: str | os.PathLike[str], schema: pa.Schema) -> pd.DataFrame:
     except (pa.ArrowInvalid, OSError) as error:
         raise TableError(f"{path}: not a readable Parquet file ({error})") from error
     for field in schema:
+        default = (field.metadata or {}).get(b"default")
+        if field.name not in arrow.column_names and default is not None:
+            # a column added to the schema later: older files read with its default
+            value = pa.scalar(default.decode(), pa.string()).cast(field.type)
+            arrow = arrow.append_column(field, pa.array([value.as_py()] * len(arrow), field.type))
+            continue
         if field.name not in arrow.column_names:
             raise TableError(
                 f"{path}: missing column {field.name!r} ({field.type}); "

@@ -45,7 +45,7 @@ def test_every_section_carries_its_kernels_keywords_and_defaults(stage: Stage) -
         assert field.get_default(call_default_factory=True) == keywords[name], name
         assert field.description, f"[{stage.name}].{name} has no help"
     signature = inspect.signature(stage.kernel).parameters
-    for name in stage.from_sample:
+    for name in stage.supplied:
         assert signature[name].kind is inspect.Parameter.KEYWORD_ONLY, name
 
 

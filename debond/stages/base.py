@@ -76,6 +76,8 @@ class Work:
         For a table stage: computes its rows (on the cluster).
     check : callable, optional
         Receives the computed extras and returns a warning ('' for none).
+    describe : callable, optional
+        For a table stage: one line on its rows (how many, how many flagged).
     """
 
     outputs: list[Output]
@@ -83,6 +85,7 @@ class Work:
     detail: str = ""
     table: Callable[[], pd.DataFrame] | None = None
     check: Callable[[Mapping[str, float]], str] | None = None
+    describe: Callable[[pd.DataFrame], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -176,9 +179,10 @@ class Stage:
         segmentation (``phases``) skip it.
     chain : {"3d", "sem"}
         Stages of one chain run in order for a sample; chains run side by side.
-    from_sample : tuple of str
-        Kernel keywords the sample supplies rather than the section
-        (``voxel_size_um``, ``rotation_centre_px``).
+    supplied : tuple of str
+        Kernel keywords the runner supplies rather than the section: the
+        sample's (``voxel_size_um``, ``rotation_centre_px``, input arrays) and
+        the campaign's size prior (``radius_range_um``, from ``[material]``).
     """
 
     name: str
@@ -191,7 +195,7 @@ class Stage:
     table: TableOutput | None = None
     raw: bool = False
     chain: Literal["3d", "sem"] = "3d"
-    from_sample: tuple[str, ...] = ()
+    supplied: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.table is None) == (not self.writes):
@@ -201,7 +205,7 @@ class Stage:
 
 
 def kernel_keywords(stage: Stage) -> dict[str, Any]:
-    """The kernel's keyword parameters with their defaults, less those the sample supplies.
+    """The kernel's keyword parameters with their defaults, less those the runner supplies.
 
     Keyword-only parameters without a default are included with
     ``inspect.Parameter.empty``.
@@ -212,7 +216,7 @@ def kernel_keywords(stage: Stage) -> dict[str, Any]:
     return {
         name: p.default
         for name, p in signature.parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in stage.from_sample
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in stage.supplied
     }
 
 

@@ -22,23 +22,45 @@ class Parameters(Section):
         6, "Neighbours that connect voxels: faces (6), edges (18) or corners (26)."
     )
     min_volume_voxels: int = param(27, "Smaller particles are dropped.", "voxels", ge=1)
-    split_touching: bool = param(False, "Split touching particles (distance watershed).")
+    split_touching: bool = param(
+        True,
+        "Split touching particles: a watershed of the distance transform with markers "
+        "from the size prior (material.silicon_radius_um).",
+    )
+    max_split_voxels: int = param(
+        2**25,
+        "A touching cluster whose bounding box holds more voxels stays whole (and is "
+        "flagged); bounds a splitting task's memory (about 40 bytes a voxel).",
+        "voxels",
+        ge=1,
+    )
 
 
 def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
-    keywords = campaign.stage_parameters(stage.name)
-    parameters = {**keywords, "voxel_size_um": sample.voxel_size_um}
+    parameters = {
+        **campaign.stage_parameters(stage.name),
+        "voxel_size_um": sample.voxel_size_um,
+        "radius_range_um": campaign.size_prior_um,
+    }
     inputs = campaign.registry.upstream(group, stage, sample)
 
     def build() -> Work:
         phases = open_volume(group, sample.id, "phases").data
-        found = label_particles(phases, **keywords)
-        attrs = {"particles": int(found.count), "units": "label (0: none)"}
-        return Work(
-            outputs=[Output("particles", found.labels, "volume", attrs)],
-            detail=f"{found.count} silicon particles of at least "
-            f"{keywords['min_volume_voxels']} voxels",
+        found = label_particles(phases, **parameters)
+        attrs = {
+            "particles": int(found.count),
+            "units": "label (0: none)",
+            "components": found.components,
+            "split": found.split,
+        }
+        detail = (
+            f"{found.count} silicon particles of at least {parameters['min_volume_voxels']} voxels"
         )
+        if found.components is not None:
+            detail += f" ({found.split} of {found.components} components split at necks)"
+        elif parameters["split_touching"]:
+            detail += "; touching particles not split: no size prior (material.silicon_radius_um)"
+        return Work(outputs=[Output("particles", found.labels, "volume", attrs)], detail=detail)
 
     return Plan(stage, campaign, sample, parameters, dict(inputs), build)
 
@@ -51,4 +73,5 @@ STAGE = Stage(
     summary="`phases` → `particles` (int32 labels)",
     reads=("phases",),
     writes=("particles",),
+    supplied=("voxel_size_um", "radius_range_um"),
 )

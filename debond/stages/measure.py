@@ -12,7 +12,7 @@ from debond.pipeline.measure import measure_gaps
 from debond.sections import Section, param
 from debond.stages.base import Plan, Stage, TableOutput, Work
 from debond.storage import open_volume
-from debond.storage.tables import PARTICLES_SCHEMA
+from debond.storage.tables import NOT_MEASURED, PARTICLES_SCHEMA
 
 if TYPE_CHECKING:
     from debond.campaign import Campaign, Sample
@@ -28,11 +28,22 @@ class Parameters(Section):
     particles_per_task: int = param(
         16, "Particles measured together in one task.", "particles", ge=1
     )
+    min_valid_ray_fraction: float = param(
+        0.2,
+        "Particles with fewer valid rays than this fraction of n_rays are flagged "
+        "few_rays, not measured.",
+        "",
+        ge=0,
+        le=1,
+    )
 
 
 def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
-    keywords = campaign.stage_parameters(stage.name)
-    parameters = {**keywords, "voxel_size_um": sample.voxel_size_um}
+    parameters = {
+        **campaign.stage_parameters(stage.name),
+        "voxel_size_um": sample.voxel_size_um,
+        "radius_range_um": campaign.size_prior_um,
+    }
     inputs = campaign.registry.upstream(group, stage, sample)
 
     def rows() -> pd.DataFrame:
@@ -49,7 +60,21 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         table["section_gap_um"] = np.nan
         return table
 
-    return Plan(stage, campaign, sample, parameters, dict(inputs), lambda: Work([], table=rows))
+    def build() -> Work:
+        return Work([], table=rows, describe=describe)
+
+    return Plan(stage, campaign, sample, parameters, dict(inputs), build)
+
+
+def describe(rows: pd.DataFrame) -> str:
+    """How many particles were measured, and how many not and why (the flags)."""
+    flagged = ", ".join(f"{int(rows[flag].sum())} {flag}" for flag in NOT_MEASURED if flag in rows)
+    measured = int(rows["gap_mean_um"].notna().sum()) if len(rows) else 0
+    on_border = int(rows["touches_border"].sum()) if len(rows) else 0
+    return (
+        f"{len(rows)} particles: {measured} measured, {on_border} on the border; "
+        f"not measured: {flagged or 'none'}"
+    )
 
 
 STAGE = Stage(
@@ -60,5 +85,5 @@ STAGE = Stage(
     summary="`phases`, `particles`, `sample` → `tables/samples/<id>.parquet`",
     reads=("phases", "particles", "sample"),
     table=TableOutput("samples", PARTICLES_SCHEMA, "particles"),
-    from_sample=("voxel_size_um", "sample"),
+    supplied=("voxel_size_um", "sample", "radius_range_um"),
 )

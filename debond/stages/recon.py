@@ -75,5 +75,5 @@ STAGE = Stage(
     reads=("sinograms",),
     writes=("recon",),
     raw=True,
-    from_sample=("voxel_size_um", "rotation_centre_px"),
+    supplied=("voxel_size_um", "rotation_centre_px"),
 )

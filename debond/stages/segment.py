@@ -117,5 +117,5 @@ STAGE = Stage(
     summary="`recon` (or the sample's own segmentation, `phases`) → `sample`, `phases`",
     reads=("recon",),
     writes=("sample", "phases"),
-    from_sample=("voxel_size_um",),
+    supplied=("voxel_size_um",),
 )

@@ -73,5 +73,5 @@ STAGE = Stage(
     summary="the SEM images → `tables/sections/<id>.parquet`",
     table=TableOutput("sections", SEM_TABLE_SCHEMA, "sections"),
     chain="sem",
-    from_sample=("pixel_size_um",),
+    supplied=("pixel_size_um",),
 )

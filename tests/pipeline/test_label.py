@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 from collections.abc import Callable
@@ -536,3 +537,191 @@ def test_electrode_small_particles_dropped(electrode: np.ndarray) -> None:
     np.testing.assert_array_equal(result.labels.compute(), table[expected])
     np.testing.assert_array_equal(result.volumes, volumes[keep])
     assert 0 < result.count < n
+
+
+# ------------------------------------------------------- touching particles
+
+
+def balls(shape: tuple[int, int, int], centres_radii: list[tuple[Any, float]]) -> np.ndarray:
+    """Union of balls (centre in voxels, radius in voxels) on a grid of ``shape``."""
+    z, y, x = np.indices(shape).astype(float)
+    mask = np.zeros(shape, bool)
+    for (cz, cy, cx), r in centres_radii:
+        mask |= (z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= r * r
+    return mask
+
+
+def ball_voxels(r: float, offset: tuple[float, float, float] = (0.3, 0.2, 0.1)) -> int:
+    """Voxels of one digitised ball of radius ``r``."""
+    n = 2 * int(r) + 5
+    return int(
+        balls((n, n, n), [((n // 2 + offset[0], n // 2 + offset[1], n // 2 + offset[2]), r)]).sum()
+    )
+
+
+def split(mask: np.ndarray, chunks: Any = 8, lo: float = 4.0, **kw: Any) -> Labels:
+    """label() with a size prior of (lo, 50) voxels at a voxel of 0.5 µm."""
+    return label(
+        da.from_array(mask, chunks=chunks),
+        radius_range_um=(lo * 0.5, 25.0),
+        voxel_size_um=0.5,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize(
+    "radii", [(10.0, 6.0), (9.0, 9.0), (11.0, 7.0, 5.0)], ids=["10-6", "9-9", "11-7-5"]
+)
+def test_touching_spheres_are_split_with_their_volumes(radii: tuple[float, ...]) -> None:
+    # spheres in a row, each touching the next (centres r_i + r_j apart)
+    centres = [3.3 + radii[0]]
+    for a, b in itertools.pairwise(radii):
+        centres.append(centres[-1] + a + b)
+    side = int(2 * max(radii)) + 7
+    shape = (side, side, int(centres[-1] + radii[-1]) + 5)
+    mask = balls(
+        shape,
+        [((side / 2 - 0.3, side / 2 + 0.2, c), r) for c, r in zip(centres, radii, strict=True)],
+    )
+    assert reference(mask, 6)[1] == 1  # one connected component
+    result = split(mask)
+    assert result.count == len(radii) and result.components == 1 and result.split == 1
+    labels = result.labels.compute()
+    # piece i is the one holding the centre of sphere i
+    for c, r in zip(centres, radii, strict=True):
+        piece = labels[int(side / 2 - 0.3), int(side / 2 + 0.2), int(c)]
+        volume = int((labels == piece).sum())
+        assert volume == pytest.approx(4 / 3 * np.pi * r**3, rel=0.06), (r, volume)
+        assert volume == pytest.approx(ball_voxels(r), rel=0.04), (r, volume)
+    np.testing.assert_array_equal(np.bincount(labels.ravel())[1:], result.volumes)
+
+
+def ellipsoid(semi: tuple[float, float, float], seed: int) -> np.ndarray:
+    """A voxelised ellipsoid of semi-axes ``semi`` at a random orientation."""
+    from scipy.spatial.transform import Rotation
+
+    n = int(2 * max(semi)) + 6
+    grid = np.indices((n, n, n)).reshape(3, -1).astype(float) - (n - 1) / 2 - 0.3
+    p = Rotation.random(random_state=seed).as_matrix() @ grid
+    inside = sum((p[a] / semi[a]) ** 2 for a in range(3)) <= 1
+    return inside.reshape(n, n, n)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("semi", [(15, 10, 10), (9, 6, 6), (12, 10, 8)], ids=str)
+def test_an_ellipsoid_of_aspect_1_5_stays_one(semi: tuple[float, ...], seed: int) -> None:
+    mask = ellipsoid(semi, seed)  # type: ignore[arg-type]
+    result = split(mask, lo=min(semi) / 2)
+    assert result.count == 1 and result.split == 0
+
+
+@pytest.mark.parametrize("depth", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("r", [8, 12])
+def test_a_cracked_sphere_stays_one(r: int, depth: float) -> None:
+    n = 2 * r + 7
+    mask = balls((n, n, n), [((n / 2 - 0.2, n / 2 + 0.1, n / 2 + 0.3), r)])
+    c = int(n / 2)
+    mask[c, : c - r + round(depth * r), :] = False  # a crack one voxel thick from the surface
+    assert reference(mask, 6)[1] == 1
+    result = split(mask, lo=r / 2)
+    assert result.count == 1 and result.volumes[0] == mask.sum()
+
+
+def test_an_isolated_sphere_and_small_particles_stay_whole() -> None:
+    mask = balls((30, 30, 40), [((14.7, 15.2, 14.9), 10.0), ((5, 5, 34), 2.0), ((25, 25, 35), 1.5)])
+    result = split(mask)
+    expected, n = reference(mask, 6)
+    assert result.count == n == 3 and result.split == 0
+    np.testing.assert_array_equal(result.labels.compute(), expected)
+
+
+def test_split_is_the_same_for_any_chunking() -> None:
+    rng = np.random.default_rng(4)
+    spheres_ = [
+        ((rng.uniform(8, 40), rng.uniform(8, 40), rng.uniform(8, 40)), rng.uniform(4, 9))
+        for _ in range(14)
+    ]
+    mask = balls((48, 48, 48), spheres_)
+    results = [split(mask, chunks=c, lo=3.0) for c in (48, 16, (7, 13, 48), (5, 48, 11))]
+    first = results[0].labels.compute()
+    assert results[0].split > 0 and results[0].count > results[0].components  # type: ignore[operator]
+    for other in results[1:]:
+        assert other.count == results[0].count
+        np.testing.assert_array_equal(other.labels.compute(), first)  # the same numbers too
+        np.testing.assert_array_equal(other.volumes, results[0].volumes)
+        np.testing.assert_array_equal(other.touches_border, results[0].touches_border)
+    # numbered by first appearance in C order, border flags from the labels
+    values, index = np.unique(first.ravel(), return_index=True)
+    assert (np.diff(index[values > 0]) > 0).all()
+    np.testing.assert_array_equal(
+        results[0].touches_border, direct_touches_border(first, results[0].count)
+    )
+
+
+def test_split_without_a_prior_or_switched_off_is_plain_labelling() -> None:
+    mask = balls((24, 24, 36), [((12, 12, 9), 8.0), ((12, 12, 25), 8.0)])
+    expected, _ = reference(mask, 6)
+    for kw in ({}, {"split_touching": False, "radius_range_um": (1.0, 5.0), "voxel_size_um": 0.5}):
+        result = label(mask, **kw)  # type: ignore[arg-type]
+        assert result.count == 1 and result.components is None
+        np.testing.assert_array_equal(result.labels.compute(), expected)
+    assert split(mask).count == 2
+
+
+def test_split_rejects_bad_priors() -> None:
+    mask = np.ones((4, 4, 4), bool)
+    with pytest.raises(ValueError, match="radius_range_um"):
+        label(mask, radius_range_um=(2.0, 1.0), voxel_size_um=1.0)
+    with pytest.raises(ValueError, match="radius_range_um"):
+        label(mask, radius_range_um=(0.0, 1.0), voxel_size_um=1.0)
+    with pytest.raises(ValueError, match="voxel_size_um"):
+        label(mask, radius_range_um=(1.0, 2.0))
+    with pytest.raises(ValueError, match="max_split_voxels"):
+        label(mask, max_split_voxels=0)
+    with pytest.raises(TypeError, match="split_touching"):
+        label(mask, split_touching="yes")  # type: ignore[arg-type]
+
+
+def test_a_component_over_max_split_voxels_is_left_whole() -> None:
+    mask = balls((24, 24, 36), [((12, 12, 9), 8.0), ((12, 12, 25), 8.0)])
+    assert split(mask, max_split_voxels=1000).count == 1
+    assert split(mask, max_split_voxels=24 * 24 * 36).count == 2
+
+
+def test_split_computes_twice_and_returns_lazy_labels() -> None:
+    mask = balls((24, 24, 36), [((12, 12, 9), 8.0), ((12, 12, 24), 8.0), ((4, 4, 33), 2.0)])
+    computes: list[int] = []
+    counting = Callback(start=lambda dsk: computes.append(len(dsk)))
+    with dask.config.set(scheduler="threads"), counting:
+        result = split(mask, chunks=(7, 9, 11))
+        assert len(computes) == 2  # the reductions, then the pieces' statistics
+        assert isinstance(result.labels, da.Array) and result.labels.dtype == np.int32
+        got = result.labels.compute()
+        assert len(computes) == 3
+    assert result.count == 3 and result.components == 2 and result.split == 1
+    np.testing.assert_array_equal(np.bincount(got.ravel())[1:], result.volumes)
+
+
+def test_split_batches_hold_at_most_max_split_voxels() -> None:
+    from debond.pipeline.label import _batches
+
+    boxes = np.array([[0, 4, 0, 4, 0, 4]] * 5 + [[0, 10, 0, 10, 0, 10]], np.int64)  # 64, 1000
+    batches = _batches(np.arange(6), boxes, 200)
+    assert batches == [[0, 1, 2], [3, 4], [5]]  # a box over the budget goes alone
+
+
+@pytest.mark.distributed
+def test_split_on_scheduler_and_worker_processes(scheduler: str) -> None:
+    distributed = pytest.importorskip("distributed")
+    rng = np.random.default_rng(4)
+    mask = balls(
+        (40, 40, 40),
+        [(tuple(rng.uniform(6, 34, 3)), rng.uniform(4, 8)) for _ in range(10)],
+    )
+    expected = split(mask, chunks=40, lo=3.0)
+    with distributed.Client(scheduler) as client:
+        client.wait_for_workers(2, timeout=60)
+        result = split(mask, chunks=(9, 13, 40), lo=3.0)
+        got = result.labels.compute()
+    assert result.count == expected.count and result.split > 0
+    np.testing.assert_array_equal(got, expected.labels.compute())

@@ -594,6 +594,7 @@ def test_electrode_gaps_match_a_per_ray_reference() -> None:
         max_ray_length_um=max_length_um,
         n_rays=n_rays,
         particles_per_task=5,
+        min_valid_ray_fraction=0.0,  # the ray model itself is compared: no particle flagged
     ).set_index("particle")
     assert sorted(table.index) == sorted(inner + outer)
     assert not table.loc[inner, "touches_border"].any() and table.loc[outer, "touches_border"].all()
@@ -614,3 +615,117 @@ def test_electrode_gaps_match_a_per_ray_reference() -> None:
     assert got["n_rays"].drop(outside).median() > 0.5 * n_rays
     assert 0 < got["gap_mean_um"].median() < max_length_um
     assert time.perf_counter() - started < 60
+
+
+# ------------------------------------------------ particles not measured
+
+
+def flags(row: Any) -> tuple[bool, bool, bool]:
+    return bool(row["oversized"]), bool(row["spans_box"]), bool(row["few_rays"])
+
+
+def test_a_particle_above_the_prior_is_flagged_oversized_not_measured() -> None:
+    # one large (r = 9 vox) and one small (r = 4 vox) particle, 0.1 µm voxels, 3-voxel gaps
+    phases = np.zeros((40, 40, 70), np.uint8)
+    labels = np.zeros(phases.shape, np.int32)
+    paint_sphere(phases, labels, 1, (19.6, 20.3, 19.8), 9.0, 3.0)
+    paint_sphere(phases, labels, 2, (20.1, 19.7, 54.4), 4.0, 3.0)
+    prior = (0.2, 0.6)  # µm: radii 2 to 6 voxels
+    table = measure_gaps(
+        phases, labels, voxel_size_um=0.1, max_ray_length_um=1.0, radius_range_um=prior
+    ).set_index("particle")
+    big, small_row = table.loc[1], table.loc[2]
+    assert flags(big) == (True, False, False)
+    assert big["radius_um"] == pytest.approx(0.9, rel=0.03)  # geometry kept
+    assert math.isnan(big["gap_mean_um"]) and math.isnan(big["gap_std_um"])
+    assert big["n_rays"] == 0  # not traced
+    assert flags(small_row) == (False, False, False)
+    assert small_row["gap_mean_um"] == pytest.approx(0.3, abs=0.05)
+    # without a prior nothing is oversized and the large one is measured
+    plain = measure_gaps(phases, labels, voxel_size_um=0.1, max_ray_length_um=1.0)
+    assert not plain["oversized"].any()
+    assert plain.set_index("particle").loc[1, "gap_mean_um"] == pytest.approx(0.3, abs=0.05)
+
+
+def rod(shape: tuple[int, int, int], axis_range: slice) -> tuple[np.ndarray, np.ndarray]:
+    """A silicon rod along x over ``axis_range`` in a CBD sheath with a 2-voxel gap."""
+    phases = np.zeros(shape, np.uint8)
+    z, y = np.ogrid[: shape[0], : shape[1]]
+    r = np.sqrt((z - shape[0] / 2 + 0.3) ** 2 + (y - shape[1] / 2 + 0.1) ** 2)[:, :, None]
+    r = np.broadcast_to(r, shape)
+    x = np.zeros(shape[2], bool)
+    x[axis_range] = True
+    phases[(r >= 6) & (r < 9) & x] = CBD
+    phases[(r < 4) & x] = SILICON
+    labels = ((r < 4) & x).astype(np.int32)
+    return phases, labels
+
+
+def test_a_particle_spanning_the_volume_or_the_sample_is_flagged() -> None:
+    phases, labels = rod((24, 24, 40), slice(None))
+    table = measure_gaps(phases, labels, voxel_size_um=1.0, max_ray_length_um=5.0)
+    row = table.iloc[0]
+    assert flags(row) == (False, True, False) and row["touches_border"]
+    assert math.isnan(row["gap_mean_um"]) and row["n_rays"] == 0
+    assert row["radius_um"] > 0
+    # a rod from one end of the sample to the other, off the volume's faces
+    phases, labels = rod((24, 24, 40), slice(3, 37))
+    sample = np.zeros(phases.shape, bool)
+    sample[:, :, 3:37] = True
+    inside = measure_gaps(
+        phases, labels, voxel_size_um=1.0, max_ray_length_um=5.0, sample=sample
+    ).iloc[0]
+    assert flags(inside) == (False, True, False) and not inside["touches_border"]
+    assert math.isnan(inside["gap_mean_um"])
+    # the same rod in a longer sample spans nothing; its rays along the rod's axis
+    # see no CBD, the rest do
+    sample[:, :, 1:39] = True
+    free = measure_gaps(
+        phases, labels, voxel_size_um=1.0, max_ray_length_um=5.0, sample=sample
+    ).iloc[0]
+    assert flags(free) == (False, False, False)
+    assert free["gap_mean_um"] == pytest.approx(2.0, abs=0.5)
+
+
+def test_a_particle_with_few_valid_rays_is_flagged() -> None:
+    """Graphite around three quarters of the sphere: about a quarter of the rays count."""
+    shape = (44, 44, 44)
+    centre = (21.3, 21.8, 22.15)
+    phases = np.zeros(shape, np.uint8)
+    labels = np.zeros(shape, np.int32)
+    r = paint_sphere(phases, labels, 1, centre, 8.0, 6.0, sei=0.0)
+    z, _, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    phases[(r >= 8.0) & (r < 14.0) & ((x > centre[2]) | (z > centre[0]))] = GRAPHITE
+    kw: dict[str, Any] = {"voxel_size_um": 1.0, "max_ray_length_um": 20.0}
+    measured = measure_gaps(phases, labels, **kw).iloc[0]  # default: a fifth suffices
+    assert flags(measured) == (False, False, False)
+    assert 48 <= measured["n_rays"] <= 72
+    assert measured["gap_mean_um"] == pytest.approx(6.0, abs=0.5)
+    flagged = measure_gaps(phases, labels, min_valid_ray_fraction=0.5, **kw).iloc[0]
+    assert flags(flagged) == (False, False, True)
+    assert flagged["n_rays"] == measured["n_rays"]  # the valid rays are still counted
+    assert math.isnan(flagged["gap_mean_um"]) and math.isnan(flagged["gap_std_um"])
+    assert flagged["radius_um"] == measured["radius_um"]
+    every = measure_gaps(phases, labels, min_valid_ray_fraction=0.0, **kw).iloc[0]
+    assert not every["few_rays"]
+
+
+def test_measure_gaps_rejects_bad_priors_and_fractions() -> None:
+    phases, labels, _ = sphere_row(5.0, [2.0], seed=1)
+    for bad in ((0.5, 0.2), (0.0, 1.0), (1.0,), "wide"):
+        with pytest.raises(ValueError, match="radius_range_um"):
+            measure_gaps(phases, labels, voxel_size_um=1.0, radius_range_um=bad)  # type: ignore[arg-type]
+    for fraction in (-0.1, 1.5, math.nan):
+        with pytest.raises(ValueError, match="min_valid_ray_fraction"):
+            measure_gaps(phases, labels, voxel_size_um=1.0, min_valid_ray_fraction=fraction)
+
+
+def test_gap_columns_and_flags_are_in_the_particle_schema() -> None:
+    from debond.pipeline.measure import NOT_MEASURED
+    from debond.storage.tables import NOT_MEASURED as SCHEMA_FLAGS
+    from debond.storage.tables import PARTICLES_SCHEMA
+
+    assert set(GAP_COLUMNS) <= set(PARTICLES_SCHEMA.names)
+    assert NOT_MEASURED == SCHEMA_FLAGS
+    for flag in NOT_MEASURED:
+        assert str(PARTICLES_SCHEMA.field(flag).type) == "bool"

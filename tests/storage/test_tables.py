@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from debond.storage.tables import (
+    NOT_MEASURED,
     PARTICLES_SCHEMA,
     TableError,
     read_metadata,
     read_particles,
+    read_table,
+    usable_rows,
     write_table,
 )
 
@@ -36,7 +40,8 @@ def test_round_trip_keeps_values_and_schema_types(tmp_path) -> None:  # type: ig
     assert str(schema.field("cycles").type) == "int64"
     assert str(schema.field("radius_um").type) == "double"
     back = read_particles(path)
-    pd.testing.assert_frame_equal(back, _table(), check_dtype=False)
+    pd.testing.assert_frame_equal(back[_table().columns], _table(), check_dtype=False)
+    assert not back[list(NOT_MEASURED)].to_numpy().any()  # flags absent: read as False
     assert [p.name for p in path.parent.iterdir()] == ["particles.parquet"]
 
 
@@ -95,3 +100,79 @@ def test_metadata_travels_with_the_table(tmp_path: Path) -> None:
     (tmp_path / "bad.parquet").write_text("not parquet")
     assert read_metadata(tmp_path / "bad.parquet") is None
     assert read_metadata(write_table(table, tmp_path / "plain.parquet")) == {}
+
+
+def _flagged() -> pd.DataFrame:
+    """3D rows, one clean and one per flag (not measured: gap NaN, rays kept or 0), and
+    an SEM row without the flag columns' values (NaN after a concat)."""
+    rows = pd.DataFrame(
+        {
+            "sample": ["c01"] * 5,
+            "cycles": [1] * 5,
+            "modality": ["3d"] * 5,
+            "particle": [1, 2, 3, 4, 5],
+            "radius_um": [0.4, 3.5, 1.0, 0.6, 0.5],
+            "gap_mean_um": [0.1, np.nan, np.nan, np.nan, 0.2],
+            "n_rays": [256, 0, 0, 30, 200],
+            "touches_border": [False, False, True, False, True],
+            "oversized": [False, True, False, False, False],
+            "spans_box": [False, False, True, False, False],
+            "few_rays": [False, False, False, True, False],
+        }
+    )
+    section = pd.DataFrame(
+        {
+            "sample": ["c01"],
+            "cycles": [1],
+            "modality": ["2d"],
+            "particle": [1],
+            "radius_um": [0.5],
+            "gap_mean_um": [0.05],
+            "n_rays": [64],
+            "touches_border": [False],
+        }
+    )
+    return pd.concat([rows, section], ignore_index=True)
+
+
+def test_usable_rows_excludes_every_flag() -> None:
+    table = _flagged()
+    assert usable_rows(table).tolist() == [True, False, False, False, False, True]
+    for flag in NOT_MEASURED:
+        only = table.assign(**{f: False for f in NOT_MEASURED if f != flag}, n_rays=1)
+        only["touches_border"] = False
+        assert usable_rows(only).tolist() == (~only[flag].fillna(False).astype(bool)).tolist()
+
+
+def test_flagged_rows_may_have_nan_gaps_with_rays(tmp_path: Path) -> None:
+    path = write_table(_flagged(), tmp_path / "particles.parquet", PARTICLES_SCHEMA)
+    back = read_particles(path)
+    assert back["few_rays"].tolist() == [False, False, False, True, False, False]
+    assert back.loc[5, ["oversized", "spans_box", "few_rays"]].tolist() == [False] * 3
+    # a NaN gap on a row with valid rays and no flag is still an error
+    bad = _flagged().assign(few_rays=False)
+    write_table(bad, tmp_path / "bad.parquet", PARTICLES_SCHEMA)
+    with pytest.raises(TableError, match=r"gap_mean_um.*nan.*row 3"):
+        read_particles(tmp_path / "bad.parquet")
+
+
+def test_read_table_fills_flags_missing_from_older_tables(tmp_path: Path) -> None:
+    old = _table().assign(
+        gap_std_um=0.01,
+        n_rays=256,
+        touches_border=False,
+        centroid_z_um=1.0,
+        centroid_y_um=2.0,
+        centroid_x_um=3.0,
+        section_radius_um=np.nan,
+        section_gap_um=np.nan,
+    )
+    path = write_table(old, tmp_path / "old.parquet")  # as written before the flags
+    back = read_table(path, PARTICLES_SCHEMA)
+    for flag in NOT_MEASURED:
+        assert back[flag].dtype == bool and not back[flag].any()
+    assert usable_rows(back).all()
+    with pytest.raises(TableError, match="missing column 'n_rays'"):
+        read_table(
+            write_table(old.drop(columns="n_rays"), tmp_path / "o.parquet"), PARTICLES_SCHEMA
+        )
