@@ -56,6 +56,7 @@ __all__ = [
     "GAP_COLUMNS",
     "MIN_VALID_RAY_FRACTION",
     "NOT_MEASURED",
+    "OVERSIZE_FACTOR",
     "PARTICLE_COLUMNS",
     "fibonacci_directions",
     "measure_gaps",
@@ -99,6 +100,11 @@ GAP_COLUMNS = (
 
 #: Default :func:`measure_gaps` ``min_valid_ray_fraction``.
 MIN_VALID_RAY_FRACTION = 0.2
+#: A particle is oversized above this multiple of the size prior's largest
+#: radius: the prior bounds true radii, and a measured one may exceed it by the
+#: partial volume of its surface (a few %), never by a second particle (two
+#: equal spheres merged are 1.26 times one).
+OVERSIZE_FACTOR = 1.2
 
 #: Columns of :func:`particle_stats_kernel`: label, voxel count, sums of the
 #: voxel indices along z, y, x, and the half-open bounding box.
@@ -618,7 +624,8 @@ def measure_gaps(
     Particles that cannot be measured honestly are flagged, not measured
     (DESIGN.md, principle 9): their gap is NaN, their geometry is kept.
     ``oversized``: the equivalent radius exceeds the size prior's upper bound
-    (``radius_range_um[1]``; touching particles left unsplit, a network);
+    (``radius_range_um[1]``) by more than :data:`OVERSIZE_FACTOR` (touching
+    particles left unsplit, a network; not a measured radius a few % over);
     ``spans_box``: the bounding box reaches two opposite faces of the volume,
     or of the sample's bounding box when ``sample`` is given, along some axis
     (a percolating object, never one particle). Neither is ray-traced (such
@@ -661,8 +668,8 @@ def measure_gaps(
         (about 8 MB per particle for 3 µm rays at 0.06 µm voxels).
     radius_range_um : (lo, hi) floats, optional
         Size prior of the silicon particles, equivalent radii in µm,
-        0 < lo ≤ hi (hi may be inf); particles above ``hi`` are flagged
-        ``oversized``. None (default): nothing is flagged oversized.
+        0 < lo ≤ hi (hi may be inf); particles above ``OVERSIZE_FACTOR × hi``
+        are flagged ``oversized``. None (default): nothing is flagged oversized.
     min_valid_ray_fraction : float
         Least fraction of the ``n_rays`` rays that must be valid for a gap to
         be reported, in [0, 1] (default 0.2: a particle with a quarter of its
@@ -795,7 +802,7 @@ def measure_gaps(
             inside = np.flatnonzero(extent)
             low[axis], high[axis] = inside[0], inside[-1] + 1
     spans = ((bbox[:, 0::2] <= low) & (bbox[:, 1::2] >= high)).any(axis=1)
-    oversized = props["radius_um"].to_numpy() > largest
+    oversized = props["radius_um"].to_numpy() > OVERSIZE_FACTOR * largest
     traced = np.flatnonzero(~(spans | oversized))
 
     measure = dask.delayed(_measure_batch, pure=True)

@@ -21,6 +21,7 @@ from scipy.spatial import cKDTree
 
 from debond.pipeline.measure import (
     GAP_COLUMNS,
+    OVERSIZE_FACTOR,
     PARTICLE_COLUMNS,
     fibonacci_directions,
     measure_gaps,
@@ -645,6 +646,18 @@ def test_a_particle_above_the_prior_is_flagged_oversized_not_measured() -> None:
     plain = measure_gaps(phases, labels, voxel_size_um=0.1, max_ray_length_um=1.0)
     assert not plain["oversized"].any()
     assert plain.set_index("particle").loc[1, "gap_mean_um"] == pytest.approx(0.3, abs=0.05)
+
+
+def test_a_radius_a_few_percent_over_the_prior_is_measured() -> None:
+    """The prior bounds true radii; a measured one a little above it is not a second particle."""
+    phases = np.zeros((40, 40, 40), np.uint8)
+    labels = np.zeros(phases.shape, np.int32)
+    paint_sphere(phases, labels, 1, (19.6, 20.3, 19.8), 9.0, 3.0)
+    for upper, flagged in ((0.85, False), (0.9 / OVERSIZE_FACTOR - 0.02, True)):
+        table = measure_gaps(
+            phases, labels, voxel_size_um=0.1, max_ray_length_um=1.0, radius_range_um=(0.2, upper)
+        )
+        assert bool(table["oversized"].iloc[0]) is flagged, upper
 
 
 def rod(shape: tuple[int, int, int], axis_range: slice) -> tuple[np.ndarray, np.ndarray]:
