@@ -41,6 +41,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import cc3d
 import dask
 import dask.array as da
 import numpy as np
@@ -50,6 +51,7 @@ from scipy import ndimage
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
 from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks
+from debond.pipeline.levels import CALIBRATION_EDGE, Levels, ball, calibrate, sample_slices
 
 __all__ = [
     "CBD",
@@ -65,6 +67,7 @@ __all__ = [
     "import_phases",
     "open_with_ball",
     "phases_kernel",
+    "prior_phases_kernel",
     "segment",
     "thresholds_from_histogram",
 ]
@@ -113,15 +116,20 @@ class Segmentation:
         Phase codes (module docstring).
     sample : (z, y, x) dask array of bool
         True inside the imaged sample.
-    thresholds : Thresholds
+    thresholds : Thresholds or None
+        The grey classes, when the phases were ranked (no size prior).
     porosity : float or None
         The known porosity the pore fraction is checked against.
+    levels : Levels or None
+        The phase levels, when the size prior found them
+        (:func:`debond.pipeline.levels.calibrate`).
     """
 
     phases: da.Array
     sample: da.Array
-    thresholds: Thresholds
+    thresholds: Thresholds | None
     porosity: float | None = None
+    levels: Levels | None = None
 
     @property
     def pore_fraction(self) -> da.Array:
@@ -263,6 +271,60 @@ def phases_kernel(
     return phases
 
 
+def prior_phases_kernel(
+    block: NDArray[np.floating], levels: Levels, *, sei_max_voxels: int = 3
+) -> NDArray[np.uint8]:
+    """Phase codes of a block of whole z-slices from the levels the size prior found.
+
+    Sample: each slice's hull (:func:`debond.pipeline.levels.sample_slices`).
+    Silicon: its grey band opened by a ball (rims go), grown back through
+    voxels above ``levels.silicon_low``; objects under the prior's size are
+    dropped (whole in the block's halo, see :attr:`Levels.halo`). CBD: above
+    its half-height, silicon excepted (opened where silicon edges pass through
+    its range). SEI: near silicon, above ``levels.sei_low``. Graphite is not
+    told from pore here.
+
+    Returns
+    -------
+    (z, y, x) ndarray of uint8
+        Phase codes, 255 outside the sample.
+    """
+    sample = sample_slices(block, levels.solid)
+    band = (block > levels.core_low) & (block <= levels.silicon_high) & sample
+    core = ndimage.binary_opening(band, ball(levels.core_radius_voxels))
+    core = _drop_small(core, levels.core_smallest_voxels)
+    silicon = ndimage.binary_dilation(core, ball(levels.grow_voxels)) & sample
+    silicon &= (block >= levels.silicon_low) & (block <= levels.silicon_high)
+    silicon = _drop_small(silicon, levels.smallest_radius_voxels)
+    cbd = (block >= levels.cbd_low) & (block <= levels.cbd_high) & sample & ~silicon
+    if levels.cbd_open_voxels:
+        cbd = ndimage.binary_opening(cbd, ball(levels.cbd_open_voxels))
+    near = ndimage.distance_transform_edt(~silicon) <= sei_max_voxels if silicon.any() else silicon
+    sei = near & ~silicon & ~cbd & (block > levels.sei_low) & sample
+    phases = np.full(block.shape, PORE, dtype=np.uint8)
+    phases[sei] = SEI
+    phases[cbd] = CBD
+    phases[silicon] = SILICON
+    phases[~sample] = 255
+    return phases
+
+
+def _drop_small(mask: NDArray[np.bool_], radius_voxels: float) -> NDArray[np.bool_]:
+    """`mask` without components of equivalent radius under `radius_voxels`.
+
+    Components touching the block's first or last z-slice are kept: in a
+    block with a halo deeper than such an object, a small one never does.
+    """
+    labels, n = cc3d.connected_components(mask, connectivity=6, return_N=True)
+    if n == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    small = sizes < 4 / 3 * np.pi * radius_voxels**3
+    small[0] = False
+    small[np.unique(labels[[0, -1]])] = False
+    return mask & ~small[labels]
+
+
 def _halo(sei_max_voxels: int, graphite_min_radius_voxels: int) -> int:
     """Deepest reach of the kernel's neighbourhood operations, voxels."""
     gaussian = math.ceil(4.0 * GRAPHITE_SIGMA_VOXELS)  # scipy's truncate=4
@@ -323,6 +385,7 @@ def segment(
     sei_max_um: float = 0.6,
     graphite_min_radius_um: float = 1.0,
     porosity: float | None = None,
+    radius_range_um: tuple[float, float] | None = None,
 ) -> Segmentation:
     """Five phases and the sample mask of a reconstruction (module docstring).
 
@@ -349,6 +412,12 @@ def segment(
     porosity : float, optional
         Known porosity (volume fraction): :meth:`Segmentation.porosity_warning`
         flags a pore fraction more than :data:`POROSITY_TOLERANCE` from it.
+    radius_range_um : (float, float), optional
+        The size prior (smallest, largest equivalent radius of the silicon
+        particles, µm). Without ``thresholds``, the phases are found by what
+        they are (:mod:`debond.pipeline.levels`, on a crop of the volume) and
+        applied block by block (:func:`prior_phases_kernel`); without a prior
+        either, the grey classes are ranked (multi-Otsu, steps 2–7).
 
     Returns
     -------
@@ -360,6 +429,9 @@ def segment(
     ------
     ValueError
         Not 3D, non-finite range, a parameter out of range (named).
+    debond.pipeline.levels.SegmentationError
+        With a prior: no grey level holds objects of its size (the message
+        gives the levels found).
     """
     volume = recon if isinstance(recon, da.Array) else da.asarray(np.asarray(recon))
     if volume.ndim != 3:
@@ -373,6 +445,9 @@ def segment(
     volume = volume.astype(np.float32).rechunk({1: -1, 2: -1})
     if sigma_voxels > 0:
         volume = denoise(volume, sigma_voxels)
+    sei_voxels = max(1, round(sei_max_um / voxel_size_um))
+    if thresholds is None and radius_range_um is not None:
+        return _segment_with_prior(volume, voxel_size_um, radius_range_um, sei_voxels, porosity)
     low, high = (float(v) for v in dask.compute(volume.min(), volume.max()))
     if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
         raise ValueError(
@@ -381,7 +456,6 @@ def segment(
         )
     counts, edges = da.histogram(volume, bins=bins, range=(low, high))
     decided = thresholds_from_histogram(counts.compute(), edges, thresholds)
-    sei_voxels = max(1, round(sei_max_um / voxel_size_um))
     graphite_voxels = max(0, round(graphite_min_radius_um / voxel_size_um))
     halo = _halo(sei_voxels, graphite_voxels)
     # Whole slices with a halo above and below: blocks as thin as the halo keep a
@@ -399,6 +473,39 @@ def segment(
     sample = coded != 255
     phases = da.where(sample, coded, np.uint8(PORE)).astype(np.uint8)
     return Segmentation(phases=phases, sample=sample, thresholds=decided, porosity=porosity)
+
+
+def _central(volume: da.Array, edge: int) -> da.Array:
+    """The central crop of `volume`, at most `edge` voxels along each axis."""
+    index = tuple(
+        slice(max(0, (n - edge) // 2), max(0, (n - edge) // 2) + min(n, edge)) for n in volume.shape
+    )
+    return volume[index]
+
+
+def _segment_with_prior(
+    volume: da.Array,
+    voxel_size_um: float,
+    radius_range_um: tuple[float, float],
+    sei_voxels: int,
+    porosity: float | None,
+) -> Segmentation:
+    """Levels calibrated on a central crop, then applied block by block."""
+    levels = calibrate(
+        np.asarray(_central(volume, CALIBRATION_EDGE).compute()), voxel_size_um, radius_range_um
+    )
+    halo = levels.halo + sei_voxels
+    coded = map_exact(
+        volume.rechunk({0: max(halo, 16)}),
+        prior_phases_kernel,
+        {0: halo},
+        dtype=np.uint8,
+        levels=levels,
+        sei_max_voxels=sei_voxels,
+    )
+    sample = coded != 255
+    phases = da.where(sample, coded, np.uint8(PORE)).astype(np.uint8)
+    return Segmentation(phases, sample, None, porosity=porosity, levels=levels)
 
 
 def import_phases(grey: da.Array, phase_codes: Mapping[str, int], *, source: str) -> da.Array:

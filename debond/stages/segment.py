@@ -79,19 +79,41 @@ def _plan_import(stage: Stage, campaign: Campaign, sample: Sample) -> Plan:
 def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
     if sample.phases is not None:
         return _plan_import(stage, campaign, sample)
-    keywords = campaign.stage_parameters(stage.name)
-    parameters = {**keywords, "voxel_size_um": sample.voxel_size_um}
+    parameters = {
+        **campaign.stage_parameters(stage.name),
+        "voxel_size_um": sample.voxel_size_um,
+        "radius_range_um": campaign.size_prior_um,
+    }
     inputs = campaign.registry.upstream(group, stage, sample)
 
     def build() -> Work:
         recon = open_volume(group, sample.id, "recon")
         result = segment(recon.data, **parameters)
-        t = result.thresholds
-        attrs = {
-            "phase_codes": _CODES,
-            "thresholds_per_um": {"classes": list(t.classes), "cbd": t.cbd, "graphite": t.graphite},
-        }
-        classes = ", ".join(f"{v:.3f}" for v in t.classes)
+        attrs: dict[str, object] = {"phase_codes": _CODES}
+        t, levels = result.thresholds, result.levels
+        if t is not None:
+            attrs["thresholds_per_um"] = {
+                "classes": list(t.classes),
+                "cbd": t.cbd,
+                "graphite": t.graphite,
+            }
+            classes = ", ".join(f"{v:.3f}" for v in t.classes)
+            detail = f"grey classes at {classes} 1/µm, CBD above {t.cbd:.3f}"
+            if parameters["thresholds"] is None:
+                detail += "; ranked by grey level: give material.silicon_radius_um to find them"
+        else:
+            assert levels is not None
+            attrs["levels_per_um"] = {
+                "pore": levels.pore,
+                "silicon": levels.silicon,
+                "cbd": levels.cbd,
+            }
+            attrs["levels"] = levels.as_dict()
+            detail = (
+                f"levels pore {levels.pore:.3f}, silicon {levels.silicon:.3f}, CBD "
+                f"{levels.cbd:.3f} 1/µm (size prior); silicon from {levels.silicon_low:.3f}, "
+                f"CBD from {levels.cbd_low:.3f}; edge blur {levels.edge_sigma_voxels:.1f} voxels"
+            )
 
         def check(extras: Mapping[str, float]) -> str:
             return result.porosity_warning(extras["pore_fraction"])
@@ -102,7 +124,7 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
                 Output("phases", result.phases, "volume", attrs),
             ],
             extras={"pore_fraction": result.pore_fraction},
-            detail=f"grey classes at {classes} 1/µm, CBD above {t.cbd:.3f}",
+            detail=detail,
             check=check,
         )
 
@@ -117,5 +139,5 @@ STAGE = Stage(
     summary="`recon` (or the sample's own segmentation, `phases`) → `sample`, `phases`",
     reads=("recon",),
     writes=("sample", "phases"),
-    supplied=("voxel_size_um",),
+    supplied=("voxel_size_um", "radius_range_um"),
 )
