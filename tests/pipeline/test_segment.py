@@ -12,6 +12,7 @@ from dask_image import ndfilters
 from scipy import ndimage
 
 from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks
+from debond.pipeline.levels import SegmentationError
 from debond.pipeline.segment import (
     CBD,
     SILICON,
@@ -171,3 +172,70 @@ def test_the_kernel_takes_a_plain_array() -> None:
     counts, edges = np.histogram(values, bins=64)
     coded = phases_kernel(values, thresholds_from_histogram(counts, edges))
     assert coded.shape == values.shape and coded.dtype == np.uint8
+
+
+# ----------------------------------------------------------------- with the size prior
+
+PRIOR_SCAN = dict(
+    shape=(48, 64, 64),
+    radius_um=(0.35, 0.5),
+    gap_um=(0.1, 0.2),
+    groups=("sphere",) * 4,
+    graphite_bodies=1,
+    cbd_blobs=12,
+    blur_sigma_vox=0.7,
+)
+
+
+def prior_scan(attenuation: tuple[float, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A scene of debond.scans (drawn apart from synth) as attenuation with noise, and its
+    true phases: no projection, so the test isolates the segmentation."""
+    from debond.scans import Variant, attenuation_volume, draw_scene, render
+
+    variant = Variant("prior", "a test scene", 0.05, attenuation, **PRIOR_SCAN)  # type: ignore[arg-type]
+    scene = draw_scene(variant, seed)
+    values = attenuation_volume(scene, variant)
+    noise = np.random.default_rng(seed).normal(0.0, 0.012, values.shape)
+    return render(scene, 1)[0], (values + noise).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "attenuation",
+    [(0.03, 0.06, 0.32, 0.18, 0.10), (0.03, 0.07, 0.15, 0.32, 0.10)],
+    ids=["cbd-brightest", "silicon-brightest"],
+)
+def test_the_prior_finds_silicon_whatever_the_attenuation_order(
+    attenuation: tuple[float, ...],
+) -> None:
+    """Silicon is found by the size of its objects, not by the rank of its grey level."""
+    truth, values = prior_scan(attenuation)
+    result = segment(
+        da.from_array(values, chunks=(16, -1, -1)), voxel_size_um=0.05, radius_range_um=(0.35, 0.5)
+    )
+    assert result.thresholds is None and result.levels is not None
+    assert result.levels.silicon == pytest.approx(attenuation[SILICON], abs=0.03)
+    found = result.phases.compute()
+    assert dice(found == SILICON, truth == SILICON) >= 0.85
+    # a multi-Otsu ranking of the same volume does not find it in the second order
+    ranked = segment(values, voxel_size_um=0.05).phases.compute()
+    if attenuation[SILICON] > attenuation[CBD]:
+        assert dice(ranked == SILICON, truth == SILICON) < 0.5
+
+
+def test_the_prior_path_does_not_depend_on_the_chunking() -> None:
+    _, values = prior_scan((0.03, 0.06, 0.32, 0.18, 0.10), seed=1)
+    whole = segment(values, voxel_size_um=0.05, radius_range_um=(0.35, 0.5))
+    chunked = segment(
+        da.from_array(values, chunks=(7, -1, -1)), voxel_size_um=0.05, radius_range_um=(0.35, 0.5)
+    )
+    assert np.array_equal(whole.phases.compute(), chunked.phases.compute())
+    assert np.array_equal(whole.sample.compute(), chunked.sample.compute())
+
+
+def test_a_volume_without_objects_of_the_prior_size_says_what_it_found() -> None:
+    """Two phases in slabs: no grey level holds particles of 0.3–0.5 µm."""
+    values = np.full((32, 48, 48), 0.03, np.float32)
+    values[:, :, 24:] = 0.3
+    values += np.random.default_rng(0).normal(0, 0.01, values.shape).astype(np.float32)
+    with pytest.raises(SegmentationError, match=r"no grey level holds objects of the size prior"):
+        segment(values, voxel_size_um=0.05, radius_range_um=(0.3, 0.5))
