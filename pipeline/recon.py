@@ -90,8 +90,8 @@ AUTO_CHOICE = {True: "sirt", False: "fbp"}
 #: with the ``linear`` projector, single-threaded); CPU FBP about
 #: :data:`FBP_ITERATIONS` of an iteration. 8–9.6 ns per step from 64² to 640²
 #: on this project's shared 2-core development machine (README, "How long a
-#: reconstruction takes"); the stage measures it again on a worker
-#: (:func:`measure_step_seconds`) and uses this value only without one.
+#: reconstruction takes"); the default of :func:`estimate_seconds`; the stage
+#: measures it again where the blocks run (:func:`measure_step_seconds`).
 CPU_STEP_SECONDS = 8.5e-9
 #: CPU FBP costs about this fraction of one SIRT iteration (0.38–0.53 measured).
 FBP_ITERATIONS = 0.5
