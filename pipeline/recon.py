@@ -518,9 +518,11 @@ def _cpu_estimate(
         slots = os.cpu_count() or 1
     else:
         cpu_workers = [w for w, found in cuda.items() if not found]
-        step = client.submit(
-            measure_step_seconds, n_angles, n_columns, workers=cpu_workers, pure=False
-        ).result()
+        # Client.run, not a task: a task would queue behind the blocks of
+        # other samples, possibly for as long as the run it is to estimate;
+        # timed beside them, it also sees the contention the blocks will see.
+        timed = client.run(measure_step_seconds, n_angles, n_columns, workers=cpu_workers[:1])
+        step = float(next(iter(timed.values())))
         threads = client.nthreads()
         slots = sum(threads.get(w, 1) for w in cpu_workers)
     seconds = estimate_seconds(

@@ -269,6 +269,7 @@ def test_a_campaign_without_recon_runs_fbp_and_records_it(
     text = re.sub(r"(?ms)^\[recon\]\n.*?\n\n", "", campaign_file.read_text())
     assert "[recon]" not in text
     campaign_file.write_text(text)
+    assert set(workers_have_cuda()) == set(client.scheduler_info()["workers"])  # asked there
     lines: list[str] = []
     campaign = load_campaign(campaign_file)
     assert campaign.stage_parameters("recon")["algorithm"] == "auto"
