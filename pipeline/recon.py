@@ -324,13 +324,13 @@ class Estimate:
         if self.algorithm != "fbp":
             what += f" {self.iterations} iterations"
         text = f"{what} on CPU: about {_duration(self.seconds)} estimated"
-        if self.warning:
+        if self.warning and self.algorithm != "fbp":
             return (
                 f'WARNING: {text} (algorithm = "fbp" or "auto" takes about '
                 f"{_duration(self.seconds * FBP_ITERATIONS / self.iterations)}; "
                 "a worker with a CUDA GPU runs SIRT far faster)"
             )
-        return text
+        return f"WARNING: {text}" if self.warning else text
 
 
 def _duration(seconds: float) -> str:
@@ -626,7 +626,6 @@ def reconstruct_sinograms(
     recorded with the volume is the one every block ran, which a per-block
     ``"auto"`` could not promise on a mixed cluster.
     """
-    _check_algorithm(algorithm)
     _check_algorithm(algorithm)
     centre = resolve_centre(
         rotation_centre_px, sinograms, angles, search_radius_px=centre_search_radius_px

@@ -241,6 +241,9 @@ def test_a_long_estimate_is_a_warning() -> None:
     assert 'algorithm = "fbp"' in text
     short = str(Estimate(90.0, "sirt", 10, CPU_STEP_SECONDS, 2))
     assert short == "SIRT 10 iterations on CPU: about 1.5 min estimated"
+    assert str(Estimate(700.0, "fbp", 1, CPU_STEP_SECONDS, 1)) == (
+        "WARNING: FBP on CPU: about 12 min estimated"
+    )
     assert str(Estimate(4 * 3600.0, "cgls", 1000, CPU_STEP_SECONDS, 2)).startswith(
         "WARNING: CGLS 1000 iterations on CPU: about 4.0 h estimated"
     )
