@@ -31,18 +31,32 @@ transmission); ASTRA returns attenuation per voxel, divided here by
 
 CPU or GPU (principle 4): with ``gpu=None`` each block asks ASTRA on the
 worker that runs it (``astra.use_cuda()``), so one graph runs on both.
+
+The stage's default, ``algorithm="auto"``: the paper's SIRT where ASTRA finds
+a CUDA device on the workers, FBP on CPU-only workers (1000 CPU SIRT
+iterations take hours). :func:`reconstruct_sinograms` asks every worker once,
+before it builds the graph (:func:`workers_have_cuda`), and builds one graph
+with the algorithm it chose, so the stored ``algorithm`` attribute is what
+every block ran. An iterative algorithm on CPU workers comes with an estimate
+of its duration (:func:`estimate_seconds`, calibrated by
+:func:`measure_step_seconds` on a worker) that the stage shows before it runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+import os
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import astra
 import dask.array as da
 import numpy as np
+from dask.base import get_scheduler
 from numpy.typing import ArrayLike, NDArray
 from scipy import fft as sp_fft
 
@@ -50,15 +64,39 @@ from debond.pipeline.centre import resolve_centre
 
 __all__ = [
     "ALGORITHMS",
+    "AUTO",
+    "CPU_STEP_SECONDS",
     "FBP_FILTERS",
+    "Estimate",
     "Reconstruction",
+    "estimate_seconds",
+    "measure_step_seconds",
     "reconstruct",
     "reconstruct_block",
     "reconstruct_sinograms",
+    "resolve_algorithm",
+    "workers_have_cuda",
 ]
 
-#: Algorithm names accepted by ``algorithm``.
+#: Algorithm names accepted by ``algorithm`` (besides :data:`AUTO`).
 ALGORITHMS = ("fbp", "sirt", "cgls")
+#: ``algorithm = "auto"``: SIRT where ASTRA finds a CUDA device, FBP elsewhere.
+AUTO = "auto"
+#: What ``"auto"`` becomes with and without a CUDA device.
+AUTO_CHOICE = {True: "sirt", False: "fbp"}
+#: ASTRA's CPU cost of one ray–voxel step, seconds: one SIRT or CGLS iteration
+#: of one sinogram row (angles, columns) on a (y, x) grid takes about
+#: ``angles · columns · max(y, x)`` steps (a forward and a back projection
+#: with the ``linear`` projector, single-threaded); CPU FBP about
+#: :data:`FBP_ITERATIONS` of an iteration. 8–9.6 ns per step from 64² to 640²
+#: on this project's shared 2-core development machine (README, "How long a
+#: reconstruction takes"); the default of :func:`estimate_seconds`; the stage
+#: measures it again where the blocks run (:func:`measure_step_seconds`).
+CPU_STEP_SECONDS = 8.5e-9
+#: CPU FBP costs about this fraction of one SIRT iteration (0.38–0.53 measured).
+FBP_ITERATIONS = 0.5
+#: An estimate above this many seconds is shown as a WARNING.
+WARN_SECONDS = 600.0
 #: FBP filters (ASTRA's ``FilterType`` names).
 FBP_FILTERS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
 #: ASTRA's CPU projector for every CPU algorithm: Joseph's linear interpolation,
@@ -114,10 +152,12 @@ def reconstruct_block(
         Detector column (first at 0) onto which the rotation axis projects;
         applied to a fraction of a pixel. Must lie on the detector,
         −0.5 … columns − 0.5.
-    algorithm : {"sirt", "fbp", "cgls"}
+    algorithm : {"sirt", "fbp", "cgls", "auto"}
         ``"sirt"`` (default): ASTRA SIRT / SIRT_CUDA; ``"fbp"``: filtered
         back-projection (filter ``fbp_filter``); ``"cgls"``: conjugate gradient least
-        squares.
+        squares; ``"auto"``: SIRT where this block runs on CUDA, FBP on the
+        CPU (decided per block, as ``gpu=None`` is; :func:`reconstruct_sinograms`
+        decides once for a whole run instead, so that it can record the choice).
     iterations : int
         Iterations of SIRT and CGLS, ≥ 1 (default 1000); unused by FBP.
     nonnegative : bool
@@ -252,6 +292,246 @@ def reconstruct(
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """How long an iterative reconstruction should take on CPU workers.
+
+    Attributes
+    ----------
+    seconds : float
+        Expected wall time of the whole reconstruction, s.
+    algorithm : str
+        ``"sirt"`` or ``"cgls"`` (or ``"fbp"``).
+    iterations : int
+    step_seconds : float
+        The CPU cost of one ray–voxel step it assumed (:data:`CPU_STEP_SECONDS`).
+    slots : int
+        Blocks reconstructed at once (worker threads).
+    """
+
+    seconds: float
+    algorithm: str
+    iterations: int
+    step_seconds: float
+    slots: int
+
+    @property
+    def warning(self) -> bool:
+        """More than :data:`WARN_SECONDS` (10 min)."""
+        return self.seconds > WARN_SECONDS
+
+    def __str__(self) -> str:
+        what = self.algorithm.upper()
+        if self.algorithm != "fbp":
+            what += f" {self.iterations} iterations"
+        text = f"{what} on CPU: about {_duration(self.seconds)} estimated"
+        if self.warning and self.algorithm != "fbp":
+            return (
+                f'WARNING: {text} (algorithm = "fbp" or "auto" takes about '
+                f"{_duration(self.seconds * FBP_ITERATIONS / self.iterations)}; "
+                "a worker with a CUDA GPU runs SIRT far faster)"
+            )
+        return f"WARNING: {text}" if self.warning else text
+
+
+def _duration(seconds: float) -> str:
+    """``"12 s"``, ``"4.5 min"``, ``"80 min"``, ``"3.2 h"``."""
+    if seconds < 60:
+        return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+    if seconds < 600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def estimate_seconds(
+    algorithm: str,
+    iterations: int,
+    shape: Sequence[int],
+    *,
+    shape_yx: tuple[int, int] | None = None,
+    slab_rows: int | None = None,
+    slots: int = 1,
+    step_seconds: float = CPU_STEP_SECONDS,
+) -> float:
+    """Expected wall time of a CPU reconstruction, from ASTRA's cost per ray–voxel step.
+
+    One iteration of SIRT or CGLS on one sinogram row costs
+    ``angles · columns · max(y, x)`` steps of ``step_seconds`` (Joseph's
+    projector visits about max(y, x) voxels along each ray, once forward and
+    once back); FBP costs :data:`FBP_ITERATIONS` of one iteration. Rows go in
+    blocks of ``slab_rows``; ``slots`` blocks run at once, one per worker
+    thread (ASTRA's CPU algorithms use one core each).
+
+    Parameters
+    ----------
+    algorithm : {"fbp", "sirt", "cgls"}
+    iterations : int
+        Ignored by FBP.
+    shape : (rows, angles, columns)
+        The sinogram stack.
+    shape_yx : (int, int), optional
+        The reconstruction grid; default (columns, columns).
+    slab_rows : int, optional
+        Rows per block; default all rows in one block.
+    slots : int
+        Blocks computed at once, ≥ 1.
+    step_seconds : float
+        Seconds per step: :data:`CPU_STEP_SECONDS`, or
+        :func:`measure_step_seconds` on the machine that will run it.
+
+    Returns
+    -------
+    float
+        Seconds; non-decreasing in iterations, rows, angles, columns and grid.
+
+    Examples
+    --------
+    >>> round(estimate_seconds("sirt", 1000, (2, 181, 640), step_seconds=8.5e-9))
+    1260
+    """
+    n_rows, n_angles, n_columns = (int(n) for n in shape)
+    n_y, n_x = (n_columns, n_columns) if shape_yx is None else shape_yx
+    per_row = n_angles * n_columns * max(n_y, n_x) * step_seconds
+    passes = FBP_ITERATIONS if algorithm == "fbp" else float(iterations)
+    block = n_rows if slab_rows is None else max(1, min(int(slab_rows), n_rows))
+    blocks = math.ceil(n_rows / block) if n_rows else 0
+    rounds = math.ceil(blocks / max(1, int(slots)))
+    return float(rounds * block * per_row * passes)
+
+
+def measure_step_seconds(
+    n_angles: int = 180, n_columns: int = 256, *, iterations: int = 3
+) -> float:
+    """Time ASTRA's CPU SIRT here, per ray–voxel step (see :func:`estimate_seconds`).
+
+    Runs ``iterations`` SIRT iterations on one row of a problem of at most
+    180 angles × 256 columns (about 70 ms per iteration on a 2-core
+    development machine), so it is quick whatever the real problem's size.
+
+    Parameters
+    ----------
+    n_angles, n_columns : int
+        The real problem's size; the timed one is no larger than 180 × 256.
+    iterations : int
+        Timed iterations, ≥ 1 (default 3).
+
+    Returns
+    -------
+    float
+        Seconds per step.
+    """
+    n_angles, n_columns = max(1, min(n_angles, 180)), max(8, min(n_columns, 256))
+    angles = np.linspace(0.0, np.pi, n_angles, endpoint=False)
+    geometry = astra.create_proj_geom("parallel", 1.0, n_columns, angles)
+    volume_geometry = astra.create_vol_geom(n_columns, n_columns)
+    projector = astra.create_projector(CPU_PROJECTOR, geometry, volume_geometry)
+    sinogram = np.random.default_rng(0).random((n_angles, n_columns), dtype=np.float32)
+    sino_id = astra.data2d.create("-sino", geometry, sinogram)
+    rec_id = astra.data2d.create("-vol", volume_geometry, 0.0)
+    config = astra.astra_dict("SIRT")
+    config.update(ProjectionDataId=sino_id, ReconstructionDataId=rec_id, ProjectorId=projector)
+    config["option"] = {"MinConstraint": 0.0}
+    algorithm_id = astra.algorithm.create(config)
+    try:
+        astra.algorithm.run(algorithm_id, 1)  # first touch of the buffers, untimed
+        started = time.perf_counter()
+        astra.algorithm.run(algorithm_id, iterations)
+        seconds = time.perf_counter() - started
+    finally:
+        astra.algorithm.delete(algorithm_id)
+        astra.data2d.delete([sino_id, rec_id])
+        astra.projector.delete(projector)
+    return seconds / (iterations * n_angles * n_columns * n_columns)
+
+
+def workers_have_cuda() -> dict[str, bool]:
+    """Whether ASTRA finds a CUDA device, asked where the graph will run.
+
+    Returns
+    -------
+    dict of str to bool
+        One entry per worker of the active ``distributed`` client (asked with
+        ``Client.run``); without one, ``{"local": astra.use_cuda()}`` (the
+        threads of this process compute).
+    """
+    client = _active_client()
+    if client is None:
+        return {"local": bool(astra.use_cuda())}
+    answers = client.run(astra.use_cuda)
+    return {str(worker): bool(found) for worker, found in answers.items()}
+
+
+def resolve_algorithm(algorithm: str, cuda: Mapping[str, bool]) -> str:
+    """The algorithm a run uses: ``"auto"`` → SIRT if every worker has CUDA, else FBP.
+
+    Parameters
+    ----------
+    algorithm : {"auto", "fbp", "sirt", "cgls"}
+    cuda : mapping of worker to bool
+        :func:`workers_have_cuda`.
+
+    Returns
+    -------
+    str
+        ``algorithm`` itself unless it is ``"auto"``.
+
+    Examples
+    --------
+    >>> resolve_algorithm("auto", {"tcp://a": True, "tcp://b": False})
+    'fbp'
+    >>> resolve_algorithm("auto", {"local": True}), resolve_algorithm("cgls", {"local": False})
+    ('sirt', 'cgls')
+    """
+    name = algorithm.lower()
+    if name != AUTO:
+        return name
+    # A cluster with CPU-only workers among GPU ones gets FBP: its blocks are
+    # not pinned to the GPU workers, and one CPU block of 1000 SIRT iterations
+    # would take hours; the whole volume is reconstructed one way.
+    return AUTO_CHOICE[bool(cuda) and all(cuda.values())]
+
+
+def _active_client() -> Any:
+    """The ``distributed`` client that would compute a graph now, or None."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return None
+    return client if get_scheduler() == client.get else None
+
+
+def _cpu_estimate(
+    algorithm: str,
+    iterations: int,
+    shape: Sequence[int],
+    slab_rows: int,
+    cuda: Mapping[str, bool],
+) -> Estimate:
+    """The estimate of a run on the workers without CUDA, its cost measured on one of them."""
+    _, n_angles, n_columns = shape
+    client = _active_client()
+    if client is None:
+        step = measure_step_seconds(n_angles, n_columns)
+        slots = os.cpu_count() or 1
+    else:
+        cpu_workers = [w for w, found in cuda.items() if not found]
+        # Client.run, not a task: a task would queue behind the blocks of
+        # other samples, possibly for as long as the run it is to estimate;
+        # timed beside them, it also sees the contention the blocks will see.
+        timed = client.run(measure_step_seconds, n_angles, n_columns, workers=cpu_workers[:1])
+        step = float(next(iter(timed.values())))
+        threads = client.nthreads()
+        slots = sum(threads.get(w, 1) for w in cpu_workers)
+    seconds = estimate_seconds(
+        algorithm, iterations, shape, slab_rows=slab_rows, slots=slots, step_seconds=step
+    )
+    return Estimate(seconds, algorithm, iterations, step, slots)
+
+
+@dataclass(frozen=True)
 class Reconstruction:
     """Result of :func:`reconstruct_sinograms`.
 
@@ -263,11 +543,33 @@ class Reconstruction:
         The rotation centre used, detector pixels (first column at 0).
     centre_source : str
         Where it came from: the campaign file or the automatic search.
+    algorithm : {"fbp", "sirt", "cgls"}
+        The algorithm every block runs (``"auto"`` resolved).
+    device : {"CUDA", "CPU", "CPU and CUDA"}
+        Where ASTRA runs it: what the workers reported.
+    estimate : Estimate or None
+        For SIRT and CGLS on workers without CUDA: the expected duration.
+    automatic : bool
+        The algorithm was chosen by ``algorithm = "auto"``.
     """
 
     volume: da.Array
     centre_px: float
     centre_source: str
+    algorithm: str
+    device: str
+    estimate: Estimate | None = None
+    automatic: bool = False
+
+    @property
+    def detail(self) -> str:
+        """One line for the user, shown before the work starts."""
+        chosen = f"{self.algorithm.upper()} on {self.device}"
+        if self.automatic:
+            chosen += ' (algorithm "auto")'
+        if self.estimate is not None:
+            chosen = str(self.estimate)
+        return f"{chosen}; rotation centre {self.centre_px:.2f} px ({self.centre_source})"
 
 
 def reconstruct_sinograms(
@@ -277,7 +579,7 @@ def reconstruct_sinograms(
     voxel_size_um: float,
     rotation_centre_px: float | None = None,
     centre_search_radius_px: float | None = None,
-    algorithm: str = "sirt",
+    algorithm: str = AUTO,
     iterations: int = 1000,
     nonnegative: bool = True,
     fbp_filter: str = "ram-lak",
@@ -299,7 +601,12 @@ def reconstruct_sinograms(
     centre_search_radius_px : float, optional
         How far from the detector centre the search looks (default: a
         quarter of the detector width).
-    algorithm, iterations, nonnegative, fbp_filter
+    algorithm : {"auto", "fbp", "sirt", "cgls"}
+        ``"auto"`` (default): the paper's SIRT (``iterations``) where ASTRA
+        finds a CUDA device on every worker, FBP otherwise
+        (:func:`resolve_algorithm`). The others as for :func:`reconstruct`;
+        SIRT and CGLS on CPU workers come with an :class:`Estimate`.
+    iterations, nonnegative, fbp_filter
         As for :func:`reconstruct`.
     slab_rows : int, default 8
         Sinogram rows reconstructed together in one task (one GPU call).
@@ -307,27 +614,56 @@ def reconstruct_sinograms(
     Returns
     -------
     Reconstruction
+        With the algorithm that runs, where, and (iterative on CPU) how long
+        it should take.
+
+    Notes
+    -----
+    The workers are asked once, here, before the graph is built
+    (:func:`workers_have_cuda`), and the graph gets the resolved algorithm:
+    the graph is still one for CPU and GPU workers (``gpu=None``, each block
+    picks ASTRA's CUDA or CPU variant where it runs), and the algorithm
+    recorded with the volume is the one every block ran, which a per-block
+    ``"auto"`` could not promise on a mixed cluster.
     """
+    _check_algorithm(algorithm)
     centre = resolve_centre(
         rotation_centre_px, sinograms, angles, search_radius_px=centre_search_radius_px
     )
     source = (
         "campaign file" if rotation_centre_px is not None else "automatic (Vo's Fourier method)"
     )
+    cuda = workers_have_cuda()
+    chosen = resolve_algorithm(algorithm, cuda)
     volume = reconstruct(
         sinograms.rechunk({0: slab_rows}),
         angles,
         centre,
-        algorithm=algorithm,
+        algorithm=chosen,
         iterations=iterations,
         nonnegative=nonnegative,
         fbp_filter=fbp_filter,
         voxel_size_um=voxel_size_um,
     )
-    return Reconstruction(volume, centre, source)
+    found = set(cuda.values())
+    device = "CPU and CUDA" if len(found) > 1 else "CUDA" if True in found else "CPU"
+    estimate = None
+    if chosen != "fbp" and False in found:
+        estimate = _cpu_estimate(chosen, iterations, sinograms.shape, slab_rows, cuda)
+    return Reconstruction(
+        volume, centre, source, chosen, device, estimate, automatic=algorithm.lower() == AUTO
+    )
 
 
 # ----------------------------------------------------------------- validation
+
+
+def _check_algorithm(algorithm: object) -> None:
+    if not isinstance(algorithm, str) or algorithm.lower() not in (AUTO, *ALGORITHMS):
+        raise ValueError(
+            f"algorithm must be one of {', '.join(map(repr, (AUTO, *ALGORITHMS)))}; "
+            f"got {algorithm!r}"
+        )
 
 
 def _parameters(
@@ -359,10 +695,7 @@ def _parameters(
         )
     if not np.all(np.isfinite(theta)):
         raise ValueError("angles must be finite numbers (radians)")
-    if not isinstance(algorithm, str) or algorithm.lower() not in ALGORITHMS:
-        raise ValueError(
-            f"algorithm must be one of {', '.join(map(repr, ALGORITHMS))}; got {algorithm!r}"
-        )
+    _check_algorithm(algorithm)
     if not isinstance(fbp_filter, str) or fbp_filter.lower() not in FBP_FILTERS:
         raise ValueError(
             f"fbp_filter must be one of {', '.join(map(repr, FBP_FILTERS))}; got {fbp_filter!r}"
@@ -424,6 +757,8 @@ def _reconstruct(sinograms: NDArray[np.generic], params: _Parameters) -> NDArray
         raise RuntimeError(
             "gpu=True, but ASTRA finds no CUDA device here; use gpu=None (automatic) or False"
         )
+    if params.algorithm == AUTO:
+        params = dataclasses.replace(params, algorithm=AUTO_CHOICE[bool(use_cuda)])
     shift = params.centre_px - (n_columns - 1) / 2.0
     if use_cuda and params.algorithm in _CUDA_3D and n_rows >= SLAB_MIN_ROWS:
         volume = _slab_cuda(block, params, shift)

@@ -26,8 +26,10 @@ class Parameters(Section):
         "px",
         ge=0.5,
     )
-    algorithm: Literal["fbp", "sirt", "cgls"] = param(
-        "sirt", "ASTRA algorithm (CUDA variant where a GPU is present)."
+    algorithm: Literal["auto", "fbp", "sirt", "cgls"] = param(
+        "auto",
+        "ASTRA algorithm (CUDA variant where a GPU is present); auto: SIRT where "
+        "every worker has a CUDA GPU, FBP on CPU-only workers (CPU SIRT takes hours).",
     )
     iterations: int = param(1000, "Iterations of SIRT or CGLS (the paper: 1000).", ge=1)
     nonnegative: bool = param(True, "Clip negative attenuation during SIRT.")
@@ -55,12 +57,17 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         attrs = {
             "rotation_centre_px": result.centre_px,
             "rotation_centre_source": result.centre_source,
-            "algorithm": parameters["algorithm"],
+            # what every block runs ("auto" resolved), not what was asked for
+            "algorithm": result.algorithm,
+            "algorithm_requested": parameters["algorithm"],
+            "device": result.device,
             "units": "1/µm",
         }
+        if result.estimate is not None:
+            attrs["estimated_seconds"] = round(result.estimate.seconds, 1)
         return Work(
             outputs=[Output("recon", result.volume, "volume", attrs)],
-            detail=f"rotation centre {result.centre_px:.2f} px ({result.centre_source})",
+            detail=result.detail,
         )
 
     return Plan(stage, campaign, sample, parameters, dict(inputs), build)

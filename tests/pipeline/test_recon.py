@@ -431,7 +431,7 @@ GOOD: dict[str, Any] = {"algorithm": "sirt", "iterations": 10, "voxel_size_um": 
         ({"angles": np.zeros(29)}, "angles must be 1D with one angle per sinogram angle"),
         ({"angles": np.zeros((30, 1))}, "angles must be 1D"),
         ({"angles": np.full(30, np.inf)}, "angles must be finite"),
-        ({"algorithm": "art"}, "algorithm must be one of 'fbp', 'sirt', 'cgls'; got 'art'"),
+        ({"algorithm": "art"}, "algorithm must be one of 'auto', 'fbp', 'sirt', 'cgls'; got 'art'"),
         ({"iterations": 0}, "iterations must be ≥ 1; got 0"),
         ({"iterations": 2.5}, "iterations must be an integer"),
         ({"centre_px": 500.0}, r"centre_px = 500.0 is off the detector"),
