@@ -45,7 +45,7 @@ Example
     cycling = "echem/cycling.csv"     # cycle, charge_capacity_mAh
     electrode_mass_mg = 2.0
     [recon]
-    algorithm = "sirt"                # fbp | sirt | cgls
+    algorithm = "auto"                # auto (GPU: SIRT, CPU: FBP) | fbp | sirt | cgls
     iterations = 1000
 """
 

@@ -1259,17 +1259,15 @@ def _campaign_document(variant: Variant) -> dict[str, Any]:
                 "voxel_size_um": variant.voxel_size_um,
             }
         ],
-        # FBP: the default, SIRT with 1000 iterations, takes far too long on a
-        # CPU for a family of scans; the stage parameters are otherwise left
-        # at their defaults, as a user with a new scan would.
-        "recon": {"algorithm": "fbp"},
+        # The size prior: the one thing besides the voxel size a user is asked
+        # for; every stage parameter is left at its default.
+        "material": {"silicon_radius_um": list(variant.size_prior_um)},
     }
 
 
 _CAMPAIGN_NOTE = (
-    "# An independent test scan (debond.scans). Only the voxel size is given;\n"
-    "# [recon] asks for FBP because SIRT with 1000 iterations is far\n"
-    "# too slow on a CPU. The truth is in truth/ beside this file.\n"
+    "# An independent test scan (debond.scans). Only the voxel size and the\n"
+    "# size prior are given. The truth is in truth/ beside this file.\n"
 )
 
 

@@ -93,7 +93,7 @@ def test_stage_parameters_are_plain_dicts_with_every_default(tmp_path: Path) -> 
     recon = campaign.stage_parameters("recon")
     assert recon["algorithm"] == "fbp" and recon["iterations"] == 1000
     assert recon["nonnegative"] is True
-    assert campaign.stage_parameters("prep")["median_size"] == 7
+    assert campaign.stage_parameters("prep")["median_size"] == 3
     assert campaign.stage_parameters("prep")["ring_removal"] is False
     assert campaign.stage_parameters("measure")["n_rays"] == 256
     assert campaign.stage_parameters("fit") == {
@@ -115,7 +115,7 @@ def test_every_parameter_is_declared_with_type_default_and_help() -> None:
     rows = {(p.section, p.key): p for p in parameter_table()}
     assert all(p.help for p in rows.values())
     assert rows["recon", "iterations"].default == 1000
-    assert rows["recon", "algorithm"].type == "'fbp' | 'sirt' | 'cgls'"
+    assert rows["recon", "algorithm"].type == "'auto' | 'fbp' | 'sirt' | 'cgls'"
     assert rows["sample", "voxel_size_um"].default is REQUIRED
     assert rows["sample", "voxel_size_um"].unit == "µm"
     assert rows["material", "half_cycle_hours"].unit == "h"
@@ -250,7 +250,7 @@ def test_a_missing_campaign_file_is_named(tmp_path: Path) -> None:
         pytest.param(
             'algorithm = "fbp"',
             'algorithm = "art"',
-            r"recon\.algorithm: found 'art' \(string\), expected 'fbp', 'sirt' or 'cgls'",
+            r"recon\.algorithm: found 'art' \(string\), expected 'auto', 'fbp', 'sirt' or 'cgls'",
             id="bad-choice",
         ),
         pytest.param(
@@ -437,7 +437,7 @@ def test_a_dict_is_validated_filled_and_written(tmp_path: Path) -> None:
     assert "#" not in path.read_text(encoding="utf-8").split("\n", 3)[3]
     campaign = load_campaign(path)
     assert campaign.stage_parameters("recon")["iterations"] == 50
-    assert campaign.stage_parameters("recon")["algorithm"] == "sirt"
+    assert campaign.stage_parameters("recon")["algorithm"] == "auto"
     bad = {**document, "sample": [{"id": "c01", "cycles": -1, "txm": "raw/c01.h5"}]}
     with pytest.raises(CampaignError, match=r"bad\.toml.*\n  sample\[0\]\.cycles: found -1"):
         dump_campaign(bad, tmp_path / "bad.toml")

@@ -269,7 +269,8 @@ def test_a_written_scan_reads_back_as_a_campaign(tiny_scan: Path) -> None:
     campaign = load_campaign(tiny_scan)
     (sample,) = campaign.samples
     assert sample.id == scans.SAMPLE_ID and sample.voxel_size_um == TINY.voxel_size_um
-    assert campaign.stage_parameters("reconstruction")["algorithm"] == "fbp"
+    assert campaign.stage_parameters("recon")["algorithm"] == "auto"  # a default left as is
+    assert campaign.size_prior_um == TINY.size_prior_um
     raw = read_data_exchange(tiny_scan.parent / "raw" / "scan.h5")
     assert raw.data.shape == (TINY.n_angles, TINY.shape[0], TINY.shape[2])
     assert float(raw.theta_rad[-1]) == pytest.approx(math.pi * (1 - 1 / TINY.n_angles))

@@ -23,7 +23,11 @@ class Parameters(Section):
         1e-6, "Smallest transmission kept before −log (guards against log(0)).", "", gt=0, lt=1
     )
     median_size: int = param(
-        7, "Median filter of each projection, size × size (the paper: 7; 1: none).", "px", ge=1
+        3,
+        "Median filter of each projection, size × size (1: none; the paper: 7, which blurs "
+        "features of 1–2 px).",
+        "px",
+        ge=1,
     )
     ring_removal: bool = param(False, "Remove ring artefacts in sinogram space.")
 
