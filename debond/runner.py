@@ -53,7 +53,8 @@ from distributed import Client, wait
 from debond.campaign import Campaign, Sample
 from debond.particles import particle_table
 from debond.pipeline.ingest import IngestError
-from debond.stages import REGISTRY, Plan, Registry, Stage, StageError, Work
+from debond.stages import REGISTRY
+from debond.stages.base import Plan, Registry, Stage, StageError, Work
 from debond.storage import (
     PendingWrite,
     Status,

@@ -73,6 +73,7 @@ from scipy.spatial import cKDTree
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from debond.pipeline.levels import check_size_prior
 from debond.pipeline.segment import SILICON
 from debond.storage import default_chunks
 
@@ -725,19 +726,10 @@ def _check_prior(split_touching: Any, radius_range_um: Any, voxel_size_um: Any) 
     """The smallest radius of the size prior in voxels, or None when nothing is split."""
     if not isinstance(split_touching, bool | np.bool_):
         raise TypeError(f"split_touching must be True or False; got {split_touching!r}")
-    if radius_range_um is None:
+    prior = check_size_prior(radius_range_um)
+    if prior is None or not split_touching:
         return None
-    try:
-        low, high = (float(v) for v in radius_range_um)
-    except (TypeError, ValueError):
-        low = high = math.nan
-    if not (math.isfinite(low) and low > 0 and high >= low):
-        raise ValueError(
-            "radius_range_um must be two radii (lo, hi) in µm with 0 < lo ≤ hi (hi may be "
-            f"inf); got {radius_range_um!r}"
-        )
-    if not split_touching:
-        return None
+    low = prior[0]
     try:
         voxel = float(voxel_size_um)
     except (TypeError, ValueError):

@@ -56,6 +56,7 @@ __all__ = [
     "SegmentationError",
     "ball",
     "calibrate",
+    "check_size_prior",
     "flat_modes",
     "sample_slices",
 ]
@@ -145,6 +146,28 @@ class Levels:
         opened = 2 * self.core_radius_voxels + self.grow_voxels
         small = math.ceil(2 * self.smallest_radius_voxels) + 1
         return opened + small + 2 * self.cbd_open_voxels + 2
+
+
+def check_size_prior(radius_range_um: Any) -> tuple[float, float] | None:
+    """A size prior as two radii (lo, hi) in µm, 0 < lo ≤ hi (hi may be inf); None stays None.
+
+    Raises
+    ------
+    ValueError
+        Anything else, naming what was given.
+    """
+    if radius_range_um is None:
+        return None
+    try:
+        low, high = (float(v) for v in radius_range_um)
+    except (TypeError, ValueError):
+        low = high = math.nan
+    if not (math.isfinite(low) and low > 0 and high >= low):
+        raise ValueError(
+            "radius_range_um must be two radii (lo, hi) in µm with 0 < lo ≤ hi (hi may be "
+            f"inf); got {radius_range_um!r}"
+        )
+    return low, high
 
 
 def ball(radius: float) -> NDArray[np.bool_]:

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from debond.pipeline.levels import check_size_prior
 from debond.pipeline.segment import CBD, GRAPHITE, SILICON
 from debond.storage import default_chunks
 from debond.storage.tables import NOT_MEASURED  # flags: not measured, gap NaN
@@ -583,18 +584,8 @@ def _empty_gaps() -> pd.DataFrame:
 
 def _check_prior_upper(radius_range_um: Any) -> float:
     """The upper bound of a size prior (lo, hi) in µm; inf without a prior."""
-    if radius_range_um is None:
-        return math.inf
-    try:
-        low, high = (float(v) for v in radius_range_um)
-    except (TypeError, ValueError):
-        low = high = math.nan
-    if not (math.isfinite(low) and low > 0 and high >= low):
-        raise ValueError(
-            "radius_range_um must be two radii (lo, hi) in µm with 0 < lo ≤ hi (hi may be "
-            f"inf); got {radius_range_um!r}"
-        )
-    return high
+    prior = check_size_prior(radius_range_um)
+    return math.inf if prior is None else prior[1]
 
 
 def measure_gaps(

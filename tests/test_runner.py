@@ -38,7 +38,8 @@ from debond.pipeline.segment import CBD, SILICON, segment
 from debond.pipeline.sem import analyse_sem
 from debond.pipeline.stereology import sections_to_spheres, unfold_radii
 from debond.runner import Outcome, RunError, parse_stages, run_campaign
-from debond.stages import REGISTRY, Plan, Registry, Stage, Work
+from debond.stages import REGISTRY
+from debond.stages.base import Plan, Registry, Stage, Work
 from debond.storage import get_array, list_arrays, list_samples, open_store, open_volume
 from debond.storage.provenance import completion, read_provenance
 from debond.storage.tables import read_metadata, read_particles

@@ -327,20 +327,59 @@ def client() -> Iterator[object]:
         yield connected
 
 
+#: The goals of the image stages on every variant (default settings, the voxel
+#: size and the size prior given): found ≥, spurious ≤, Dice ≥, gap error ≤
+#: (voxels), radius error ≤.
+GOALS = {
+    "found": (0.95, ">="),
+    "spurious": (0.05, "<="),
+    "silicon_dice": (0.9, ">="),
+    "gap_mae_vox": (1.0, "<="),
+    "radius_error": (0.05, "<="),
+}
+#: Variants the image stages do not yet meet the goals on, with what falls
+#: short at seed 0 (README, "Scans it was not tuned on").
+SHORT: dict[str, str] = {}
+
+
+def shortfalls(score: scans.Score) -> list[str]:
+    """The goals a score misses, as readable lines (empty: every goal met)."""
+    missed = []
+    for name, (goal, way) in GOALS.items():
+        value = float(getattr(score, name))
+        met = value >= goal if way == ">=" else value <= goal
+        if not met or not math.isfinite(value):
+            missed.append(f"{name} {value:.3g} (goal {way} {goal})")
+    return missed
+
+
+def test_shortfalls_name_each_missed_goal() -> None:
+    perfect = scans.Score(1.0, 0.0, 1.0, 0.2, 0.01, 5, 5, 5, 5)
+    assert shortfalls(perfect) == []
+    poor = dataclasses.replace(perfect, found=0.8, gap_mae_vox=math.nan)
+    assert [line.split()[0] for line in shortfalls(poor)] == ["found", "gap_mae_vox"]
+
+
 @pytest.mark.slow
 @pytest.mark.distributed
-@pytest.mark.parametrize("variant", scans.VARIANTS, ids=lambda v: v.name)
-def test_the_pipeline_on_every_variant_is_scored(
+@pytest.mark.parametrize(
+    "variant",
+    [
+        pytest.param(v, marks=pytest.mark.xfail(reason=SHORT[v.name], strict=False))
+        if v.name in SHORT
+        else v
+        for v in scans.VARIANTS
+    ],
+    ids=lambda v: v.name,
+)
+def test_the_pipeline_meets_the_goals_on_every_variant(
     variant: Variant, client: object, tmp_path: Path
 ) -> None:
+    """`debond run` at default settings, given only the voxel size and the size prior."""
     from debond.runner import run_campaign
 
     campaign = scans.write_scan(tmp_path / variant.name, variant)
     run_campaign(load_campaign(campaign), client, echo=lambda line: None)  # type: ignore[arg-type]
     got = scans.score_run(campaign)
     print(variant.name, got.as_dict())
-    assert all(math.isfinite(x) for x in (got.found, got.spurious, got.silicon_dice))
-    if got.n_matched:
-        assert math.isfinite(got.radius_error)
-    if got.n_gaps:
-        assert math.isfinite(got.gap_mae_vox)
+    assert not shortfalls(got), f"{variant.name}: " + "; ".join(shortfalls(got))

@@ -197,6 +197,22 @@ class Stage:
     chain: Literal["3d", "sem"] = "3d"
     supplied: tuple[str, ...] = ()
 
+    def arguments(self, campaign: Campaign, sample: Sample) -> dict[str, Any]:
+        """The kernel's keywords for a sample: the section, with what the runner supplies.
+
+        The supplied values are the sample's voxel size, rotation centre and
+        SEM pixel size and the campaign's size prior, those named in
+        :attr:`supplied` (input arrays, also named there, are passed apart).
+        """
+        known = {
+            "voxel_size_um": sample.voxel_size_um,
+            "rotation_centre_px": sample.rotation_centre_px,
+            "pixel_size_um": sample.sem_pixel_size_um,
+            "radius_range_um": campaign.size_prior_um,
+        }
+        supplied = {name: known[name] for name in self.supplied if name in known}
+        return {**campaign.stage_parameters(self.name), **supplied}
+
     def __post_init__(self) -> None:
         if (self.table is None) == (not self.writes):
             raise ValueError(

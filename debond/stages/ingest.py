@@ -37,11 +37,10 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
     txm = sample.txm
     if txm is None:  # raw stages run only for samples with txm
         raise ValueError(f"{sample.where} has no txm to ingest")
-    parameters = {**campaign.stage_parameters(stage.name), "voxel_size_um": sample.voxel_size_um}
-    keywords = campaign.stage_parameters(stage.name)
+    parameters = stage.arguments(campaign, sample)
 
     def build() -> Work:
-        raw = read_projections(txm, **keywords)
+        raw = read_projections(txm, **parameters)
         attrs = {
             "angles_rad": raw.theta_rad.tolist(),
             "source": str(raw.source),
@@ -59,14 +58,3 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         )
 
     return Plan(stage, campaign, sample, parameters, {"raw": txm}, build)
-
-
-STAGE = Stage(
-    name="ingest",
-    parameters=Parameters,
-    kernel=read_projections,
-    plan=plan,
-    summary="raw file (`txm`) → `flats`, `darks`, `projections`",
-    writes=("flats", "darks", "projections"),
-    raw=True,
-)

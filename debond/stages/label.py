@@ -37,11 +37,7 @@ class Parameters(Section):
 
 
 def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
-    parameters = {
-        **campaign.stage_parameters(stage.name),
-        "voxel_size_um": sample.voxel_size_um,
-        "radius_range_um": campaign.size_prior_um,
-    }
+    parameters = stage.arguments(campaign, sample)
     inputs = campaign.registry.upstream(group, stage, sample)
 
     def build() -> Work:
@@ -63,15 +59,3 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         return Work(outputs=[Output("particles", found.labels, "volume", attrs)], detail=detail)
 
     return Plan(stage, campaign, sample, parameters, dict(inputs), build)
-
-
-STAGE = Stage(
-    name="label",
-    parameters=Parameters,
-    kernel=label_particles,
-    plan=plan,
-    summary="`phases` → `particles` (int32 labels)",
-    reads=("phases",),
-    writes=("particles",),
-    supplied=("voxel_size_um", "radius_range_um"),
-)

@@ -10,9 +10,9 @@ import zarr
 
 from debond.pipeline.measure import measure_gaps
 from debond.sections import Section, param
-from debond.stages.base import Plan, Stage, TableOutput, Work
+from debond.stages.base import Plan, Stage, Work
 from debond.storage import open_volume
-from debond.storage.tables import NOT_MEASURED, PARTICLES_SCHEMA
+from debond.storage.tables import NOT_MEASURED
 
 if TYPE_CHECKING:
     from debond.campaign import Campaign, Sample
@@ -39,11 +39,7 @@ class Parameters(Section):
 
 
 def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
-    parameters = {
-        **campaign.stage_parameters(stage.name),
-        "voxel_size_um": sample.voxel_size_um,
-        "radius_range_um": campaign.size_prior_um,
-    }
+    parameters = stage.arguments(campaign, sample)
     inputs = campaign.registry.upstream(group, stage, sample)
 
     def rows() -> pd.DataFrame:
@@ -75,15 +71,3 @@ def describe(rows: pd.DataFrame) -> str:
         f"{len(rows)} particles: {measured} measured, {on_border} on the border; "
         f"not measured: {flagged or 'none'}"
     )
-
-
-STAGE = Stage(
-    name="measure",
-    parameters=Parameters,
-    kernel=measure_gaps,
-    plan=plan,
-    summary="`phases`, `particles`, `sample` → `tables/samples/<id>.parquet`",
-    reads=("phases", "particles", "sample"),
-    table=TableOutput("samples", PARTICLES_SCHEMA, "particles"),
-    supplied=("voxel_size_um", "sample", "radius_range_um"),
-)

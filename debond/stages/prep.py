@@ -40,7 +40,7 @@ class Parameters(Section):
 
 
 def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
-    parameters = campaign.stage_parameters(stage.name)
+    parameters = stage.arguments(campaign, sample)
     inputs = campaign.registry.upstream(group, stage, sample)
 
     def build() -> Work:
@@ -55,15 +55,3 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         )
 
     return Plan(stage, campaign, sample, parameters, dict(inputs), build)
-
-
-STAGE = Stage(
-    name="prep",
-    parameters=Parameters,
-    kernel=prepare,
-    plan=plan,
-    summary="`projections`, `flats`, `darks` → `sinograms`",
-    reads=("projections", "flats", "darks"),
-    writes=("sinograms",),
-    raw=True,
-)

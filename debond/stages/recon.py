@@ -42,12 +42,7 @@ class Parameters(Section):
 
 
 def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
-    keywords = campaign.stage_parameters(stage.name)
-    parameters = {
-        **keywords,
-        "rotation_centre_px": sample.rotation_centre_px,
-        "voxel_size_um": sample.voxel_size_um,
-    }
+    parameters = stage.arguments(campaign, sample)
     inputs = campaign.registry.upstream(group, stage, sample)
 
     def build() -> Work:
@@ -71,16 +66,3 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         )
 
     return Plan(stage, campaign, sample, parameters, dict(inputs), build)
-
-
-STAGE = Stage(
-    name="recon",
-    parameters=Parameters,
-    kernel=reconstruct_sinograms,
-    plan=plan,
-    summary="`sinograms` → `recon` (attenuation, 1/µm)",
-    reads=("sinograms",),
-    writes=("recon",),
-    raw=True,
-    supplied=("voxel_size_um", "rotation_centre_px"),
-)

@@ -79,11 +79,7 @@ def _plan_import(stage: Stage, campaign: Campaign, sample: Sample) -> Plan:
 def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
     if sample.phases is not None:
         return _plan_import(stage, campaign, sample)
-    parameters = {
-        **campaign.stage_parameters(stage.name),
-        "voxel_size_um": sample.voxel_size_um,
-        "radius_range_um": campaign.size_prior_um,
-    }
+    parameters = stage.arguments(campaign, sample)
     inputs = campaign.registry.upstream(group, stage, sample)
 
     def build() -> Work:
@@ -129,15 +125,3 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         )
 
     return Plan(stage, campaign, sample, parameters, dict(inputs), build)
-
-
-STAGE = Stage(
-    name="segment",
-    parameters=Parameters,
-    kernel=segment,
-    plan=plan,
-    summary="`recon` (or the sample's own segmentation, `phases`) → `sample`, `phases`",
-    reads=("recon",),
-    writes=("sample", "phases"),
-    supplied=("voxel_size_um", "radius_range_um"),
-)

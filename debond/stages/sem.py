@@ -10,8 +10,7 @@ import zarr
 
 from debond.pipeline.sem import analyse_sem
 from debond.sections import Section, Thresholds, param
-from debond.stages.base import Plan, Stage, TableOutput, Work
-from debond.storage.tables import SEM_TABLE_SCHEMA
+from debond.stages.base import Plan, Stage, Work
 
 if TYPE_CHECKING:
     from debond.campaign import Campaign, Sample
@@ -47,8 +46,7 @@ class Parameters(Section):
 
 
 def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
-    keywords = campaign.stage_parameters(stage.name)
-    parameters = {**keywords, "pixel_size_um": sample.sem_pixel_size_um}
+    parameters = stage.arguments(campaign, sample)
     images = list(sample.sem)
 
     def rows() -> pd.DataFrame:
@@ -63,15 +61,3 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         return Work([], table=rows, detail=f"{len(images)} SEM images")
 
     return Plan(stage, campaign, sample, parameters, {"sem": images}, build)
-
-
-STAGE = Stage(
-    name="sem",
-    parameters=Parameters,
-    kernel=analyse_sem,
-    plan=plan,
-    summary="the SEM images → `tables/sections/<id>.parquet`",
-    table=TableOutput("sections", SEM_TABLE_SCHEMA, "sections"),
-    chain="sem",
-    supplied=("pixel_size_um",),
-)
