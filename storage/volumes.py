@@ -690,22 +690,13 @@ def write_volume(
     sample: str,
     name: str,
     data: np.ndarray[Any, Any] | da.Array,
-    *,
-    voxel_size_um: float,
-    stage: str,
-    parameters: Mapping[str, Any] | None = None,
-    inputs: Mapping[str, InputLike] | None = None,
-    purpose: str | None = None,
-    chunks: Sequence[int] | None = None,
-    dims: Sequence[str] | None = None,
-    attrs: Mapping[str, Any] | None = None,
-    overwrite: bool = False,
+    **options: Any,
 ) -> zarr.Array:
     """Store a whole volume with its provenance and mark it complete.
 
     Parameters
     ----------
-    store, sample, name, voxel_size_um, purpose, chunks, dims, attrs, overwrite
+    store, sample, name
         As for :func:`create_volume`.
     data : (Z, Y, X) numpy.ndarray or dask.array.Array
         bool, integer or float. A Dask array is rechunked to the array's
@@ -713,34 +704,19 @@ def write_volume(
         Zarr chunk) on the current scheduler; nothing that scales with the
         volume passes through the caller. It must not read the array it
         replaces.
-    stage : str
-        Stage name recorded in the provenance.
-    parameters : mapping, optional
-        The stage's JSON-able parameters.
-    inputs : mapping, optional
-        Input name -> path, URL, ``zarr.Array`` or identity (see
-        :func:`~debond.storage.provenance.identify`).
+    **options
+        The keywords of :func:`prepare_write`: ``voxel_size_um`` and
+        ``stage`` (required), ``parameters`` (the stage's JSON-able
+        parameters), ``inputs`` (name -> path, URL, ``zarr.Array`` or identity,
+        see :func:`~debond.storage.provenance.identify`), ``purpose``,
+        ``chunks``, ``dims``, ``attrs``, ``overwrite``.
 
     Returns
     -------
     zarr.Array
         The stored array, marked complete.
     """
-    pending = prepare_write(
-        store,
-        sample,
-        name,
-        data,
-        voxel_size_um=voxel_size_um,
-        stage=stage,
-        parameters=parameters,
-        inputs=inputs,
-        purpose=purpose,
-        chunks=chunks,
-        dims=dims,
-        attrs=attrs,
-        overwrite=overwrite,
-    )
+    pending = prepare_write(store, sample, name, data, **options)
     # NumPy data is already here: write it in this process, not on a cluster.
     dask.compute(pending.task, scheduler="sync" if isinstance(data, np.ndarray) else None)
     return pending.finish()
