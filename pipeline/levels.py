@@ -70,6 +70,9 @@ SILICON_MIN_SHARE = 0.35
 #: Silicon objects whose equivalent radius is under this share of the prior's
 #: smallest radius are not particles.
 SMALLEST_SHARE = 0.8
+#: The sample's solid phases lie above this share of the way from the lowest
+#: level to the brightest voxels.
+SOLID_SHARE = 0.3
 #: Silicon cores (the band opened) under this share of the smallest radius are
 #: not grown into particles: rims that survived the opening.
 CORE_SHARE = 0.6
@@ -336,7 +339,11 @@ def calibrate(
         raise SegmentationError(
             f"the reconstruction shows one grey level ({everything}); expected several phases"
         )
-    solid = float(everything[0] + everything[1]) / 2
+    # Solid: a third of the way from the lowest level (pore filling or air) to
+    # the brightest voxels, so the hull holds every solid phase whichever is
+    # brightest (a level halfway to the next mode can leave CBD out).
+    brightest = float(np.percentile(volume[circle], 99.5))
+    solid = float(everything[0] + SOLID_SHARE * (brightest - everything[0]))
     inside = sample_slices(volume, solid)
     if inside.sum() < 1000:
         inside = circle.copy()
