@@ -362,12 +362,12 @@ def plot_grey_histogram(
     ...     np.array([5, 50, 3]), np.array([0.0, 1.0, 2.0, 3.0]), {"cbd": 2.2}, {"silicon": 1.5}
     ... )
     >>> [t.get_text() for t in figure.legends[0].get_texts()]
-    ['voxels', 'cbd threshold: 2.2', 'silicon level: 1.5']
+    ['cbd threshold: 2.2', 'silicon level: 1.5']
     """
     counts = np.asarray(counts, dtype=np.float64)
-    figure = Figure(figsize=(5.2, 4.0), layout="constrained")
+    figure = Figure(figsize=(4.6, 3.8), layout="constrained")
     ax = figure.add_subplot()
-    ax.stairs(counts, edges, color="0.2", linewidth=1.0, label="voxels")
+    ax.stairs(counts, edges, color="0.2", linewidth=1.0)
     if (counts > 0).any():
         ax.set_yscale("log")
         ax.set_ylim(0.7, 5.0 * counts.max())
@@ -386,7 +386,7 @@ def plot_grey_histogram(
                     xycoords=("data", "axes fraction"),
                     xytext=(2, -10),
                     textcoords="offset points",
-                    fontsize=7,
+                    fontsize=8,
                     color=colour,
                 )
     for name, value in (levels or {}).items():
@@ -398,11 +398,12 @@ def plot_grey_histogram(
                 linewidth=1.8,
                 label=f"{name} level: {values[0]:.3g}",
             )
-    ax.set_xlabel("attenuation µ (1/µm)", fontsize=9)
-    ax.set_ylabel("voxels (log scale)", fontsize=9)
-    ax.tick_params(labelsize=8)
-    ax.set_title(title, fontsize=9)
-    figure.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    ax.set_xlabel("attenuation µ (1/µm)", fontsize=10)
+    ax.set_ylabel("voxels (log scale)", fontsize=10)
+    ax.tick_params(labelsize=9)
+    ax.set_title(title, fontsize=10)
+    if ax.get_legend_handles_labels()[1]:
+        figure.legend(loc="outside lower center", ncols=2, fontsize=8.5, frameon=False)
     return figure
 
 
@@ -573,6 +574,16 @@ def _flag_column(rows: pd.DataFrame, name: str) -> NDArray[np.bool_]:
     return np.asarray(column.astype(object).where(column.notna(), False).astype(bool))
 
 
+def _measured(rows: pd.DataFrame) -> NDArray[np.bool_]:
+    """Rows with a gap: finite, at least one valid ray and no NOT_MEASURED flag."""
+    measured = np.isfinite(pd.to_numeric(rows["gap_mean_um"], errors="coerce").to_numpy(float))
+    if "n_rays" in rows:
+        measured &= rows["n_rays"].to_numpy() > 0
+    for name in NOT_MEASURED:
+        measured &= ~_flag_column(rows, name)
+    return measured
+
+
 def flag_counts(rows: pd.DataFrame) -> dict[str, int]:
     """How many of a sample's 3D particles were measured, used and flagged.
 
@@ -605,11 +616,7 @@ def flag_counts(rows: pd.DataFrame) -> dict[str, int]:
     (2, 1, 2)
     """
     flags = {name: _flag_column(rows, name) for name in QUALITY_FLAGS}
-    measured = np.isfinite(pd.to_numeric(rows["gap_mean_um"], errors="coerce").to_numpy(float))
-    if "n_rays" in rows:
-        measured &= rows["n_rays"].to_numpy() > 0
-    for name in NOT_MEASURED:
-        measured &= ~_flag_column(rows, name)
+    measured = _measured(rows)
     flagged = np.logical_or.reduce([*flags.values(), np.zeros(len(rows), bool)])
     return {
         "particles": len(rows),
@@ -632,19 +639,21 @@ def flag_warning(counts: Mapping[str, int]) -> str:
     --------
     >>> flag_warning({"particles": 10, "measured": 8, "flagged": 2, "touches_border": 2})
     ''
-    >>> flag_warning({"particles": 4, "measured": 0, "flagged": 4, "oversized": 4})[:40]
-    'None of the 4 particles is measured; mos'
+    >>> flag_warning({"particles": 4, "measured": 0, "flagged": 4, "oversized": 4}).split(";")[0]
+    'No particle is measured (4 found), commonest flag: oversized (4)'
     """
     total = counts["particles"]
     if total == 0:
         return "No silicon particle was found in this sample: check its segmentation."
-    commonest = max(QUALITY_FLAGS, key=lambda name: counts.get(name, 0))
-    hint = f"most are {QUALITY_FLAGS[commonest]} ({counts.get(commonest, 0)}): "
+    # Not measured: one of the NOT_MEASURED flags says why (the border does not).
+    reasons = NOT_MEASURED if counts["measured"] == 0 else tuple(QUALITY_FLAGS)
+    commonest = max(reasons, key=lambda name: counts.get(name, 0))
+    hint = f"commonest flag: {QUALITY_FLAGS[commonest]} ({counts.get(commonest, 0)}); "
     hint += _FLAG_HINTS[commonest] + "."
     if counts["measured"] == 0:
-        return f"None of the {total} particles is measured; {hint}"
+        return f"No particle is measured ({total} found), {hint}"
     if counts["flagged"] > total / 2:
-        return f"Most particles are flagged ({counts['flagged']} of {total}); {hint}"
+        return f"Most particles are flagged ({counts['flagged']} of {total}), {hint}"
     return ""
 
 
@@ -671,7 +680,7 @@ def plot_particle_radii(
     used = used[np.isfinite(used)]
     top = max(float(finite.max()) if finite.size else 0.0, prior_um[1] if prior_um else 0.0)
     edges = np.linspace(0.0, 1.08 * top if top > 0 else 1.0, 31)
-    figure = Figure(figsize=(5.2, 4.0), layout="constrained")
+    figure = Figure(figsize=(4.6, 3.8), layout="constrained")
     ax = figure.add_subplot()
     if prior_um is not None:
         lo, hi = prior_um
@@ -683,17 +692,17 @@ def plot_particle_radii(
         histtype="step",
         linewidth=1.6,
         color="tab:blue",
-        label=f"measured, off the border ({used.size})",
+        label=f"used by the fit ({used.size})",
     )
     if not finite.size:
         ax.text(0.5, 0.5, "no 3D particle", transform=ax.transAxes, ha="center", va="center")
     ax.set_xlim(edges[0], edges[-1])
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("equivalent radius R (µm)", fontsize=9)
-    ax.set_ylabel("particles", fontsize=9)
-    ax.tick_params(labelsize=8)
-    ax.set_title(title, fontsize=9)
-    figure.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    ax.set_xlabel("equivalent radius R (µm)", fontsize=10)
+    ax.set_ylabel("particles", fontsize=10)
+    ax.tick_params(labelsize=9)
+    ax.set_title(title, fontsize=10)
+    figure.legend(loc="outside lower center", ncols=2, fontsize=8.5, frameon=False)
     return figure
 
 
@@ -825,18 +834,18 @@ def _figure(name: str, encoded: str, caption: str) -> str:
 
 
 def _largest_particle(rows: pd.DataFrame | None) -> tuple[tuple[float, float, float], str] | None:
-    """The centroid (µm) of the largest usable particle (else the largest), and a phrase."""
+    """The centroid (µm) of the largest measured particle (else the largest), and a phrase."""
     columns = ["centroid_z_um", "centroid_y_um", "centroid_x_um"]
     if rows is None or not set(columns) <= set(rows):
         return None
     placed = rows[np.isfinite(rows[columns].to_numpy(np.float64)).all(axis=1)]
-    usable = placed[usable_rows(placed)]
-    pick = usable if len(usable) else placed
+    measured = placed[_measured(placed)] if "gap_mean_um" in placed else placed.iloc[:0]
+    pick = measured if len(measured) else placed
     if not len(pick):
         return None
     row = pick.loc[pick["radius_um"].astype(float).idxmax()]
     centre = (float(row[columns[0]]), float(row[columns[1]]), float(row[columns[2]]))
-    which = "measured " if len(usable) else ""
+    which = "measured " if len(measured) else ""
     return centre, f"through the largest {which}particle (R = {float(row['radius_um']):.2f} µm)"
 
 
@@ -906,8 +915,8 @@ def _quality_block(
     prior = campaign.size_prior_um
     figure = plot_particle_radii(radii, prior, f"{sid}: particle sizes")
     caption = (
-        "Equivalent radii of the sample's 3D particles: all of them (grey) and those measured "
-        "off the border (blue); "
+        "Equivalent radii of the sample's 3D particles: all of them (grey) and those the fit "
+        "uses, measured and off the border (blue); "
         + (
             f"shaded: the size prior {prior[0]:g}–{prior[1]:g} µm."
             if prior
@@ -1042,7 +1051,7 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
         # Diagnostics, three per sample: PNG only, drawn once and embedded as written.
         png = figures_dir / f"{name}.png"
         png.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(png, dpi=130)
+        figure.savefig(png, dpi=130, bbox_inches="tight")
         echo(f"figure {png}")
         return base64.b64encode(png.read_bytes()).decode("ascii")
 

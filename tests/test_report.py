@@ -217,11 +217,8 @@ def test_the_histogram_draws_the_keys_that_are_present() -> None:
     assert "silicon level: 0.32" in labels and "cbd level: 0.5" in labels
     assert not any("odd" in label for label in labels)
     # Today's segmentation: thresholds only; a new one may add levels; or neither.
-    assert _legend(plot_grey_histogram(counts, edges, {"cbd": 0.35})) == [
-        "voxels",
-        "cbd threshold: 0.35",
-    ]
-    assert _legend(plot_grey_histogram(np.zeros(6), edges)) == ["voxels"]
+    assert _legend(plot_grey_histogram(counts, edges, {"cbd": 0.35})) == ["cbd threshold: 0.35"]
+    assert not plot_grey_histogram(np.zeros(6), edges).legends
 
 
 def _rows(**flags: list[bool]) -> pd.DataFrame:
@@ -251,10 +248,12 @@ def test_flag_counts_and_the_warning_line() -> None:
     oversized = flag_counts(_rows(oversized=[True, True, True, False]))
     assert oversized["measured"] == 1 and oversized["oversized"] == 3
     assert flag_warning(oversized).startswith(
-        "Most particles are flagged (3 of 4); most are oversized"
+        "Most particles are flagged (3 of 4), commonest flag: oversized (3); "
     )
-    none = flag_counts(_rows(few_rays=[True, True]))
-    assert flag_warning(none).startswith("None of the 2 particles is measured")
+    none = flag_counts(_rows(few_rays=[True, True], touches_border=[True, True]))
+    assert flag_warning(none).startswith(
+        "No particle is measured (2 found), commonest flag: few rays (2); "
+    )
     empty = flag_counts(_rows(touches_border=[]))
     assert "No silicon particle" in flag_warning(empty)
 
@@ -262,7 +261,7 @@ def test_flag_counts_and_the_warning_line() -> None:
 def test_the_size_figure_draws_the_prior_and_an_empty_sample() -> None:
     rows = _rows(touches_border=[False, True, False])
     labels = _legend(plot_particle_radii(rows, (0.1, 2.0), "c03"))
-    assert labels == ["size prior 0.1–2 µm", "all 3D particles (3)", "measured, off the border (2)"]
+    assert labels == ["size prior 0.1–2 µm", "all 3D particles (3)", "used by the fit (2)"]
     figure = plot_particle_radii(rows.iloc[:0], None)
     assert "no 3D particle" in [t.get_text() for t in figure.axes[0].texts]
     assert figure.axes[0].get_xlabel() == "equivalent radius R (µm)"
