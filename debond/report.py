@@ -849,68 +849,61 @@ def _largest_particle(rows: pd.DataFrame | None) -> tuple[tuple[float, float, fl
     return centre, f"through the largest {which}particle (R = {float(row['radius_um']):.2f} µm)"
 
 
-def _quality_block(
+def _flags_html(campaign: Campaign, sample: Sample, rows: pd.DataFrame | None) -> str:
+    """The flag table of a sample and its warning line (HTML)."""
+    if rows is None:
+        return (
+            '<p class="warning">Not measured yet (no tables/samples/'
+            f"{html.escape(sample.id)}.parquet): run <code>debond run "
+            f"{html.escape(str(campaign.path))}</code>.</p>"
+        )
+    counts = flag_counts(rows)
+    warning = flag_warning(counts)
+    header = ["3D particles", "measured", "used by the fit", *QUALITY_FLAGS.values()]
+    cells = [counts["particles"], counts["measured"], counts["usable"]]
+    cells += [counts[name] for name in QUALITY_FLAGS]
+    line = f'<p class="warning">⚠ {html.escape(warning)}</p>' if warning else ""
+    return line + _table(header, [[str(c) for c in cells]])
+
+
+def _histogram_html(
+    group: zarr.Group, sample: Sample, phases: xr.DataArray, save: Callable[[str, Figure], str]
+) -> str:
+    """The grey-level histogram of a sample, or why there is none (HTML)."""
+    sid = sample.id
+    recon = _volume(group, sid, "recon")
+    if recon is None:
+        source = phases.attrs.get("source") or sample.phases
+        brought = f" (it brought its own segmentation, {source})" if source else ""
+        return (
+            '<div><p class="note">No grey-level histogram and no threshold: no reconstruction '
+            f"is stored for this sample{html.escape(brought)}.</p></div>"
+        )
+    mask = _volume(group, sid, "sample")
+    counts, edges = grey_histogram(recon.data, None if mask is None else mask.data)
+    thresholds = phases.attrs.get("thresholds_per_um")
+    levels = phases.attrs.get("levels_per_um")
+    thresholds = thresholds if isinstance(thresholds, Mapping) else {}
+    levels = levels if isinstance(levels, Mapping) else {}
+    figure = plot_grey_histogram(counts, edges, thresholds, levels, f"{sid}: grey levels")
+    where = "inside the sample mask" if mask is not None else "of the whole volume"
+    recorded = "dashed: the thresholds the segmentation used (chosen on the denoised volume)"
+    if not thresholds:
+        recorded = "no threshold recorded"
+    if levels:
+        recorded += "; solid: the phase levels"
+    caption = f"Attenuation of the reconstruction {where}, log counts; {recorded}."
+    return _figure(f"quality-{sid}-histogram", save(f"quality/{sid}/histogram", figure), caption)
+
+
+def _sizes_html(
     campaign: Campaign,
-    group: zarr.Group,
     sample: Sample,
     rows: pd.DataFrame | None,
     save: Callable[[str, Figure], str],
 ) -> str:
-    """One sample's image-quality block: flags, warnings and its three figures (HTML)."""
+    """The particle radii of a sample against the size prior (HTML)."""
     sid = sample.id
-    parts = [
-        f'<h3 id="quality-{html.escape(sid)}">{html.escape(sid)}: {sample.cycles} cycles, '
-        f"voxel {sample.voxel_size_um:g} µm</h3>"
-    ]
-    if rows is None:
-        parts.append(
-            '<p class="warning">Not measured yet (no tables/samples/'
-            f"{html.escape(sid)}.parquet): run <code>debond run "
-            f"{html.escape(str(campaign.path))}</code>.</p>"
-        )
-    else:
-        counts = flag_counts(rows)
-        warning = flag_warning(counts)
-        if warning:
-            parts.append(f'<p class="warning">⚠ {html.escape(warning)}</p>')
-        header = ["3D particles", "measured", "used by the fit", *QUALITY_FLAGS.values()]
-        cells = [counts["particles"], counts["measured"], counts["usable"]]
-        cells += [counts[name] for name in QUALITY_FLAGS]
-        parts.append(_table(header, [[str(c) for c in cells]]))
-    phases = _volume(group, sid, "phases")
-    if phases is None:
-        parts.append(
-            f'<p class="note">No phases yet: run <code>debond run '
-            f"{html.escape(str(campaign.path))}</code>.</p>"
-        )
-        return "".join(parts)
-    attrs = phases.attrs
-    pair = []
-    recon = _volume(group, sid, "recon")
-    if recon is None:
-        source = attrs.get("source") or sample.phases
-        brought = f" (it brought its own segmentation, {source})" if source else ""
-        pair.append(
-            '<div><p class="note">No grey-level histogram and no threshold: no reconstruction '
-            f"is stored for this sample{html.escape(brought)}.</p></div>"
-        )
-    else:
-        mask = _volume(group, sid, "sample")
-        counts_, edges = grey_histogram(recon.data, None if mask is None else mask.data)
-        thresholds = attrs.get("thresholds_per_um")
-        levels = attrs.get("levels_per_um")
-        thresholds = thresholds if isinstance(thresholds, Mapping) else {}
-        levels = levels if isinstance(levels, Mapping) else {}
-        figure = plot_grey_histogram(counts_, edges, thresholds, levels, f"{sid}: grey levels")
-        where = "inside the sample mask" if mask is not None else "of the whole volume"
-        recorded = "dashed: the thresholds the segmentation used (chosen on the denoised volume)"
-        if not thresholds:
-            recorded = "no threshold recorded"
-        if levels:
-            recorded += "; solid: the phase levels"
-        caption = f"Attenuation of the reconstruction {where}, log counts; {recorded}."
-        encoded = save(f"quality/{sid}/histogram", figure)
-        pair.append(_figure(f"quality-{sid}-histogram", encoded, caption))
     radii = rows if rows is not None else pd.DataFrame({"radius_um": pd.Series(dtype=float)})
     prior = campaign.size_prior_um
     figure = plot_particle_radii(radii, prior, f"{sid}: particle sizes")
@@ -923,23 +916,55 @@ def _quality_block(
             else "no size prior (material.silicon_radius_um)."
         )
     )
-    encoded = save(f"quality/{sid}/sizes", figure)
-    pair.append(_figure(f"quality-{sid}-sizes", encoded, caption))
-    parts.append(f'<div class="pair">{"".join(pair)}</div>')
+    return _figure(f"quality-{sid}-sizes", save(f"quality/{sid}/sizes", figure), caption)
+
+
+def _slices_html(
+    group: zarr.Group,
+    sample: Sample,
+    rows: pd.DataFrame | None,
+    save: Callable[[str, Figure], str],
+) -> str:
+    """Three planes of a sample through its largest measured particle (HTML)."""
+    sid = sample.id
     through = _largest_particle(rows)
     slices = read_orthoslices(group, sid, through[0] if through else None)
     where = through[1] if through else "through the middle of the volume"
     figure = plot_orthoslices(slices, f"{sid}: planes {where}")
+    shown = "the phases"
+    if slices.grey is not None:
+        shown = "attenuation (top) and the phases over it (bottom)"
     caption = (
-        f"Planes {where}: z (x–y), y (x–z) and x (y–z); "
-        + (
-            "attenuation (top) and the phases over it (bottom)"
-            if slices.grey is not None
-            else "the phases"
-        )
-        + "; white lines: where the other planes cut."
+        f"Planes {where}: z (x–y), y (x–z) and x (y–z); {shown}; "
+        "white lines: where the other planes cut."
     )
-    parts.append(_figure(f"quality-{sid}-slices", save(f"quality/{sid}/slices", figure), caption))
+    return _figure(f"quality-{sid}-slices", save(f"quality/{sid}/slices", figure), caption)
+
+
+def _quality_block(
+    campaign: Campaign,
+    group: zarr.Group,
+    sample: Sample,
+    rows: pd.DataFrame | None,
+    save: Callable[[str, Figure], str],
+) -> str:
+    """One sample's image-quality block: flags, warning and its three figures (HTML)."""
+    sid = html.escape(sample.id)
+    parts = [
+        f'<h3 id="quality-{sid}">{sid}: {sample.cycles} cycles, '
+        f"voxel {sample.voxel_size_um:g} µm</h3>",
+        _flags_html(campaign, sample, rows),
+    ]
+    phases = _volume(group, sample.id, "phases")
+    if phases is None:
+        parts.append(
+            f'<p class="note">No phases yet: run <code>debond run '
+            f"{html.escape(str(campaign.path))}</code>.</p>"
+        )
+        return "".join(parts)
+    pair = _histogram_html(group, sample, phases, save) + _sizes_html(campaign, sample, rows, save)
+    parts.append(f'<div class="pair">{pair}</div>')
+    parts.append(_slices_html(group, sample, rows, save))
     return "".join(parts)
 
 
@@ -1051,7 +1076,7 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
         # Diagnostics, three per sample: PNG only, drawn once and embedded as written.
         png = figures_dir / f"{name}.png"
         png.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(png, dpi=130, bbox_inches="tight")
+        figure.savefig(png, dpi=110, bbox_inches="tight")
         echo(f"figure {png}")
         return base64.b64encode(png.read_bytes()).decode("ascii")
 
