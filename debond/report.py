@@ -21,14 +21,15 @@ with the parameter table in the paper's form (value +upper/−lower, E/η in
 1/h, the SEI growth rate in nm/h) and a summary of every sample.
 
 An "Image quality" section follows, one block per sample, its figures in
-``figures/quality/<id>/``:
+``figures/quality/<id>/`` (PNG only: diagnostics, three per sample):
 
 - ``histogram``: the reconstruction's grey levels inside the sample mask (a
   Dask reduction, :func:`grey_histogram`), with the thresholds and phase
   levels the segmentation recorded (:func:`plot_grey_histogram`);
-- ``slices``: z, y and x planes through the largest measured particle (else
-  the middle), read plane by plane from the store, the phases over the
-  attenuation (:func:`read_orthoslices`, :func:`plot_orthoslices`);
+- ``slices``: z, y and x planes through the largest particle the fit uses
+  (else the largest measured one, else the middle), read plane by plane from
+  the store, the phases over the attenuation (:func:`read_orthoslices`,
+  :func:`plot_orthoslices`);
 - ``sizes``: the 3D particles' equivalent radii and the size prior
   (:func:`plot_particle_radii`);
 
@@ -834,19 +835,23 @@ def _figure(name: str, encoded: str, caption: str) -> str:
 
 
 def _largest_particle(rows: pd.DataFrame | None) -> tuple[tuple[float, float, float], str] | None:
-    """The centroid (µm) of the largest measured particle (else the largest), and a phrase."""
+    """The centroid (µm) of the largest particle the fit uses (else the largest measured, else
+    the largest), and a phrase that says which."""
     columns = ["centroid_z_um", "centroid_y_um", "centroid_x_um"]
-    if rows is None or not set(columns) <= set(rows):
+    if rows is None or not {*columns, "radius_um", "gap_mean_um"} <= set(rows):
         return None
     placed = rows[np.isfinite(rows[columns].to_numpy(np.float64)).all(axis=1)]
-    measured = placed[_measured(placed)] if "gap_mean_um" in placed else placed.iloc[:0]
-    pick = measured if len(measured) else placed
-    if not len(pick):
-        return None
-    row = pick.loc[pick["radius_um"].astype(float).idxmax()]
-    centre = (float(row[columns[0]]), float(row[columns[1]]), float(row[columns[2]]))
-    which = "measured " if len(measured) else ""
-    return centre, f"through the largest {which}particle (R = {float(row['radius_um']):.2f} µm)"
+    for chosen, which in (
+        (usable_rows(placed), "particle used by the fit"),
+        (_measured(placed), "measured particle"),
+        (np.ones(len(placed), bool), "particle"),
+    ):
+        pick = placed[chosen]
+        if len(pick):
+            row = pick.loc[pick["radius_um"].astype(float).idxmax()]
+            centre = (float(row[columns[0]]), float(row[columns[1]]), float(row[columns[2]]))
+            return centre, f"through the largest {which} (R = {float(row['radius_um']):.2f} µm)"
+    return None
 
 
 def _flags_html(campaign: Campaign, sample: Sample, rows: pd.DataFrame | None) -> str:
@@ -925,7 +930,7 @@ def _slices_html(
     rows: pd.DataFrame | None,
     save: Callable[[str, Figure], str],
 ) -> str:
-    """Three planes of a sample through its largest measured particle (HTML)."""
+    """Three planes of a sample through its largest particle (HTML)."""
     sid = sample.id
     through = _largest_particle(rows)
     slices = read_orthoslices(group, sid, through[0] if through else None)

@@ -7,6 +7,7 @@ functions of the image-quality section are checked on small arrays.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 import zarr
 from typer.testing import CliRunner
 
@@ -126,6 +128,7 @@ def test_before_a_fit_the_report_shows_the_images(campaign_file: Path) -> None:
     # The synthetic campaign records the grey-class thresholds and a size prior.
     assert "class boundaries" in page or "dashed: the thresholds" in page
     assert "shaded: the size prior" in page
+    assert "Planes through the largest particle used by the fit (R = " in page
     loaded = _figures_loaded(folder / "report.html")
     if loaded is None:
         pytest.skip("no Chromium to render the page (Debian package chromium; .ci/run installs it)")
@@ -147,6 +150,36 @@ def test_a_sample_without_a_reconstruction_says_so(campaign_file: Path, tmp_path
     assert "no reconstruction is stored for this sample" in page
     assert f'<figure id="quality-{first}-histogram">' not in page
     assert f'<figure id="quality-{first}-slices">' in page
+
+
+@pytest.mark.distributed
+def test_a_real_segmentation_is_reported_without_a_reconstruction(tmp_path: Path) -> None:
+    """electrode.tiff (DEBOND_REAL_DATA, an NMC cathode), 96³ of it, brought as phases."""
+    folder = os.environ.get("DEBOND_REAL_DATA")
+    if not folder or not (Path(folder) / "electrode.tiff").is_file():
+        pytest.skip("DEBOND_REAL_DATA is unset or has no electrode.tiff")
+    volume = np.asarray(tifffile.imread(Path(folder) / "electrode.tiff"))[:96, :96, :96]
+    tifffile.imwrite(tmp_path / "electrode.tif", volume)
+    (tmp_path / "campaign.toml").write_text(
+        '[campaign]\nname = "electrode"\nstore = "store.zarr"\n'
+        "[material]\nsilicon_radius_um = [1.0, 8.0]\n"
+        '[[sample]]\nid = "nmc"\ncycles = 0\nphases = "electrode.tif"\n'
+        "phase_codes = {pore = 0, silicon = 85, cbd = 170}\nvoxel_size_um = 0.4\n"
+    )
+    with cluster(workers=2) as client:
+        run_campaign(load_campaign(tmp_path / "campaign.toml"), client, echo=lambda line: None)
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "campaign.toml")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report.html").read_text()
+    assert "no reconstruction is stored for this sample (it brought its own segmentation" in page
+    names = ["quality-nmc-sizes", "quality-nmc-slices"]
+    _assert_embedded(page, tmp_path, names)
+    rows = pd.read_parquet(tmp_path / "tables" / "samples" / "nmc.parquet")
+    counts = flag_counts(rows)
+    assert counts["particles"] == len(rows) > 0
+    cells = [counts[n] for n in ("particles", "measured", "usable", *QUALITY_FLAGS)]
+    assert "".join(f"<td>{c}</td>" for c in cells) in page
+    assert "shaded: the size prior 1–8 µm" in page
 
 
 @pytest.mark.distributed
