@@ -33,9 +33,10 @@ from debond.report import (
     plot_grey_histogram,
     plot_orthoslices,
     plot_particle_radii,
+    read_orthoslices,
 )
 from debond.runner import run_campaign
-from debond.storage import open_store
+from debond.storage import open_store, open_volume, write_volume
 from debond.synth import write_campaign
 
 FIT_FIGURES = ("slices", "gap_vs_radius", "sensitivity", "bootstrap", "sizes")
@@ -314,3 +315,23 @@ def test_the_planes_figure_is_in_micrometres_with_or_without_grey() -> None:
     phases_only = plot_orthoslices(Orthoslices(coords, index, phases, None))
     assert len(phases_only.axes) == 3
     assert phases_only.axes[0].get_title() == "phases, z = 1.00 µm"
+
+
+def test_the_planes_read_only_the_chunks_they_cross(tmp_path: Path) -> None:
+    """A chunk that no plane crosses is never read: here it is unreadable, and no matter."""
+    store = open_store(tmp_path / "store.zarr", mode="a")
+    volume = (np.arange(12**3) % 5).reshape(12, 12, 12).astype(np.uint8)
+    write_volume(store, "s", "phases", volume, voxel_size_um=0.5, stage="segment", chunks=(4, 4, 4))
+    corner = tmp_path / "store.zarr" / "samples" / "s" / "phases" / "c" / "2" / "2" / "2"
+    assert corner.is_file(), "the chunk layout changed: name another chunk file"
+    corner.write_bytes(b"not a chunk")
+    with pytest.raises(RuntimeError):  # the codec cannot decode it
+        open_volume(store, "s", "phases").compute()
+    slices = read_orthoslices(store, "s")  # through voxel (6, 6, 6): chunks (1, ·, ·) …
+    assert slices.index == {"z": 6, "y": 6, "x": 6} and slices.grey is None
+    np.testing.assert_array_equal(slices.phases["z"], volume[6])
+    np.testing.assert_array_equal(slices.phases["y"], volume[:, 6])
+    np.testing.assert_array_equal(slices.phases["x"], volume[:, :, 6])
+    through = read_orthoslices(store, "s", (0.9, 0.4, 2.4))  # nearest voxel centres
+    assert through.index == {"z": 2, "y": 1, "x": 5}
+    np.testing.assert_array_equal(through.phases["x"], volume[:, :, 5])
