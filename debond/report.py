@@ -372,12 +372,13 @@ def plot_grey_histogram(
     if (counts > 0).any():
         ax.set_yscale("log")
         ax.set_ylim(0.7, 5.0 * counts.max())
-    ax.set_xlim(float(edges[0]), float(edges[-1]))
+    drawn = [float(edges[0]), float(edges[-1])]
     for name, value in (thresholds or {}).items():
         values = _numbers(value)
         colour = _LINE_COLOURS.get(name, "black")
         label = "class boundaries" if name == "classes" else f"{name} threshold"
         label += ": " + ", ".join(f"{v:.3g}" for v in values)
+        drawn += values
         for k, v in enumerate(values):
             ax.axvline(v, color=colour, linestyle="--", linewidth=1.1, label=None if k else label)
             if len(values) > 1:
@@ -391,7 +392,8 @@ def plot_grey_histogram(
                     color=colour,
                 )
     for name, value in (levels or {}).items():
-        values = _numbers(value)
+        values = _numbers(value)[:1]
+        drawn += values
         if values:
             ax.axvline(
                 values[0],
@@ -399,6 +401,9 @@ def plot_grey_histogram(
                 linewidth=1.8,
                 label=f"{name} level: {values[0]:.3g}",
             )
+    # Every line in view, also one outside the grey levels counted (e.g. below the mask's).
+    margin = 0.02 * (max(drawn) - min(drawn))
+    ax.set_xlim(min(drawn) - margin, max(drawn) + margin)
     ax.set_xlabel("attenuation µ (1/µm)", fontsize=10)
     ax.set_ylabel("voxels (log scale)", fontsize=10)
     ax.tick_params(labelsize=9)

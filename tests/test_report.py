@@ -253,6 +253,9 @@ def test_the_histogram_draws_the_keys_that_are_present() -> None:
     # Today's segmentation: thresholds only; a new one may add levels; or neither.
     assert _legend(plot_grey_histogram(counts, edges, {"cbd": 0.35})) == ["cbd threshold: 0.35"]
     assert not plot_grey_histogram(np.zeros(6), edges).legends
+    # A line outside the grey levels counted (an air threshold below the mask's) stays in view.
+    low, high = plot_grey_histogram(counts, edges, {"classes": [-0.05, 0.2]}).axes[0].get_xlim()
+    assert low < -0.05 and high > 0.6
 
 
 def _rows(**flags: list[bool]) -> pd.DataFrame:
