@@ -248,7 +248,8 @@ def fit_command(
 def report_command(
     campaign: Annotated[Path, typer.Argument(help="The campaign file (TOML).")],
 ) -> None:
-    """A self-contained HTML report (and PNG/PDF figures) of a run and fitted campaign."""
+    """A self-contained HTML report (and figures) of a run campaign: the fit, if there is
+    one, and the image quality of every sample (before a fit: the images only)."""
     from debond.campaign import CampaignError, load_campaign
     from debond.report import ReportError, write_report
 

@@ -19,6 +19,27 @@ which the page embeds as they are. Both commands read the fitted data through
 
 with the parameter table in the paper's form (value +upper/−lower, E/η in
 1/h, the SEI growth rate in nm/h) and a summary of every sample.
+
+An "Image quality" section follows, one block per sample, its figures in
+``figures/quality/<id>/`` (PNG only: diagnostics, three per sample):
+
+- ``histogram``: the reconstruction's grey levels inside the sample mask (a
+  Dask reduction, :func:`grey_histogram`), with the thresholds and phase
+  levels the segmentation recorded (:func:`plot_grey_histogram`);
+- ``slices``: z, y and x planes through the largest particle the fit uses
+  (else the largest measured one, else the middle), read plane by plane from
+  the store, the phases over the attenuation (:func:`read_orthoslices`,
+  :func:`plot_orthoslices`);
+- ``sizes``: the 3D particles' equivalent radii and the size prior
+  (:func:`plot_particle_radii`);
+
+and a table of the measured and flagged particles (:func:`flag_counts`) with a
+warning when most are flagged or none is measured (:func:`flag_warning`).
+
+Before any fit the page is image-only: the samples and the image quality,
+with a line that says to run ``debond fit``. Without phases for any sample
+(nothing run yet) there is nothing to show and :class:`ReportError` says to
+run ``debond run``.
 """
 
 from __future__ import annotations
@@ -27,27 +48,54 @@ import base64
 import html
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
+import dask.array as da
 import numpy as np
 import pandas as pd
+import xarray as xr
+import zarr
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+from numpy.typing import NDArray
 
 from debond.analysis import fit_inputs
-from debond.campaign import Campaign
+from debond.campaign import Campaign, Sample
 from debond.model import PARAMETER_NAMES, Parameters
 from debond.model.figures import save_figure
 from debond.outputs import capacity_classes, paper_rows
 from debond.pipeline.segment import PHASE_NAMES
-from debond.storage import find_array, open_store, open_volume
-from debond.storage.tables import BOOTSTRAP_SCHEMA, read_table, usable_rows
+from debond.storage import IncompleteArray, find_array, open_store, open_volume
+from debond.storage.tables import (
+    BOOTSTRAP_SCHEMA,
+    NOT_MEASURED,
+    PARTICLES_SCHEMA,
+    read_table,
+    usable_rows,
+)
 
-__all__ = ["PHASE_COLOURS", "ReportError", "plot_sizes", "plot_slices", "write_report"]
+__all__ = [
+    "PHASE_COLOURS",
+    "QUALITY_FLAGS",
+    "Orthoslices",
+    "ReportError",
+    "flag_counts",
+    "flag_warning",
+    "grey_histogram",
+    "plot_grey_histogram",
+    "plot_orthoslices",
+    "plot_particle_radii",
+    "plot_sizes",
+    "plot_slices",
+    "read_orthoslices",
+    "write_report",
+]
 
 #: Overlay colour of each phase code (pore transparent).
 PHASE_COLOURS = {
@@ -186,6 +234,484 @@ def plot_sizes(
     return figure
 
 
+# ----------------------------------------------------------------- image quality
+
+#: The per-sample flags of the image-quality table: column → what it says.
+QUALITY_FLAGS = {
+    "touches_border": "on the border",
+    "oversized": "oversized",
+    "spans_box": "spanning the box",
+    "few_rays": "few rays",
+}
+
+#: What to check when a flag is the commonest among the particles of a sample.
+_FLAG_HINTS = {
+    "touches_border": "they touch the volume's border; a larger field of view keeps more "
+    "of them whole",
+    "oversized": "they are larger than the size prior: touching particles left unsplit, "
+    "or a prior (material.silicon_radius_um) that does not fit the sample",
+    "spans_box": "their boxes span the volume: the segmentation may have joined particles",
+    "few_rays": "too few of their rays are valid: check the CBD and pore segmentation",
+}
+
+#: Line colour of a phase (or air) in the histogram: the overlay's, opaque.
+_LINE_COLOURS: dict[str, Any] = {
+    "air": "0.55",
+    "pore": "0.25",
+    **{PHASE_NAMES[code]: PHASE_COLOURS[code][:3] for code in range(1, 5)},
+}
+
+
+def grey_histogram(
+    recon: da.Array, mask: da.Array | None = None, *, bins: int = 256
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """The grey-level histogram of a volume, by Dask reductions (never held whole).
+
+    Two passes over the volume, chunk by chunk: its range (inside ``mask``),
+    then the counts.
+
+    Parameters
+    ----------
+    recon : (Z, Y, X) dask array
+        Attenuation, 1/µm.
+    mask : (Z, Y, X) dask array of bool, optional
+        The voxels to count (the ``sample`` array); default all.
+    bins : int
+        Equal bins from the smallest to the largest value counted.
+
+    Returns
+    -------
+    counts : (bins,) ndarray of int64
+        Voxels per bin (all zero when the mask is empty).
+    edges : (bins + 1,) ndarray of float64
+        Bin edges, 1/µm.
+
+    Raises
+    ------
+    ValueError
+        A mask whose shape differs from the volume's.
+
+    Examples
+    --------
+    >>> volume = da.arange(8, chunks=3).reshape(2, 2, 2).astype(float)
+    >>> counts, edges = grey_histogram(volume, volume >= 2, bins=3)
+    >>> counts.tolist(), edges[[0, -1]].tolist()
+    ([2, 2, 2], [2.0, 7.0])
+    """
+    if mask is not None:
+        if mask.shape != recon.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from the volume's {recon.shape}")
+        mask = mask.astype(bool).rechunk(recon.chunks)
+        low, high = dask.compute(
+            da.where(mask, recon, np.inf).min(), da.where(mask, recon, -np.inf).max()
+        )
+    else:
+        low, high = dask.compute(recon.min(), recon.max())
+    low, high = float(low), float(high)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return np.zeros(bins, np.int64), np.linspace(0.0, 1.0, bins + 1)
+    if high <= low:
+        high = low + max(abs(low), 1.0) * 1e-6
+    # Float weights: NumPy sums boolean weights as booleans.
+    weights = None if mask is None else mask.astype(np.float32)
+    counts, edges = da.histogram(recon, bins=bins, range=(low, high), weights=weights)
+    return np.rint(counts.compute()).astype(np.int64), np.asarray(edges, np.float64)
+
+
+def _numbers(value: Any) -> list[float]:
+    """A recorded threshold or level as finite floats (none where it is not numeric)."""
+    items = value if isinstance(value, list | tuple) else [value]
+    return [
+        float(item)
+        for item in items
+        if isinstance(item, int | float) and not isinstance(item, bool) and np.isfinite(item)
+    ]
+
+
+def plot_grey_histogram(
+    counts: NDArray[np.integer],
+    edges: NDArray[np.floating],
+    thresholds: Mapping[str, Any] | None = None,
+    levels: Mapping[str, Any] | None = None,
+    title: str = "",
+) -> Figure:
+    """Grey-level histogram (log counts) with the segmentation's thresholds and phase levels.
+
+    Parameters
+    ----------
+    counts : (bins,) array
+        Voxels per bin.
+    edges : (bins + 1,) array
+        Bin edges, attenuation in 1/µm.
+    thresholds : mapping, optional
+        The ``phases`` array's ``thresholds_per_um``: name → a threshold or a
+        list of them, 1/µm (``classes``: the grey-class boundaries, numbered
+        on the plot; ``cbd``, ``graphite``, …), drawn dashed. Values that are
+        not numbers are left out.
+    levels : mapping, optional
+        ``levels_per_um``: phase name → attenuation level (1/µm), drawn solid
+        in the phase's colour.
+    title : str
+
+    Returns
+    -------
+    Figure
+
+    Examples
+    --------
+    >>> figure = plot_grey_histogram(
+    ...     np.array([5, 50, 3]), np.array([0.0, 1.0, 2.0, 3.0]), {"cbd": 2.2}, {"silicon": 1.5}
+    ... )
+    >>> [t.get_text() for t in figure.legends[0].get_texts()]
+    ['cbd threshold: 2.2', 'silicon level: 1.5']
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    figure = Figure(figsize=(4.6, 3.8), layout="constrained")
+    ax = figure.add_subplot()
+    ax.stairs(counts, edges, color="0.2", linewidth=1.0)
+    if (counts > 0).any():
+        ax.set_yscale("log")
+        ax.set_ylim(0.7, 5.0 * counts.max())
+    drawn = [float(edges[0]), float(edges[-1])]
+    for name, value in (thresholds or {}).items():
+        values = _numbers(value)
+        colour = _LINE_COLOURS.get(name, "black")
+        label = "class boundaries" if name == "classes" else f"{name} threshold"
+        label += ": " + ", ".join(f"{v:.3g}" for v in values)
+        drawn += values
+        for k, v in enumerate(values):
+            ax.axvline(v, color=colour, linestyle="--", linewidth=1.1, label=None if k else label)
+            if len(values) > 1:
+                ax.annotate(
+                    str(k + 1),
+                    (v, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(2, -10),
+                    textcoords="offset points",
+                    fontsize=8,
+                    color=colour,
+                )
+    for name, value in (levels or {}).items():
+        values = _numbers(value)[:1]
+        drawn += values
+        if values:
+            ax.axvline(
+                values[0],
+                color=_LINE_COLOURS.get(name, "0.45"),
+                linewidth=1.8,
+                label=f"{name} level: {values[0]:.3g}",
+            )
+    # Every line in view, also one outside the grey levels counted (e.g. below the mask's).
+    margin = 0.02 * (max(drawn) - min(drawn))
+    ax.set_xlim(min(drawn) - margin, max(drawn) + margin)
+    ax.set_xlabel("attenuation µ (1/µm)", fontsize=10)
+    ax.set_ylabel("voxels (log scale)", fontsize=10)
+    ax.tick_params(labelsize=9)
+    ax.set_title(title, fontsize=10)
+    if ax.get_legend_handles_labels()[1]:
+        figure.legend(loc="outside lower center", ncols=2, fontsize=8.5, frameon=False)
+    return figure
+
+
+@dataclass(frozen=True)
+class Orthoslices:
+    """Three planes through one voxel of a volume: its phases and, if stored, its attenuation.
+
+    Attributes
+    ----------
+    coords : dict of str to 1-D array
+        ``"z"``, ``"y"``, ``"x"``: voxel centres along each axis, µm.
+    index : dict of str to int
+        The voxel the planes pass through, per axis.
+    phases : dict of str to 2-D array
+        Phase codes; ``"z"``: the (Y, X) plane at ``index["z"]``, ``"y"``: the
+        (Z, X) plane, ``"x"``: the (Z, Y) plane.
+    grey : dict of str to 2-D array, or None
+        The same planes of the reconstruction, 1/µm; None without one.
+    """
+
+    coords: dict[str, NDArray[np.float64]]
+    index: dict[str, int]
+    phases: dict[str, NDArray[Any]]
+    grey: dict[str, NDArray[Any]] | None
+
+
+def _volume(group: zarr.Group, sample: str, name: str) -> xr.DataArray | None:
+    """A complete stored volume, lazily; None where it is absent or incomplete."""
+    if find_array(group, sample, name) is None:
+        return None
+    try:
+        return open_volume(group, sample, name)
+    except IncompleteArray:
+        return None
+
+
+def read_orthoslices(
+    group: zarr.Group, sample: str, centre_um: tuple[float, float, float] | None = None
+) -> Orthoslices:
+    """Read three orthogonal planes of a sample's phases (and reconstruction) from the store.
+
+    Only the chunks the planes cross are read, one chunk at a time.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The campaign store.
+    sample : str
+        A sample with a complete ``phases`` array.
+    centre_um : (z, y, x) floats, optional
+        The point the planes pass through (the voxel nearest it), µm; default
+        the middle of the volume.
+
+    Returns
+    -------
+    Orthoslices
+    """
+    phases = open_volume(group, sample, "phases")
+    axes = ("z", "y", "x")
+    coords = {a: np.asarray(phases[a].values, dtype=np.float64) for a in axes}
+    if centre_um is None:
+        index = {a: coords[a].size // 2 for a in axes}
+    else:
+        index = {
+            a: int(np.argmin(np.abs(coords[a] - c))) for a, c in zip(axes, centre_um, strict=True)
+        }
+    volumes = {"phases": phases}
+    recon = _volume(group, sample, "recon")
+    if recon is not None and recon.shape == phases.shape:
+        volumes["grey"] = recon
+    planes = {
+        (kind, a): volume.isel({a: index[a]}).data for kind, volume in volumes.items() for a in axes
+    }
+    (read,) = dask.compute(planes)
+    grey = {a: np.asarray(read["grey", a]) for a in axes} if "grey" in volumes else None
+    return Orthoslices(coords, index, {a: np.asarray(read["phases", a]) for a in axes}, grey)
+
+
+def _span(coords: NDArray[np.float64]) -> tuple[float, float]:
+    """The extent of voxel centres ``coords`` to their outer faces, µm."""
+    half = 0.5 * float(coords[1] - coords[0]) if coords.size > 1 else 0.5
+    return float(coords[0]) - half, float(coords[-1]) + half
+
+
+def plot_orthoslices(slices: Orthoslices, title: str = "") -> Figure:
+    """The z, y and x planes of a sample: attenuation (top row) and the phases over it.
+
+    Thin white lines mark where the other two planes cut each one. Without a
+    reconstruction the phases are drawn over black, in one row.
+
+    Parameters
+    ----------
+    slices : Orthoslices
+    title : str
+
+    Returns
+    -------
+    Figure
+        Axes in µm; the phase colours are :data:`PHASE_COLOURS`.
+    """
+    # Each plane: (horizontal axis, vertical axis).
+    planes = {"z": ("x", "y"), "y": ("x", "z"), "x": ("y", "z")}
+    spans = {a: _span(c) for a, c in slices.coords.items()}
+    size = {a: hi - lo for a, (lo, hi) in spans.items()}
+    widths = [size[planes[a][0]] for a in planes]
+    tallest = max(size[planes[a][1]] / size[planes[a][0]] for a in planes)
+    rows = 1 if slices.grey is None else 2
+    panel = 9.0 / (1.15 * len(planes))
+    height = min(9.5, max(2.6, rows * panel * min(tallest, 3.0) + 1.2))
+    figure = Figure(figsize=(9.0, height), layout="constrained")
+    grid = figure.subplots(rows, 3, squeeze=False, gridspec_kw={"width_ratios": widths})
+    colours = ListedColormap([(0, 0, 0, 0), *(PHASE_COLOURS[c] for c in range(1, 5))])
+    low = high = 0.0
+    if slices.grey is not None:
+        low, high = np.percentile(
+            np.concatenate([g.ravel() for g in slices.grey.values()]), [1, 99.5]
+        )
+    for column, (cut, (across, down)) in enumerate(planes.items()):
+        extent = (*spans[across], spans[down][1], spans[down][0])
+        at = {a: float(slices.coords[a][slices.index[a]]) for a in planes}
+        for row in range(rows):
+            ax = grid[row, column]
+            if slices.grey is not None:
+                ax.imshow(
+                    slices.grey[cut],
+                    cmap="gray",
+                    vmin=low,
+                    vmax=high,
+                    extent=extent,
+                    interpolation="nearest",
+                )
+            else:
+                ax.set_facecolor("black")
+            if row == rows - 1:
+                ax.imshow(
+                    slices.phases[cut],
+                    cmap=colours,
+                    vmin=0,
+                    vmax=4,
+                    extent=extent,
+                    interpolation="nearest",
+                )
+            ax.axvline(at[across], color="white", linewidth=0.6, alpha=0.7)
+            ax.axhline(at[down], color="white", linewidth=0.6, alpha=0.7)
+            what = "phases" if row == rows - 1 else "attenuation"
+            ax.set_title(f"{what}, {cut} = {at[cut]:.2f} µm", fontsize=8)
+            ax.set_xlabel(f"{across} (µm)", fontsize=8)
+            ax.set_ylabel(f"{down} (µm)", fontsize=8)
+            ax.tick_params(labelsize=7)
+    figure.legend(
+        [Patch(color=PHASE_COLOURS[c]) for c in range(1, 5)],
+        [PHASE_NAMES[c] for c in range(1, 5)],
+        loc="outside lower center",
+        ncols=4,
+        fontsize=8,
+        frameon=False,
+    )
+    if title:
+        figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def _flag_column(rows: pd.DataFrame, name: str) -> NDArray[np.bool_]:
+    """Column ``name`` as bool, missing values (and a missing column) False."""
+    if name not in rows:
+        return np.zeros(len(rows), bool)
+    column = rows[name]
+    return np.asarray(column.astype(object).where(column.notna(), False).astype(bool))
+
+
+def _measured(rows: pd.DataFrame) -> NDArray[np.bool_]:
+    """Rows with a gap: finite, at least one valid ray and no NOT_MEASURED flag."""
+    measured = np.isfinite(pd.to_numeric(rows["gap_mean_um"], errors="coerce").to_numpy(float))
+    if "n_rays" in rows:
+        measured &= rows["n_rays"].to_numpy() > 0
+    for name in NOT_MEASURED:
+        measured &= ~_flag_column(rows, name)
+    return measured
+
+
+def flag_counts(rows: pd.DataFrame) -> dict[str, int]:
+    """How many of a sample's 3D particles were measured, used and flagged.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        The sample's particle rows (``tables/samples/<id>.parquet``):
+        ``gap_mean_um`` and optionally ``n_rays`` and the :data:`QUALITY_FLAGS`.
+
+    Returns
+    -------
+    dict of str to int
+        ``particles`` (rows), ``measured`` (a gap: a valid ray and no
+        :data:`~debond.storage.tables.NOT_MEASURED` flag), ``usable`` (measured
+        and off the border: what a fit uses), ``flagged`` (any flag) and one
+        count per :data:`QUALITY_FLAGS` column.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame(
+    ...     {
+    ...         "gap_mean_um": [0.1, np.nan, 0.2],
+    ...         "n_rays": [40, 0, 30],
+    ...         "touches_border": [False, False, True],
+    ...         "few_rays": [False, True, False],
+    ...     }
+    ... )
+    >>> counts = flag_counts(rows)
+    >>> counts["measured"], counts["usable"], counts["flagged"]
+    (2, 1, 2)
+    """
+    flags = {name: _flag_column(rows, name) for name in QUALITY_FLAGS}
+    measured = _measured(rows)
+    flagged = np.logical_or.reduce([*flags.values(), np.zeros(len(rows), bool)])
+    return {
+        "particles": len(rows),
+        "measured": int(measured.sum()),
+        "usable": int(usable_rows(rows).sum()),
+        "flagged": int(flagged.sum()),
+        **{name: int(flag.sum()) for name, flag in flags.items()},
+    }
+
+
+def flag_warning(counts: Mapping[str, int]) -> str:
+    """A warning line when none of a sample's particles is measured or most are flagged ('' if not).
+
+    Parameters
+    ----------
+    counts : mapping
+        :func:`flag_counts` of the sample.
+
+    Examples
+    --------
+    >>> flag_warning({"particles": 10, "measured": 8, "flagged": 2, "touches_border": 2})
+    ''
+    >>> flag_warning({"particles": 4, "measured": 0, "flagged": 4, "oversized": 4}).split(";")[0]
+    'No particle is measured (4 found), commonest flag: oversized (4)'
+    """
+    total = counts["particles"]
+    if total == 0:
+        return "No silicon particle was found in this sample: check its segmentation."
+    # Not measured: one of the NOT_MEASURED flags says why (the border does not).
+    reasons = NOT_MEASURED if counts["measured"] == 0 else tuple(QUALITY_FLAGS)
+    commonest = max(reasons, key=lambda name: counts.get(name, 0))
+    hint = f"commonest flag: {QUALITY_FLAGS[commonest]} ({counts.get(commonest, 0)}); "
+    hint += _FLAG_HINTS[commonest] + "."
+    if counts["measured"] == 0:
+        return f"No particle is measured ({total} found), {hint}"
+    if counts["flagged"] > total / 2:
+        return f"Most particles are flagged ({counts['flagged']} of {total}), {hint}"
+    return ""
+
+
+def plot_particle_radii(
+    rows: pd.DataFrame, prior_um: tuple[float, float] | None = None, title: str = ""
+) -> Figure:
+    """Equivalent radii of a sample's 3D particles: all of them, those used, and the size prior.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        The sample's particle rows: ``radius_um`` (µm) and the flags.
+    prior_um : (lo, hi), optional
+        The campaign's size prior (``material.silicon_radius_um``), µm; shaded.
+    title : str
+
+    Returns
+    -------
+    Figure
+    """
+    radius = pd.to_numeric(rows["radius_um"], errors="coerce").to_numpy(np.float64)
+    used = radius[usable_rows(rows)]
+    finite = radius[np.isfinite(radius)]
+    used = used[np.isfinite(used)]
+    top = max(float(finite.max()) if finite.size else 0.0, prior_um[1] if prior_um else 0.0)
+    edges = np.linspace(0.0, 1.08 * top if top > 0 else 1.0, 31)
+    figure = Figure(figsize=(4.6, 3.8), layout="constrained")
+    ax = figure.add_subplot()
+    if prior_um is not None:
+        lo, hi = prior_um
+        ax.axvspan(lo, hi, color="tab:green", alpha=0.15, label=f"size prior {lo:g}–{hi:g} µm")
+    ax.hist(finite, edges.tolist(), color="0.75", label=f"all 3D particles ({finite.size})")
+    ax.hist(
+        used,
+        edges.tolist(),
+        histtype="step",
+        linewidth=1.6,
+        color="tab:blue",
+        label=f"used by the fit ({used.size})",
+    )
+    if not finite.size:
+        ax.text(0.5, 0.5, "no 3D particle", transform=ax.transAxes, ha="center", va="center")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("equivalent radius R (µm)", fontsize=10)
+    ax.set_ylabel("particles", fontsize=10)
+    ax.tick_params(labelsize=9)
+    ax.set_title(title, fontsize=10)
+    figure.legend(loc="outside lower center", ncols=2, fontsize=8.5, frameon=False)
+    return figure
+
+
 def _population_sentence(document: dict[str, Any]) -> str:
     """What the capacity term summed over, as ``fit.json`` records it ('' if it does not)."""
     recorded = document.get("capacity_population", {})
@@ -203,8 +729,7 @@ def _png(figure: Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _sample_rows(campaign: Campaign, particles: pd.DataFrame) -> list[list[str]]:
-    group = open_store(campaign.store_location, mode="r")
+def _sample_rows(campaign: Campaign, group: zarr.Group, particles: pd.DataFrame) -> list[list[str]]:
     rows = []
     for sample in campaign.samples:
         measured = particles[particles["sample"] == sample.id]
@@ -241,11 +766,16 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; }
+h3 { font-size: 1.05em; margin-top: 1.8em; border-top: 1px solid #ddd; padding-top: 0.8em; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border-bottom: 1px solid #ccc; padding: 0.3em 0.8em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 figure { margin: 1em 0; } figure img { max-width: 100%; }
 figcaption { font-size: 0.9em; color: #555; }
+.pair { display: flex; gap: 1.5em; } .pair > * { flex: 1; min-width: 0; }
+.notice { background: #fff6d6; border-left: 4px solid #e0a800; padding: 0.6em 1em; }
+.warning { color: #a40000; font-weight: 600; }
+.note { color: #555; font-style: italic; }
 """
 
 # Counts the figures that decoded, for a headless browser to read back.
@@ -258,32 +788,203 @@ window.addEventListener("load", () => {
 """
 
 
-def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> Path:
-    """Write ``report.html`` and the figures of a run and fitted campaign.
-
-    Parameters
-    ----------
-    campaign : Campaign
-    echo : callable
-        Receives one line per figure.
-
-    Returns
-    -------
-    Path
-        The HTML page.
-
-    Raises
-    ------
-    ReportError
-        No particle table (run ``debond run``) or no fit (run ``debond fit``).
-    """
+def _open_run(campaign: Campaign) -> zarr.Group:
+    """The campaign's store, once some sample has phases (else: run ``debond run`` first)."""
+    run = f"run `debond run {campaign.path}` first"
     try:
-        inputs = fit_inputs(campaign)
-    except FileNotFoundError as error:
-        raise ReportError(str(error)) from None
-    particles = inputs.particles
-    fitted = _read_fit(campaign)
-    material = campaign.material
+        group = open_store(campaign.store_location, mode="r")
+    except FileNotFoundError:
+        raise ReportError(f"the store {campaign.store_location} does not exist; {run}") from None
+    if not any(_volume(group, s.id, "phases") is not None for s in campaign.samples):
+        raise ReportError(f"no sample of {campaign.path} has phases; {run}")
+    return group
+
+
+def _sample_particles(
+    campaign: Campaign, sample: Sample, particles: pd.DataFrame
+) -> pd.DataFrame | None:
+    """A sample's 3D rows: ``tables/samples/<id>.parquet``, else its rows of the particle
+    table; None where it has not been measured."""
+    stage = campaign.registry.get("measure")
+    assert stage.table is not None
+    path = stage.table.path(campaign.tables_dir, sample)
+    if path.is_file():
+        return read_table(path, stage.table.schema)
+    rows = particles[particles["sample"] == sample.id]
+    if "modality" in rows:
+        rows = rows[rows["modality"] == "3d"]
+    return rows if len(rows) else None
+
+
+def _image_only_particles(campaign: Campaign) -> pd.DataFrame:
+    """The particle table before a fit: the gathered table if written, else the samples'
+    3D tables (none: no row)."""
+    table = campaign.tables_dir / "particles.parquet"
+    if table.is_file():
+        return read_table(table, PARTICLES_SCHEMA)
+    empty = pd.DataFrame({name: pd.Series(dtype=object) for name in PARTICLES_SCHEMA.names})
+    parts = [
+        rows
+        for sample in campaign.samples
+        if (rows := _sample_particles(campaign, sample, empty)) is not None
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else empty
+
+
+def _figure(name: str, encoded: str, caption: str) -> str:
+    return (
+        f'<figure id="{html.escape(name)}"><img alt="{html.escape(caption)}" '
+        f'src="data:image/png;base64,{encoded}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _largest_particle(rows: pd.DataFrame | None) -> tuple[tuple[float, float, float], str] | None:
+    """The centroid (µm) of the largest particle the fit uses (else the largest measured, else
+    the largest), and a phrase that says which."""
+    columns = ["centroid_z_um", "centroid_y_um", "centroid_x_um"]
+    if rows is None or not {*columns, "radius_um", "gap_mean_um"} <= set(rows):
+        return None
+    placed = rows[np.isfinite(rows[columns].to_numpy(np.float64)).all(axis=1)]
+    for chosen, which in (
+        (usable_rows(placed), "particle used by the fit"),
+        (_measured(placed), "measured particle"),
+        (np.ones(len(placed), bool), "particle"),
+    ):
+        pick = placed[chosen]
+        if len(pick):
+            row = pick.loc[pick["radius_um"].astype(float).idxmax()]
+            centre = (float(row[columns[0]]), float(row[columns[1]]), float(row[columns[2]]))
+            return centre, f"through the largest {which} (R = {float(row['radius_um']):.2f} µm)"
+    return None
+
+
+def _flags_html(campaign: Campaign, sample: Sample, rows: pd.DataFrame | None) -> str:
+    """The flag table of a sample and its warning line (HTML)."""
+    if rows is None:
+        return (
+            '<p class="warning">Not measured yet (no tables/samples/'
+            f"{html.escape(sample.id)}.parquet): run <code>debond run "
+            f"{html.escape(str(campaign.path))}</code>.</p>"
+        )
+    counts = flag_counts(rows)
+    warning = flag_warning(counts)
+    header = ["3D particles", "measured", "used by the fit", *QUALITY_FLAGS.values()]
+    cells = [counts["particles"], counts["measured"], counts["usable"]]
+    cells += [counts[name] for name in QUALITY_FLAGS]
+    line = f'<p class="warning">⚠ {html.escape(warning)}</p>' if warning else ""
+    return line + _table(header, [[str(c) for c in cells]])
+
+
+def _histogram_html(
+    group: zarr.Group, sample: Sample, phases: xr.DataArray, save: Callable[[str, Figure], str]
+) -> str:
+    """The grey-level histogram of a sample, or why there is none (HTML)."""
+    sid = sample.id
+    recon = _volume(group, sid, "recon")
+    if recon is None:
+        source = phases.attrs.get("source") or sample.phases
+        brought = f" (it brought its own segmentation, {source})" if source else ""
+        return (
+            '<div><p class="note">No grey-level histogram and no threshold: no reconstruction '
+            f"is stored for this sample{html.escape(brought)}.</p></div>"
+        )
+    mask = _volume(group, sid, "sample")
+    counts, edges = grey_histogram(recon.data, None if mask is None else mask.data)
+    thresholds = phases.attrs.get("thresholds_per_um")
+    levels = phases.attrs.get("levels_per_um")
+    thresholds = thresholds if isinstance(thresholds, Mapping) else {}
+    levels = levels if isinstance(levels, Mapping) else {}
+    figure = plot_grey_histogram(counts, edges, thresholds, levels, f"{sid}: grey levels")
+    where = "inside the sample mask" if mask is not None else "of the whole volume"
+    recorded = "dashed: the thresholds the segmentation used (chosen on the denoised volume)"
+    if not thresholds:
+        recorded = "no threshold recorded"
+    if levels:
+        recorded += "; solid: the phase levels"
+    caption = f"Attenuation of the reconstruction {where}, log counts; {recorded}."
+    return _figure(f"quality-{sid}-histogram", save(f"quality/{sid}/histogram", figure), caption)
+
+
+def _sizes_html(
+    campaign: Campaign,
+    sample: Sample,
+    rows: pd.DataFrame | None,
+    save: Callable[[str, Figure], str],
+) -> str:
+    """The particle radii of a sample against the size prior (HTML)."""
+    sid = sample.id
+    radii = rows if rows is not None else pd.DataFrame({"radius_um": pd.Series(dtype=float)})
+    prior = campaign.size_prior_um
+    figure = plot_particle_radii(radii, prior, f"{sid}: particle sizes")
+    caption = (
+        "Equivalent radii of the sample's 3D particles: all of them (grey) and those the fit "
+        "uses, measured and off the border (blue); "
+        + (
+            f"shaded: the size prior {prior[0]:g}–{prior[1]:g} µm."
+            if prior
+            else "no size prior (material.silicon_radius_um)."
+        )
+    )
+    return _figure(f"quality-{sid}-sizes", save(f"quality/{sid}/sizes", figure), caption)
+
+
+def _slices_html(
+    group: zarr.Group,
+    sample: Sample,
+    rows: pd.DataFrame | None,
+    save: Callable[[str, Figure], str],
+) -> str:
+    """Three planes of a sample through its largest particle (HTML)."""
+    sid = sample.id
+    through = _largest_particle(rows)
+    slices = read_orthoslices(group, sid, through[0] if through else None)
+    where = through[1] if through else "through the middle of the volume"
+    figure = plot_orthoslices(slices, f"{sid}: planes {where}")
+    shown = "the phases"
+    if slices.grey is not None:
+        shown = "attenuation (top) and the phases over it (bottom)"
+    caption = (
+        f"Planes {where}: z (x–y), y (x–z) and x (y–z); {shown}; "
+        "white lines: where the other planes cut."
+    )
+    return _figure(f"quality-{sid}-slices", save(f"quality/{sid}/slices", figure), caption)
+
+
+def _quality_block(
+    campaign: Campaign,
+    group: zarr.Group,
+    sample: Sample,
+    rows: pd.DataFrame | None,
+    save: Callable[[str, Figure], str],
+) -> str:
+    """One sample's image-quality block: flags, warning and its three figures (HTML)."""
+    sid = html.escape(sample.id)
+    parts = [
+        f'<h3 id="quality-{sid}">{sid}: {sample.cycles} cycles, '
+        f"voxel {sample.voxel_size_um:g} µm</h3>",
+        _flags_html(campaign, sample, rows),
+    ]
+    phases = _volume(group, sample.id, "phases")
+    if phases is None:
+        parts.append(
+            f'<p class="note">No phases yet: run <code>debond run '
+            f"{html.escape(str(campaign.path))}</code>.</p>"
+        )
+        return "".join(parts)
+    pair = _histogram_html(group, sample, phases, save) + _sizes_html(campaign, sample, rows, save)
+    parts.append(f'<div class="pair">{pair}</div>')
+    parts.append(_slices_html(group, sample, rows, save))
+    return "".join(parts)
+
+
+def _fit_sections(
+    campaign: Campaign,
+    fitted: _Fit,
+    particles: pd.DataFrame,
+    save: Callable[[str, Figure], str],
+) -> tuple[str, str]:
+    """The fitted parameters' section and the figures' section of the page (HTML)."""
     population = capacity_classes(fitted.document, particles)
     source = fitted.document.get("capacity_population", {}).get("source", "every row")
     figures_dir = campaign.folder / "figures"
@@ -312,25 +1013,16 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
     }
     images: dict[str, tuple[str, str]] = {}
     for name, (figure, caption) in drawn.items():
-        save_figure(figure, figures_dir / name)
-        echo(f"figure {figures_dir / name}.png")
-        images[name] = (_png(figure), caption)
+        images[name] = (save(name, figure), caption)
     for name, caption in fit_figures.items():
         png = figures_dir / f"{name}.png"
         if not png.is_file():
             raise ReportError(f"{png} does not exist; run `debond fit {campaign.path}` first")
         images[name] = (base64.b64encode(png.read_bytes()).decode("ascii"), caption)
     order = ("slices", "gap_vs_radius", "sensitivity", "bootstrap", "sizes")
-    sections = []
-    for name in order:
-        encoded, caption = images[name]
-        sections.append(
-            f'<figure id="{name}"><img alt="{html.escape(caption)}" '
-            f'src="data:image/png;base64,{encoded}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
+    figures = "".join(_figure(name, *images[name]) for name in order)
     parameter_rows = []
-    for symbol, value, plus, minus, unit in paper_rows(fitted.parameters, material):
+    for symbol, value, plus, minus, unit in paper_rows(fitted.parameters, campaign.material):
         parameter_rows.append([symbol, f"{value:.4g}", f"+{plus:.2g} / −{minus:.2g}", unit])
     if fitted.truth is not None:
         for row, name in zip(parameter_rows, PARAMETER_NAMES, strict=False):
@@ -340,6 +1032,71 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
     header = ["parameter", "value", "84th / 16th percentile", "unit"]
     if fitted.truth is not None:
         header.append("true (synthetic)")
+    parameters = f"""<h2>Fitted parameters</h2>
+<p>Bootstrap median with the 16th and 84th percentiles, {fitted.bootstrap} replicates.
+{html.escape(_population_sentence(fitted.document))}</p>
+{_table(header, parameter_rows)}"""
+    return parameters, f"<h2>Figures</h2>\n{figures}"
+
+
+def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> Path:
+    """Write ``report.html`` and the figures of a run campaign, fitted or not yet.
+
+    Parameters
+    ----------
+    campaign : Campaign
+    echo : callable
+        Receives one line per figure (and one when there is no fit yet).
+
+    Returns
+    -------
+    Path
+        The HTML page.
+
+    Raises
+    ------
+    ReportError
+        No sample has phases (run ``debond run``); or a fit whose particle
+        table or figures are missing.
+
+    Notes
+    -----
+    Without ``tables/fit.json`` the page holds the samples and the image
+    quality only, and says to run ``debond fit``.
+    """
+    group = _open_run(campaign)
+    fitted = _read_fit(campaign) if (campaign.tables_dir / "fit.json").is_file() else None
+    if fitted is not None:
+        try:
+            particles = fit_inputs(campaign).particles
+        except FileNotFoundError as error:
+            raise ReportError(str(error)) from None
+    else:
+        particles = _image_only_particles(campaign)
+        echo(f"no fit yet: an image-only report (run `debond fit {campaign.path}`)")
+    material = campaign.material
+    figures_dir = campaign.folder / "figures"
+
+    def save(name: str, figure: Figure) -> str:
+        save_figure(figure, figures_dir / name)
+        echo(f"figure {figures_dir / name}.png")
+        return _png(figure)
+
+    def save_png(name: str, figure: Figure) -> str:
+        # Diagnostics, three per sample: PNG only, drawn once and embedded as written.
+        png = figures_dir / f"{name}.png"
+        png.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(png, dpi=110, bbox_inches="tight")
+        echo(f"figure {png}")
+        return base64.b64encode(png.read_bytes()).decode("ascii")
+
+    parameters, figures = ("", "")
+    if fitted is not None:
+        parameters, figures = _fit_sections(campaign, fitted, particles, save)
+    quality = "".join(
+        _quality_block(campaign, group, s, _sample_particles(campaign, s, particles), save_png)
+        for s in campaign.samples
+    )
     samples_table = _table(
         [
             "sample",
@@ -348,27 +1105,36 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
             "rotation centre (px)",
             "3D particles",
             "2D sections",
-            "mean gap of the fitted rows (µm)",
+            "mean gap of the usable rows (µm)",
         ],
-        _sample_rows(campaign, particles),
+        _sample_rows(campaign, group, particles),
     )
+    notice = ""
+    if fitted is None:
+        notice = (
+            '<p class="notice"><strong>No fit exists yet</strong>: this report shows the images '
+            f"only. Run <code>debond fit {html.escape(str(campaign.path))}</code> for the "
+            "parameters and the fit's figures.</p>"
+        )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{html.escape(campaign.name)}: debond report</title>
 <style>{_STYLE}</style><script>{_SCRIPT}</script></head>
 <body>
 <h1>{html.escape(campaign.name)}</h1>
+{notice}
 <p>Campaign file {html.escape(str(campaign.path))}; {len(campaign.samples)} samples,
 {len(particles)} particles and sections; silicon ΔV/V = {material.volumetric_expansion:g},
 half-cycle T = {material.half_cycle_hours:g} h.</p>
-<h2>Fitted parameters</h2>
-<p>Bootstrap median with the 16th and 84th percentiles, {fitted.bootstrap} replicates.
-{html.escape(_population_sentence(fitted.document))}</p>
-{_table(header, parameter_rows)}
+{parameters}
 <h2>Samples</h2>
 {samples_table}
-<h2>Figures</h2>
-{"".join(sections)}
+{figures}
+<h2 id="quality">Image quality</h2>
+<p>Per sample: the measured and flagged particles (flagged ones are not fitted), the
+reconstruction's grey levels with the segmentation's thresholds, the particle sizes and
+three planes through the volume.</p>
+{quality}
 </body></html>
 """
     path = campaign.folder / "report.html"
