@@ -32,7 +32,8 @@ from debond.pipeline.recon import (
     workers_have_cuda,
 )
 from debond.runner import run_campaign
-from debond.stages import REGISTRY, kernel_keywords
+from debond.stages import REGISTRY
+from debond.stages.base import kernel_keywords
 from debond.storage import open_volume
 from debond.synth import project, projection_geometry
 from tests.pipeline.test_recon import VOXEL_UM, astra_loop, relative_difference
