@@ -73,6 +73,7 @@ from scipy.spatial import cKDTree
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from debond.pipeline.checks import positive
 from debond.pipeline.levels import check_size_prior
 from debond.pipeline.segment import SILICON
 from debond.storage import default_chunks
@@ -424,15 +425,7 @@ def _relabel_kernel(
 
 
 def _check_min_radius(min_radius_vox: Any) -> float:
-    try:
-        value = float(min_radius_vox)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(
-            f"min_radius_vox must be a finite number > 0 (voxels); got {min_radius_vox!r}"
-        )
-    return value
+    return positive(min_radius_vox, "min_radius_vox", "voxels")
 
 
 def split_kernel(
@@ -729,17 +722,7 @@ def _check_prior(split_touching: Any, radius_range_um: Any, voxel_size_um: Any) 
     prior = check_size_prior(radius_range_um)
     if prior is None or not split_touching:
         return None
-    low = prior[0]
-    try:
-        voxel = float(voxel_size_um)
-    except (TypeError, ValueError):
-        voxel = math.nan
-    if not (math.isfinite(voxel) and voxel > 0):
-        raise ValueError(
-            "voxel_size_um must be a finite number > 0 (µm) to split touching particles with "
-            f"radius_range_um={radius_range_um!r}; got {voxel_size_um!r}"
-        )
-    return low / voxel
+    return prior[0] / positive(voxel_size_um, "voxel_size_um (to split with the prior)", "µm")
 
 
 def _check_max_split(max_split_voxels: Any) -> int:

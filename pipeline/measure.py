@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from debond.pipeline.checks import positive
 from debond.pipeline.levels import check_size_prior
 from debond.pipeline.segment import CBD, GRAPHITE, SILICON
 from debond.storage import default_chunks
@@ -282,13 +283,7 @@ def _check_integer_dtype(array: Any, name: str, what: str) -> None:
 
 
 def _check_voxel_size(voxel_size_um: Any) -> float:
-    try:
-        voxel = float(voxel_size_um)
-    except (TypeError, ValueError):
-        voxel = math.nan
-    if not (math.isfinite(voxel) and voxel > 0):
-        raise ValueError(f"voxel_size_um must be a finite number > 0 (µm); got {voxel_size_um!r}")
-    return voxel
+    return positive(voxel_size_um, "voxel_size_um", "µm")
 
 
 def particle_properties(labels: da.Array | np.ndarray, *, voxel_size_um: float) -> pd.DataFrame:
@@ -711,14 +706,7 @@ def measure_gaps(
         or particles_per_task < 1
     ):
         raise ValueError(f"particles_per_task must be an integer ≥ 1; got {particles_per_task!r}")
-    try:
-        max_length_um = float(max_ray_length_um)
-    except (TypeError, ValueError):
-        max_length_um = math.nan
-    if not (math.isfinite(max_length_um) and max_length_um > 0):
-        raise ValueError(
-            f"max_ray_length_um must be a finite number > 0 (µm); got {max_ray_length_um!r}"
-        )
+    max_length_um = positive(max_ray_length_um, "max_ray_length_um", "µm")
     largest = _check_prior_upper(radius_range_um)
     try:
         fraction = float(min_valid_ray_fraction)

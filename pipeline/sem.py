@@ -102,6 +102,7 @@ import tifffile
 from numpy.typing import NDArray
 from scipy import ndimage, signal
 
+from debond.pipeline.checks import positive
 from debond.pipeline.ingest import IngestError
 from debond.pipeline.label import label_kernel
 from debond.pipeline.measure import ray_gaps_kernel
@@ -240,7 +241,7 @@ def read_sem(
     """
     source = os.fspath(path)
     if pixel_size_um is not None:
-        given = _positive(pixel_size_um, "pixel_size_um", "µm")
+        given = positive(pixel_size_um, "pixel_size_um", "µm")
     if not Path(source).is_file():
         what = "is a folder" if Path(source).is_dir() else "no such file"
         raise IngestError(
@@ -637,19 +638,6 @@ def sem_phases_kernel(
     return phases
 
 
-def _positive(value: Any, name: str, unit: str, *, allow_zero: bool = False) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not (
-        math.isfinite(number) and (number >= 0 if allow_zero else number > 0)
-    ):
-        bound = "≥ 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound} ({unit}); got {value!r}")
-    return number
-
-
 def _as_image(image: Any, name: str = "image") -> NDArray[np.float32]:
     array = np.asarray(image)
     if array.ndim != 2 or 0 in array.shape:
@@ -725,12 +713,12 @@ def sem_phases(
     [616, 1480, 0]
     """
     array = _as_image(image)
-    sigma = _positive(sigma_px, "sigma_px", "pixels", allow_zero=True)
-    silicon_radius = _positive(
+    sigma = positive(sigma_px, "sigma_px", "pixels", allow_zero=True)
+    silicon_radius = positive(
         silicon_min_radius_px, "silicon_min_radius_px", "pixels", allow_zero=True
     )
-    sei_max = _positive(sei_max_px, "sei_max_px", "pixels", allow_zero=True)
-    graphite_radius = _positive(
+    sei_max = positive(sei_max_px, "sei_max_px", "pixels", allow_zero=True)
+    graphite_radius = positive(
         graphite_min_radius_px, "graphite_min_radius_px", "pixels", allow_zero=True
     )
     if isinstance(bins, bool) or not isinstance(bins, int | np.integer) or bins < 16:
@@ -849,9 +837,9 @@ def section_gaps(
         raise ValueError(
             f"phases must hold integer phase codes (0 pore … 4 SEI); got dtype {codes.dtype}"
         )
-    pixel = _positive(pixel_size_um, "pixel_size_um", "µm")
+    pixel = positive(pixel_size_um, "pixel_size_um", "µm")
     directions = circle_directions(n_rays)
-    max_length = _positive(max_ray_length_um, "max_ray_length_um", "µm")
+    max_length = positive(max_ray_length_um, "max_ray_length_um", "µm")
     if isinstance(min_area_px, bool) or not isinstance(min_area_px, int | np.integer):
         raise ValueError(f"min_area_px must be an integer ≥ 0 (pixels); got {min_area_px!r}")
     if min_area_px < 0:

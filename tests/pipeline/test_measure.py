@@ -356,15 +356,21 @@ def test_hollow_particle_is_measured_from_its_outer_surface() -> None:
     assert table["gap_mean_um"].iloc[0] == pytest.approx(4.0, abs=0.5)
 
 
-def test_rays_blocked_by_graphite_or_other_silicon_are_not_counted() -> None:
-    """Graphite fills the gap for x > cx, another particle (and unlabelled silicon) for
-    x ≤ cx, z > cz: only rays with d_x < 0 and d_z < 0, a quarter, reach the CBD."""
-    shape = (44, 44, 44)
-    centre = (21.3, 21.8, 22.15)
+def walled_sphere() -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """A sphere of 8 voxels off the grid, a 6-voxel gap and CBD beyond, in a 44³ box:
+    phases, labels, each voxel's distance from the centre, and the centre."""
+    shape, centre = (44, 44, 44), (21.3, 21.8, 22.15)
     phases = np.zeros(shape, np.uint8)
     labels = np.zeros(shape, np.int32)
     r = paint_sphere(phases, labels, 1, centre, 8.0, 6.0, sei=0.0)
-    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    return phases, labels, r, centre
+
+
+def test_rays_blocked_by_graphite_or_other_silicon_are_not_counted() -> None:
+    """Graphite fills the gap for x > cx, another particle (and unlabelled silicon) for
+    x ≤ cx, z > cz: only rays with d_x < 0 and d_z < 0, a quarter, reach the CBD."""
+    phases, labels, r, centre = walled_sphere()
+    z, y, x = np.ogrid[: phases.shape[0], : phases.shape[1], : phases.shape[2]]
     gap = (r >= 8.0) & (r < 14.0)
     phases[gap & (x > centre[2])] = GRAPHITE
     other = gap & (x <= centre[2]) & (z > centre[0])
@@ -702,12 +708,8 @@ def test_a_particle_spanning_the_volume_or_the_sample_is_flagged() -> None:
 
 def test_a_particle_with_few_valid_rays_is_flagged() -> None:
     """Graphite around three quarters of the sphere: about a quarter of the rays count."""
-    shape = (44, 44, 44)
-    centre = (21.3, 21.8, 22.15)
-    phases = np.zeros(shape, np.uint8)
-    labels = np.zeros(shape, np.int32)
-    r = paint_sphere(phases, labels, 1, centre, 8.0, 6.0, sei=0.0)
-    z, _, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    phases, labels, r, centre = walled_sphere()
+    z, _, x = np.ogrid[: phases.shape[0], : phases.shape[1], : phases.shape[2]]
     phases[(r >= 8.0) & (r < 14.0) & ((x > centre[2]) | (z > centre[0]))] = GRAPHITE
     kw: dict[str, Any] = {"voxel_size_um": 1.0, "max_ray_length_um": 20.0}
     measured = measure_gaps(phases, labels, **kw).iloc[0]  # default: a fifth suffices
