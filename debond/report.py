@@ -139,6 +139,18 @@ def _read_fit(campaign: Campaign) -> _Fit:
     return _Fit(parameters, int(document["bootstrap"]), samples, truth, document)
 
 
+def _phase_legend(figure: Figure) -> None:
+    """The phases' overlay colours, one row below the panels."""
+    figure.legend(
+        [Patch(color=PHASE_COLOURS[c]) for c in range(1, 5)],
+        [PHASE_NAMES[c] for c in range(1, 5)],
+        loc="outside lower center",
+        ncols=4,
+        fontsize=8,
+        frameon=False,
+    )
+
+
 def plot_slices(campaign: Campaign) -> Figure:
     """A mid-height z-slice of every sample: attenuation, and the phases over it.
 
@@ -175,14 +187,7 @@ def plot_slices(campaign: Campaign) -> Figure:
             ax.set_xlabel("x (µm)", fontsize=8)
             ax.set_ylabel("y (µm)", fontsize=8)
             ax.tick_params(labelsize=7)
-    figure.legend(
-        [Patch(color=PHASE_COLOURS[c]) for c in range(1, 5)],
-        [PHASE_NAMES[c] for c in range(1, 5)],
-        loc="outside lower center",
-        ncols=4,
-        fontsize=8,
-        frameon=False,
-    )
+    _phase_legend(figure)
     return figure
 
 
@@ -559,14 +564,7 @@ def plot_orthoslices(slices: Orthoslices, title: str = "") -> Figure:
             ax.set_xlabel(f"{across} (µm)", fontsize=8)
             ax.set_ylabel(f"{down} (µm)", fontsize=8)
             ax.tick_params(labelsize=7)
-    figure.legend(
-        [Patch(color=PHASE_COLOURS[c]) for c in range(1, 5)],
-        [PHASE_NAMES[c] for c in range(1, 5)],
-        loc="outside lower center",
-        ncols=4,
-        fontsize=8,
-        frameon=False,
-    )
+    _phase_legend(figure)
     if title:
         figure.suptitle(title, fontsize=9)
     return figure

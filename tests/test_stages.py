@@ -9,6 +9,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 import pytest
+import tomlkit
 import zarr
 
 from debond.campaign import Campaign, CampaignError, Sample, load_campaign
@@ -134,16 +135,21 @@ def test_a_toy_stage_is_one_module_and_one_registry_entry(tmp_path: Path) -> Non
 # ----------------------------------------------------------------- old names
 
 
-MINIMAL = """
-[campaign]
-name = "x"
-[[sample]]
-id = "s"
-cycles = 0
-phases = "seg.tif"
-phase_codes = {pore = 0, silicon = 85, cbd = 170}
-voxel_size_um = 0.1
-"""
+#: The least a campaign file holds, without the sections the tests append.
+MINIMAL = tomlkit.dumps(
+    {
+        "campaign": {"name": "x"},
+        "sample": [
+            {
+                "id": "s",
+                "cycles": 0,
+                "phases": "seg.tif",
+                "phase_codes": {"pore": 0, "silicon": 85, "cbd": 170},
+                "voxel_size_um": 0.1,
+            }
+        ],
+    }
+)
 
 
 @pytest.mark.parametrize(
