@@ -16,6 +16,7 @@ and a ``build`` callable that makes the lazy graph (:class:`Work`).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,8 +227,6 @@ def kernel_keywords(stage: Stage) -> dict[str, Any]:
     Keyword-only parameters without a default are included with
     ``inspect.Parameter.empty``.
     """
-    import inspect
-
     signature = inspect.signature(stage.kernel)
     return {
         name: p.default
