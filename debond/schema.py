@@ -414,7 +414,7 @@ def parameter_table(model: type[CampaignBase] = CampaignFile) -> list[Parameter]
     --------
     >>> rows = {(p.section, p.key): p for p in parameter_table()}
     >>> rows["prep", "median_size"].default, rows["prep", "median_size"].unit
-    (3, 'px')
+    (1, 'px')
     """
     rows = []
     for section, declared in section_classes(model).items():

@@ -93,7 +93,7 @@ def test_stage_parameters_are_plain_dicts_with_every_default(tmp_path: Path) -> 
     recon = campaign.stage_parameters("recon")
     assert recon["algorithm"] == "fbp" and recon["iterations"] == 1000
     assert recon["nonnegative"] is True
-    assert campaign.stage_parameters("prep")["median_size"] == 3
+    assert campaign.stage_parameters("prep")["median_size"] == 1
     assert campaign.stage_parameters("prep")["ring_removal"] is False
     assert campaign.stage_parameters("measure")["n_rays"] == 256
     assert campaign.stage_parameters("fit") == {
