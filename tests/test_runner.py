@@ -634,7 +634,7 @@ def test_only_names_known_stages(text: str, message: str) -> None:
 def test_tooth_through_the_runner_equals_astra_at_the_recorded_centre(
     client: Client, tmp_path: Path
 ) -> None:
-    """../shared/data/tooth.h5 (2 rows × 181 angles × 640 columns), 7 × 7 median, FBP.
+    """../shared/data/tooth.h5 (2 rows × 181 angles × 640 columns), default median, FBP.
 
     The reference normalises in NumPy, filters with scipy and calls ASTRA's FBP
     directly (test_recon.astra_loop) at the recorded sub-pixel centre; that
@@ -655,8 +655,9 @@ def test_tooth_through_the_runner_equals_astra_at_the_recorded_centre(
     centre = result.attrs["rotation_centre_px"]
     assert abs(centre - 319.5) > 10  # well off the detector centre: found, not a default
     sinograms, angles = normalised(Path(folder) / "tooth.h5")
-    # The 7 × 7 median of each projection is (7, 1, 7) in sinogram order.
-    filtered = ndimage.median_filter(sinograms, size=(7, 1, 7))
+    # The m × m median of each projection is (m, 1, m) in sinogram order.
+    m = load_campaign(campaign_file).stage_parameters("prep")["median_size"]
+    filtered = ndimage.median_filter(sinograms, size=(m, 1, m)) if m > 1 else sinograms
     reference = astra_loop(filtered, angles, centre, "fbp", 1)
     values = result.values
     assert np.linalg.norm(values - reference) / np.linalg.norm(reference) <= 1e-5
