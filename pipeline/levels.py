@@ -57,8 +57,10 @@ __all__ = [
     "ball",
     "calibrate",
     "check_size_prior",
+    "drop_small",
     "flat_modes",
     "sample_slices",
+    "silicon_cores",
 ]
 
 #: Largest crop edge (voxels) the levels are calibrated on.
@@ -252,6 +254,33 @@ def _components(
     return labels, (3 * sizes / (4 * np.pi)) ** (1 / 3), compact
 
 
+def drop_small(
+    mask: NDArray[np.bool_], radius_voxels: float, *, keep_faces: bool = False
+) -> NDArray[np.bool_]:
+    """`mask` without its 6-connected components of equivalent radius under `radius_voxels`.
+
+    With `keep_faces`, components touching the first or last z-slice are kept:
+    in a block whose halo is deeper than such an object, a small one never does.
+    """
+    labels, n = cc3d.connected_components(mask, connectivity=6, return_N=True)
+    if n == 0:
+        return mask
+    small = np.bincount(labels.ravel()) < 4 / 3 * np.pi * radius_voxels**3
+    small[0] = False
+    if keep_faces:
+        small[np.unique(labels[[0, -1]])] = False
+    return np.asarray(mask & ~small[labels])
+
+
+def silicon_cores(
+    band: NDArray[np.bool_], radius: int, smallest_voxels: float, *, keep_faces: bool = False
+) -> NDArray[np.bool_]:
+    """Silicon's grey band opened by a ball of `radius` (partial-volume rims go), without
+    the cores of equivalent radius under `smallest_voxels` (rims that survived)."""
+    core = ndimage.binary_opening(band, ball(radius))
+    return drop_small(core, smallest_voxels, keep_faces=keep_faces)
+
+
 def _keep(labels: NDArray[Any], keep: NDArray[np.bool_]) -> NDArray[np.bool_]:
     return np.asarray(np.concatenate([[False], keep])[labels])
 
@@ -386,16 +415,12 @@ def calibrate(
     silicon = float(modes[best])
     core_low, silicon_high = _band_edges(modes, best, top)
     band = (volume > core_low) & (volume <= silicon_high) & inside
-    core = ndimage.binary_opening(band, ball(radius))
-    labels, radii, _ = _components(core)
-    core = _keep(labels, radii >= CORE_SHARE * lo)
+    core = silicon_cores(band, radius, CORE_SHARE * lo)
     sigma = _edge_sigma(volume, core, silicon - pore)
     wider = int(np.clip(math.ceil(1.2 * sigma), 1, max(1, int(0.5 * lo))))
     if wider > radius:  # rims as thick as the blur: open with a ball as wide
         radius = wider
-        core = ndimage.binary_opening(band, ball(radius))
-        labels, radii, _ = _components(core)
-        core = _keep(labels, radii >= CORE_SHARE * lo)
+        core = silicon_cores(band, radius, CORE_SHARE * lo)
     grow = math.ceil(1.5 * sigma)
     half = (silicon + pore) / 2
     zone = ndimage.binary_dilation(core, ball(grow)) & ~ndimage.binary_erosion(core) & inside

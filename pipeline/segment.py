@@ -41,7 +41,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import cc3d
 import dask
 import dask.array as da
 import numpy as np
@@ -51,7 +50,15 @@ from scipy import ndimage
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
 from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks
-from debond.pipeline.levels import CALIBRATION_EDGE, Levels, ball, calibrate, sample_slices
+from debond.pipeline.levels import (
+    CALIBRATION_EDGE,
+    Levels,
+    ball,
+    calibrate,
+    drop_small,
+    sample_slices,
+    silicon_cores,
+)
 
 __all__ = [
     "CBD",
@@ -291,11 +298,12 @@ def prior_phases_kernel(
     """
     sample = sample_slices(block, levels.solid)
     band = (block > levels.core_low) & (block <= levels.silicon_high) & sample
-    core = ndimage.binary_opening(band, ball(levels.core_radius_voxels))
-    core = _drop_small(core, levels.core_smallest_voxels)
+    core = silicon_cores(
+        band, levels.core_radius_voxels, levels.core_smallest_voxels, keep_faces=True
+    )
     silicon = ndimage.binary_dilation(core, ball(levels.grow_voxels)) & sample
     silicon &= (block >= levels.silicon_low) & (block <= levels.silicon_high)
-    silicon = _drop_small(silicon, levels.smallest_radius_voxels)
+    silicon = drop_small(silicon, levels.smallest_radius_voxels, keep_faces=True)
     cbd = (block >= levels.cbd_low) & (block <= levels.cbd_high) & sample & ~silicon
     if levels.cbd_open_voxels:
         cbd = ndimage.binary_opening(cbd, ball(levels.cbd_open_voxels))
@@ -307,22 +315,6 @@ def prior_phases_kernel(
     phases[silicon] = SILICON
     phases[~sample] = 255
     return phases
-
-
-def _drop_small(mask: NDArray[np.bool_], radius_voxels: float) -> NDArray[np.bool_]:
-    """`mask` without components of equivalent radius under `radius_voxels`.
-
-    Components touching the block's first or last z-slice are kept: in a
-    block with a halo deeper than such an object, a small one never does.
-    """
-    labels, n = cc3d.connected_components(mask, connectivity=6, return_N=True)
-    if n == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    small = sizes < 4 / 3 * np.pi * radius_voxels**3
-    small[0] = False
-    small[np.unique(labels[[0, -1]])] = False
-    return mask & ~small[labels]
 
 
 def _halo(sei_max_voxels: int, graphite_min_radius_voxels: int) -> int:
