@@ -24,12 +24,17 @@ brighter or darker than silicon. Here the phases are found by what they are:
 4. **CBD** is the brightest phase but silicon; its plateau is the 99.5th
    percentile of the sample away from silicon (thin coats never reach their
    plateau, so they make no mode).
-5. **Edges.** Silicon's surface is placed between the half-height of silicon
-   and pore and the grey level of the steepest voxels at the particles'
-   edges (a thin SEI shell shifts the steepest edge outward, the pore
-   half-height inward); the CBD boundary at the half-height of CBD and pore.
-   The edge blur σ (voxels) is the silicon–pore step over the steepest
-   gradient; rims are removed with balls of about that radius.
+5. **Surface.** Silicon's cores (its band, less the crests of thin bright
+   films (:func:`film_crests`), opened) are eroded into seeds,
+   so that no blurred SEI between silicon and a brighter CBD stays in them,
+   and grown back (:func:`grow_silicon`) through voxels above
+   :data:`EDGE_SHARE` of the way from pore to silicon whose grey level does
+   not rise away from the seeds: growth stops at the dip of an SEI or gap
+   before a brighter coat. The edge blur σ (voxels) is the silicon–pore step
+   over the steepest gradient; rims are removed with balls of about that
+   radius. Objects under the prior's size, or too thin to hold a ball of
+   half its smallest radius (the blurred rim of a CBD film), are not
+   particles. The CBD boundary is at the half-height of CBD and pore.
 
 :func:`calibrate` does this on a crop of at most :data:`CALIBRATION_EDGE`
 voxels per axis held in memory (a reduction of the volume, DESIGN.md
@@ -39,6 +44,7 @@ principle 2); :func:`debond.pipeline.segment.segment` then applies the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -48,6 +54,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 from scipy.signal import find_peaks
+from skimage.feature import hessian_matrix, hessian_matrix_eigvals
 from skimage.morphology import convex_hull_image
 
 __all__ = [
@@ -58,7 +65,11 @@ __all__ = [
     "calibrate",
     "check_size_prior",
     "drop_small",
+    "field_of_view",
+    "film_crests",
     "flat_modes",
+    "grow_silicon",
+    "outward_slope",
     "sample_slices",
     "silicon_cores",
 ]
@@ -78,6 +89,25 @@ SOLID_SHARE = 0.3
 #: Silicon cores (the band opened) under this share of the smallest radius are
 #: not grown into particles: rims that survived the opening.
 CORE_SHARE = 0.6
+#: Silicon's surface lies this share of the way from the pore level up to
+#: silicon's: the half-height of a bare silicon–pore edge (0.5), moved up by
+#: the thin SEI shell that blurs into it (measured on the family of test scans,
+#: README "Segmentation").
+EDGE_SHARE = 0.58
+#: Silicon stops growing where the grey level rises away from it by more than
+#: this share of the steepest silicon–pore slope (a brighter phase's edge).
+RISE_SHARE = 0.3
+#: A particle holds a ball of this share of the prior's smallest radius
+#: (an ellipsoid of aspect 1.5 holds 0.76 of its equivalent radius).
+INSCRIBED_SHARE = 0.5
+#: A film crest curves across faster than this share of silicon's step per
+#: voxel² (in silicon's band on the family of test scans and the demo, 90 %
+#: of the particles' voxels lie above −0.08, the median of the others' at
+#: −0.05 to −0.26) ...
+FILM_CURVATURE = 0.1
+#: ... and along at most this share of that (a small particle is curved
+#: along every axis alike).
+FILM_FLATNESS = 0.3
 #: Reach of the enclosure test: the CBD coat lies within this of a particle, µm.
 COAT_REACH_UM = 0.6
 
@@ -105,10 +135,18 @@ class Levels:
     edge_sigma_voxels : float
         Blur of a silicon edge.
     core_radius_voxels, grow_voxels, cbd_open_voxels : int
-        Ball radii: opening of silicon's band, growth of its cores, opening of
-        CBD where silicon edges pass through its range (0: none).
+        Ball radii: opening of silicon's band, erosion of its cores into
+        seeds (silicon grows back at most twice as far), opening of CBD where
+        silicon edges pass through its range (0: none).
+    rise_per_voxel : float
+        Silicon does not grow where the grey level rises away from its seeds
+        by more than this, 1/µm per voxel.
     smallest_radius_voxels : float
         Silicon objects of a smaller equivalent radius are not particles.
+    inscribed_radius_voxels : float
+        Nor are objects holding no ball of this radius.
+    seed_smallest_voxels : float
+        Seeds of a smaller equivalent radius are not grown.
     core_smallest_voxels : float
         Silicon cores of a smaller equivalent radius are not grown.
     sei_low : float
@@ -131,9 +169,12 @@ class Levels:
     edge_sigma_voxels: float
     core_radius_voxels: int
     grow_voxels: int
+    rise_per_voxel: float
     cbd_open_voxels: int
     smallest_radius_voxels: float
+    inscribed_radius_voxels: float
     core_smallest_voxels: float
+    seed_smallest_voxels: float
     sei_low: float
     modes: tuple[float, ...]
     scores: tuple[float, ...]
@@ -148,7 +189,10 @@ class Levels:
     @property
     def halo(self) -> int:
         """Deepest reach of the block kernel's neighbourhood operations, voxels."""
-        opened = 2 * self.core_radius_voxels + self.grow_voxels
+        # film crests (Gaussian derivatives reach 4 voxels), opening, erosion
+        # into seeds, growth (the slope's derivative reaches 4 voxels), then
+        # whole small objects and the CBD opening
+        opened = 4 + 2 * self.core_radius_voxels + 3 * self.grow_voxels + 4
         small = math.ceil(2 * self.smallest_radius_voxels) + 1
         return opened + small + 2 * self.cbd_open_voxels + 2
 
@@ -217,8 +261,12 @@ def flat_modes(
     return np.sort(centres[peaks - 1])
 
 
-def _circle(n_y: int, n_x: int) -> NDArray[np.bool_]:
-    """The reconstruction circle of a slice (FBP and SIRT fill it, not the corners)."""
+def field_of_view(n_y: int, n_x: int) -> NDArray[np.bool_]:
+    """The reconstruction circle of a (n_y, n_x) slice, less its outermost voxel.
+
+    FBP and SIRT fill the circle the detector sees at every angle, not the
+    corners.
+    """
     y, x = np.mgrid[:n_y, :n_x]
     radius = (min(n_y, n_x) - 1) / 2
     return np.asarray(np.hypot(y - (n_y - 1) / 2, x - (n_x - 1) / 2) <= radius - 1)
@@ -231,7 +279,7 @@ def sample_slices(volume: NDArray[np.floating], solid: float) -> NDArray[np.bool
     it (they hold the same filling as those inside, which a grey level cannot
     tell from the air). Specks (a voxel opened away) do not count.
     """
-    circle = _circle(*volume.shape[1:])
+    circle = field_of_view(*volume.shape[1:])
     out = np.zeros(volume.shape, dtype=bool)
     for k, plane in enumerate(volume):
         above = ndimage.binary_opening((plane > solid) & circle)
@@ -255,9 +303,18 @@ def _components(
 
 
 def drop_small(
-    mask: NDArray[np.bool_], radius_voxels: float, *, keep_faces: bool = False
+    mask: NDArray[np.bool_],
+    radius_voxels: float,
+    *,
+    inscribed_voxels: float = 0.0,
+    keep_faces: bool = False,
 ) -> NDArray[np.bool_]:
-    """`mask` without its 6-connected components of equivalent radius under `radius_voxels`.
+    """`mask` without its 6-connected components smaller than a particle.
+
+    A component goes when its equivalent radius is under `radius_voxels`, or
+    when the largest ball it contains has a radius under `inscribed_voxels`:
+    a thin shell (the partial-volume rim of a bright phase, a blurred thin CBD
+    film) can hold as many voxels as a particle but no ball of its size.
 
     With `keep_faces`, components touching the first or last z-slice are kept:
     in a block whose halo is deeper than such an object, a small one never does.
@@ -266,6 +323,10 @@ def drop_small(
     if n == 0:
         return mask
     small = np.bincount(labels.ravel()) < 4 / 3 * np.pi * radius_voxels**3
+    if inscribed_voxels > 0:
+        depth = ndimage.distance_transform_edt(mask)
+        deepest = ndimage.maximum(depth, labels, np.arange(n + 1))
+        small |= np.asarray(deepest) < inscribed_voxels
     small[0] = False
     if keep_faces:
         small[np.unique(labels[[0, -1]])] = False
@@ -279,6 +340,75 @@ def silicon_cores(
     the cores of equivalent radius under `smallest_voxels` (rims that survived)."""
     core = ndimage.binary_opening(band, ball(radius))
     return drop_small(core, smallest_voxels, keep_faces=keep_faces)
+
+
+def film_crests(volume: NDArray[np.floating], step: float) -> NDArray[np.bool_]:
+    """Voxels on the crest of a thin bright film: curved steeply across, flat along.
+
+    A CBD coat thinner than the blur peaks near silicon's grey level, and its
+    flanks pass through silicon's band; a particle, even a small one, is a
+    blob (curved along every axis) or a plateau (curved along none). With the
+    Hessian's eigenvalues λ₁ ≤ λ₂ ≤ λ₃ (Gaussian derivatives, σ = 1 voxel), a
+    crest has λ₁ < −:data:`FILM_CURVATURE` · `step` and λ₂ > :data:`FILM_FLATNESS` · λ₁.
+
+    Parameters
+    ----------
+    volume : (z, y, x) ndarray
+        Denoised attenuation, 1/µm.
+    step : float
+        Silicon level minus pore level, 1/µm.
+
+    Returns
+    -------
+    (z, y, x) ndarray of bool
+    """
+    hessian = hessian_matrix(
+        np.asarray(volume, dtype=np.float32), sigma=1.0, order="rc", use_gaussian_derivatives=True
+    )
+    eigen = hessian_matrix_eigvals(hessian)  # descending along the first axis
+    lowest, middle = eigen[-1], eigen[-2]
+    return np.asarray((lowest < -FILM_CURVATURE * abs(step)) & (middle > FILM_FLATNESS * lowest))
+
+
+def outward_slope(volume: NDArray[np.floating], seeds: NDArray[np.bool_]) -> NDArray[np.float32]:
+    """Slope of `volume` along the direction away from `seeds`, grey units per voxel.
+
+    The direction is the gradient of the distance to the seeds; the slope is
+    the Gaussian derivative (σ = 1 voxel) projected on it. Positive where the
+    grey level rises away from the seeds.
+    """
+    distance = ndimage.distance_transform_edt(~seeds)
+    away = np.gradient(distance)
+    norm = np.sqrt(sum(a * a for a in away)) + 1e-9
+    slope = np.zeros(volume.shape, dtype=np.float32)
+    for axis, direction in enumerate(away):
+        order = tuple(int(i == axis) for i in range(volume.ndim))
+        slope += ndimage.gaussian_filter(volume, 1.0, order=order) * (direction / norm)
+    return slope
+
+
+def grow_silicon(
+    volume: NDArray[np.floating], cores: NDArray[np.bool_], levels: Levels
+) -> NDArray[np.bool_]:
+    """Silicon grown from its cores to its surface.
+
+    The seeds are the cores eroded by ``levels.grow_voxels`` (a core can hold
+    a blurred SEI between silicon and a brighter CBD, which no grey level
+    tells from silicon), less those under ``levels.seed_smallest_voxels``
+    (what is left of a brighter phase's rim: a particle at the prior's
+    smallest radius leaves a seed twice as large). From them, silicon grows at most twice that far,
+    through voxels within [silicon_low, silicon_high] whose grey level does
+    not rise away from the seeds by more than ``levels.rise_per_voxel``: it
+    stops at the dip of an SEI or gap before a brighter coat.
+    """
+    seeds = ndimage.binary_erosion(cores, ball(levels.grow_voxels))
+    seeds = drop_small(seeds, levels.seed_smallest_voxels, keep_faces=True)
+    if not seeds.any():
+        return seeds
+    passable = (volume >= levels.silicon_low) & (volume <= levels.silicon_high)
+    passable &= ndimage.binary_dilation(seeds, ball(2 * levels.grow_voxels))
+    passable &= outward_slope(volume, seeds) <= levels.rise_per_voxel
+    return np.asarray(ndimage.binary_propagation(seeds & passable, mask=passable))
 
 
 def _keep(labels: NDArray[Any], keep: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -358,7 +488,7 @@ def calibrate(
     """
     lo, hi = (r / voxel_size_um for r in radius_range_um)
     volume = np.asarray(volume, dtype=np.float32)
-    circle = np.broadcast_to(_circle(*volume.shape[1:]), volume.shape)
+    circle = np.broadcast_to(field_of_view(*volume.shape[1:]), volume.shape)
     sampled = volume[::2, ::2, ::2][circle[::2, ::2, ::2]]
     for prominence in (MODE_PROMINENCE, 0.5, 0.25):
         everything = flat_modes(sampled, prominence)
@@ -414,6 +544,12 @@ def calibrate(
         )
     silicon = float(modes[best])
     core_low, silicon_high = _band_edges(modes, best, top)
+    if math.isfinite(silicon_high):
+        # A brighter phase caps the band: make it no wider below silicon than
+        # above, so the blurred edges of that phase, which cross the whole
+        # band on their way down to the pore, leave rims thin enough to open
+        # away (at weak contrast the band's lower half is most of such an edge).
+        core_low = max(core_low, 2 * silicon - silicon_high)
     band = (volume > core_low) & (volume <= silicon_high) & inside
     core = silicon_cores(band, radius, CORE_SHARE * lo)
     sigma = _edge_sigma(volume, core, silicon - pore)
@@ -421,44 +557,42 @@ def calibrate(
     if wider > radius:  # rims as thick as the blur: open with a ball as wide
         radius = wider
         core = silicon_cores(band, radius, CORE_SHARE * lo)
-    grow = math.ceil(1.5 * sigma)
-    half = (silicon + pore) / 2
-    zone = ndimage.binary_dilation(core, ball(grow)) & ~ndimage.binary_erosion(core) & inside
-    if zone.any():
-        steep_values = volume[zone]
-        steep = ndimage.gaussian_gradient_magnitude(volume, 0.7)[zone]
-        steepest = float(np.median(steep_values[steep >= np.percentile(steep, 80)]))
-    else:
-        steepest = half
-    span = abs(silicon - pore)
-    steepest = float(
-        np.clip(steepest, min(silicon, pore) + 0.2 * span, max(silicon, pore) - 0.2 * span)
-    )
-    silicon_low = (steepest + half) / 2
-    grown = ndimage.binary_dilation(core, ball(grow)) & (volume >= silicon_low)
-    grown &= volume <= silicon_high
-    away = inside & ~ndimage.binary_dilation(grown, ball(2))
-    cbd = float(np.percentile(volume[away], 99.5)) if away.any() else top
-    cbd_low = (cbd + pore) / 2
-    cbd_high = (cbd + silicon) / 2 if cbd < silicon else math.inf
-    cbd_open = max(1, math.ceil(sigma)) if cbd < silicon else 0
-    return Levels(
+    # Seeds are the cores eroded by `grow`; a particle at the prior's smallest
+    # radius must keep one.
+    grow = int(min(math.ceil(1.5 * sigma), max(1, math.floor(0.5 * lo))))
+    silicon_low = pore + EDGE_SHARE * (silicon - pore)
+    rise = RISE_SHARE * abs(silicon - pore) / (math.sqrt(2 * math.pi) * sigma)
+    inscribed = max(1.5, INSCRIBED_SHARE * lo)
+    provisional = Levels(
         pore=pore,
         silicon=silicon,
-        cbd=cbd,
+        cbd=math.nan,
         silicon_low=float(silicon_low),
         silicon_high=float(silicon_high),
         core_low=float(core_low),
-        cbd_low=float(cbd_low),
-        cbd_high=float(cbd_high),
+        cbd_low=math.nan,
+        cbd_high=math.nan,
         solid=solid,
         edge_sigma_voxels=sigma,
         core_radius_voxels=radius,
         grow_voxels=grow,
-        cbd_open_voxels=cbd_open,
+        rise_per_voxel=float(rise),
+        cbd_open_voxels=0,
         smallest_radius_voxels=SMALLEST_SHARE * lo,
+        inscribed_radius_voxels=float(inscribed),
         core_smallest_voxels=CORE_SHARE * lo,
+        seed_smallest_voxels=max(1.0, 0.5 * (lo - grow)),
         sei_low=float((pore + silicon_low) / 2),
         modes=tuple(float(m) for m in modes),
         scores=tuple(float(s) for s in scores),
+    )
+    grown = grow_silicon(volume, core, provisional)
+    away = inside & ~ndimage.binary_dilation(grown, ball(2))
+    cbd = float(np.percentile(volume[away], 99.5)) if away.any() else top
+    return dataclasses.replace(
+        provisional,
+        cbd=cbd,
+        cbd_low=float((cbd + pore) / 2),
+        cbd_high=float((cbd + silicon) / 2 if cbd < silicon else math.inf),
+        cbd_open_voxels=max(1, math.ceil(sigma)) if cbd < silicon else 0,
     )

@@ -56,6 +56,8 @@ from debond.pipeline.levels import (
     ball,
     calibrate,
     drop_small,
+    film_crests,
+    grow_silicon,
     sample_slices,
     silicon_cores,
 )
@@ -284,8 +286,11 @@ def prior_phases_kernel(
     """Phase codes of a block of whole z-slices from the levels the size prior found.
 
     Sample: each slice's hull (:func:`debond.pipeline.levels.sample_slices`).
-    Silicon: its grey band opened by a ball (rims go), grown back through
-    voxels above ``levels.silicon_low``; objects under the prior's size are
+    Silicon: its grey band less the crests of thin films
+    (:func:`debond.pipeline.levels.film_crests`), opened by a ball (rims
+    go), eroded into seeds and grown back to its surface
+    (:func:`debond.pipeline.levels.grow_silicon`);
+    objects under the prior's size, or too thin to hold a ball of it, are
     dropped (whole in the block's halo, see :attr:`Levels.halo`). CBD: above
     its half-height, silicon excepted (opened where silicon edges pass through
     its range). SEI: near silicon, above ``levels.sei_low``. Graphite is not
@@ -298,12 +303,17 @@ def prior_phases_kernel(
     """
     sample = sample_slices(block, levels.solid)
     band = (block > levels.core_low) & (block <= levels.silicon_high) & sample
+    band &= ~film_crests(block, levels.silicon - levels.pore)
     core = silicon_cores(
         band, levels.core_radius_voxels, levels.core_smallest_voxels, keep_faces=True
     )
-    silicon = ndimage.binary_dilation(core, ball(levels.grow_voxels)) & sample
-    silicon &= (block >= levels.silicon_low) & (block <= levels.silicon_high)
-    silicon = drop_small(silicon, levels.smallest_radius_voxels, keep_faces=True)
+    silicon = grow_silicon(block, core, levels) & sample
+    silicon = drop_small(
+        silicon,
+        levels.smallest_radius_voxels,
+        inscribed_voxels=levels.inscribed_radius_voxels,
+        keep_faces=True,
+    )
     cbd = (block >= levels.cbd_low) & (block <= levels.cbd_high) & sample & ~silicon
     if levels.cbd_open_voxels:
         cbd = ndimage.binary_opening(cbd, ball(levels.cbd_open_voxels))

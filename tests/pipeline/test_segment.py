@@ -12,7 +12,15 @@ from dask_image import ndfilters
 from scipy import ndimage
 
 from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks
-from debond.pipeline.levels import SegmentationError
+from debond.pipeline.levels import (
+    EDGE_SHARE,
+    RISE_SHARE,
+    Levels,
+    SegmentationError,
+    drop_small,
+    grow_silicon,
+    silicon_cores,
+)
 from debond.pipeline.segment import (
     CBD,
     SILICON,
@@ -239,3 +247,67 @@ def test_a_volume_without_objects_of_the_prior_size_says_what_it_found() -> None
     values += np.random.default_rng(0).normal(0, 0.01, values.shape).astype(np.float32)
     with pytest.raises(SegmentationError, match=r"no grey level holds objects of the size prior"):
         segment(values, voxel_size_um=0.05, radius_range_um=(0.3, 0.5))
+
+
+def test_a_thin_shell_is_not_a_particle_but_a_ball_of_its_volume_is() -> None:
+    """A blurred CBD film's rim holds many voxels but no ball of the prior's size."""
+    z, y, x = np.indices((64, 40, 40)) - np.array([20, 20, 20])[:, None, None, None]
+    r = np.sqrt(z**2 + y**2 + x**2)
+    shell = (r >= 12) & (r < 14)  # 2 voxels thick, ~4,200 voxels
+    z2 = np.indices((64, 40, 40))[0] - 50
+    ball = np.sqrt(z2**2 + y**2 + x**2) <= 6  # 905 voxels
+    kept = drop_small(shell | ball, 4.0, inscribed_voxels=3.0)
+    assert np.array_equal(kept, ball)
+    assert np.array_equal(drop_small(shell | ball, 4.0), shell | ball)  # by volume alone, both stay
+
+
+def _levels(pore: float, silicon: float, cbd: float, sigma: float) -> Levels:
+    low = pore + EDGE_SHARE * (silicon - pore)
+    return Levels(
+        pore=pore, silicon=silicon, cbd=cbd, silicon_low=low,
+        silicon_high=(silicon + cbd) / 2, core_low=(pore + silicon) / 2,
+        cbd_low=(pore + cbd) / 2, cbd_high=math.inf, solid=pore,
+        edge_sigma_voxels=sigma, core_radius_voxels=2, grow_voxels=2,
+        rise_per_voxel=RISE_SHARE * (silicon - pore) / (math.sqrt(2 * math.pi) * sigma),
+        cbd_open_voxels=0, smallest_radius_voxels=4.0, inscribed_radius_voxels=3.0,
+        core_smallest_voxels=3.0, seed_smallest_voxels=1.0, sei_low=(pore + low) / 2,
+        modes=(pore, silicon, cbd), scores=(0.0, 1.0, 0.0),
+    )  # fmt: skip
+
+
+def test_silicon_stops_at_the_dip_before_a_brighter_coat() -> None:
+    """Silicon (R = 9 voxels) in a 2-voxel SEI shell in contact with a brighter CBD coat:
+    the blur lifts the SEI into silicon's grey range, but its grey level rises again."""
+    radius = 9.0
+    r = np.sqrt(((np.indices((40, 40, 40)) - 19.5) ** 2).sum(axis=0))
+    values = np.select([r <= radius, r <= radius + 2, r <= radius + 6], [0.18, 0.10, 0.32], 0.03)
+    values = ndimage.gaussian_filter(values.astype(np.float32), 1.5)
+    levels = _levels(0.03, 0.18, 0.32, 1.5)
+    band = (values > levels.core_low) & (values <= levels.silicon_high)
+    cores = silicon_cores(band, levels.core_radius_voxels, levels.core_smallest_voxels)
+    grown = grow_silicon(values, cores, levels)
+    equivalent = (3 * grown.sum() / (4 * math.pi)) ** (1 / 3)
+    assert equivalent == pytest.approx(radius, abs=0.75)
+    # everything in silicon's range near the cores reaches into the SEI
+    near = ndimage.binary_dilation(cores, iterations=2 * levels.grow_voxels)
+    plain = near & (values >= levels.silicon_low) & (values <= levels.silicon_high)
+    assert (3 * plain.sum() / (4 * math.pi)) ** (1 / 3) > radius + 1
+
+
+def test_film_crests_are_the_thin_films_not_the_particles() -> None:
+    """A 2-voxel CBD film, a silicon ball of radius 2 and one of radius 8, blurred (σ 1.2):
+    the film's crest is found; neither ball, however curved, is a film."""
+    from debond.pipeline.levels import film_crests
+
+    grid = np.indices((48, 48, 64)).astype(np.float64)
+    values = np.full(grid.shape[1:], 0.05)
+    film = np.abs(grid[2] - 8) < 1.0  # a plane 2 voxels thick at x = 8
+    values[film] = 0.30
+    small = np.sqrt(((grid - np.array([24, 24, 24])[:, None, None, None]) ** 2).sum(0)) <= 2
+    large = np.sqrt(((grid - np.array([24, 24, 46])[:, None, None, None]) ** 2).sum(0)) <= 8
+    values[small | large] = 0.16
+    blurred = ndimage.gaussian_filter(values, 1.2).astype(np.float32)
+    crests = film_crests(blurred, 0.16 - 0.05)
+    on_film = crests[:, :, 6:11]
+    assert on_film[8:40, 8:40].mean() > 0.5  # away from the volume's faces
+    assert not crests[small].any() and not crests[large].any()
