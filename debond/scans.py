@@ -62,6 +62,7 @@ from scipy.spatial.transform import Rotation
 
 from debond.campaign import load_campaign
 from debond.campaign_file import dump_campaign
+from debond.pipeline.levels import field_of_view
 from debond.pipeline.measure import fibonacci_directions
 from debond.storage import open_volume
 from debond.storage.tables import usable_rows
@@ -1343,7 +1344,8 @@ class Score:
         Fraction of reported particles that match no true particle (0 when
         nothing is reported).
     silicon_dice : float
-        Dice of phase 3 against the true phase 3, voxel by voxel.
+        Dice of phase 3 against the true phase 3, voxel by voxel, inside the
+        reconstruction circle (:func:`debond.pipeline.levels.field_of_view`).
     gap_mae_vox : float
         Mean |measured − true gap| over matched particles with both gaps, voxels
         (NaN when there is none).
@@ -1351,8 +1353,14 @@ class Score:
         Median |r_measured − r_true| / r_true over matched particles (NaN when
         there is none).
     n_true, n_reported, n_matched, n_gaps : int
-        True particles, reported particles (usable rows), true particles
-        matched, matched pairs with both gaps.
+        True particles in view, reported particles (usable rows), true
+        particles matched, matched pairs with both gaps.
+    n_cut : int
+        True particles the field of view cuts (their silicon reaches outside
+        the reconstruction circle or onto the first or last slice). They
+        cannot be measured, so they are left out of `found`, `gap_mae_vox`
+        and `radius_error`, and reported particles matching them are not
+        spurious.
     n_duplicates : int
         Reported particles that match a true particle already paired with a
         nearer one (fragments of a split particle); neither spurious nor scored.
@@ -1370,6 +1378,7 @@ class Score:
     n_reported: int
     n_matched: int
     n_gaps: int
+    n_cut: int = 0
     n_duplicates: int = 0
     n_merged: int = 0
 
@@ -1415,20 +1424,23 @@ def score(
             f"phases of shape {phases.shape} cannot be scored against truth of shape "
             f"{truth_phases.shape} (labels {truth_labels.shape}); expected one shape"
         )
-    si_true, si = truth_phases == SILICON, phases == SILICON
+    view = np.broadcast_to(field_of_view(*phases.shape[1:]), phases.shape)
+    si_true, si = (truth_phases == SILICON) & view, (phases == SILICON) & view
     total = int(si_true.sum() + si.sum())
     dice = 2.0 * float((si_true & si).sum()) / total if total else 1.0
 
     centres = truth[_CENTROIDS].to_numpy(dtype=np.float64).reshape(-1, 3)
     radii = truth["radius_um"].to_numpy(dtype=np.float64)
     ids = truth["particle"].to_numpy()
+    cut_labels = np.union1d(np.unique(truth_labels[:, ~view[0]]), np.unique(truth_labels[[0, -1]]))
+    in_view = ~np.isin(ids, cut_labels)
     points = reported[_CENTROIDS].to_numpy(dtype=np.float64).reshape(-1, 3)
     index = np.clip(np.rint(points / voxel_size_um).astype(np.int64), 0, np.array(phases.shape) - 1)
     label_at = truth_labels[tuple(index.T)] if len(points) else np.zeros(0, np.int64)
     distance = np.linalg.norm(points[:, None, :] - centres[None, :, :], axis=2)
     matches = (distance <= radii[None, :]) | (label_at[:, None] == ids[None, :])
 
-    matched = matches.any(axis=0)
+    matched = matches.any(axis=0) & in_view
     n_reported = len(points)
     spurious = float((~matches.any(axis=1)).mean()) if n_reported else 0.0
     gap_errors, radius_errors, paired = [], [], set()
@@ -1441,17 +1453,19 @@ def score(
         measured, true = float(row["gap_mean_um"]), float(truth["gap_um"].iloc[j])
         if np.isfinite(measured) and np.isfinite(true):
             gap_errors.append(abs(measured - true) / voxel_size_um)
+    to_cut = matches[:, ~in_view].any(axis=1)
     return Score(
-        found=float(matched.mean()) if len(ids) else 1.0,
+        found=float(matched.sum() / in_view.sum()) if in_view.any() else 1.0,
         spurious=spurious,
         silicon_dice=dice,
         gap_mae_vox=float(np.mean(gap_errors)) if gap_errors else math.nan,
         radius_error=float(np.median(radius_errors)) if radius_errors else math.nan,
-        n_true=len(ids),
+        n_true=int(in_view.sum()),
         n_reported=n_reported,
         n_matched=int(matched.sum()),
         n_gaps=len(gap_errors),
-        n_duplicates=int(matches.any(axis=1).sum()) - len(paired),
+        n_cut=int((~in_view).sum()),
+        n_duplicates=int((matches.any(axis=1) & ~to_cut).sum()) - len(paired),
         n_merged=int((matches.sum(axis=1) > 1).sum()),
     )
 
