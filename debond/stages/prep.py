@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import zarr
 from pydantic import field_validator
 
-from debond.pipeline.prep import prepare
+from debond.pipeline.prep import MAX_BAD_FRACTION, prepare
 from debond.sections import Section, param
 from debond.stages.base import Output, Plan, Stage, Work
 from debond.storage import open_volume
@@ -21,6 +21,17 @@ class Parameters(Section):
 
     clip_to: float = param(
         1e-6, "Smallest transmission kept before −log (guards against log(0)).", "", gt=0, lt=1
+    )
+    # 2 %: a dead column of a 64-px detector (1.6 %) is repaired; a broken frame or a
+    # wrong flat or dark series is refused (see debond.pipeline.prep.MAX_BAD_FRACTION).
+    max_bad_fraction: float = param(
+        MAX_BAD_FRACTION,
+        "Largest share of a projection's pixels that may be bad (NaN, ±Inf, or a detector "
+        "pixel whose mean dark ≥ mean flat) and still be repaired from their neighbours; "
+        "above it the run stops, naming the file and the projection.",
+        "",
+        ge=0,
+        le=0.5,
     )
     median_size: int = param(
         1,
