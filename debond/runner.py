@@ -206,6 +206,11 @@ def _submit(group: zarr.Group, plan: Plan, work: Work) -> tuple[list[PendingWrit
     return pending, [p.task for p in pending] + list(work.extras.values())
 
 
+def _number(value: Any) -> str:
+    """A stage's extra for its summary line: counts in full, measurements to 4 digits."""
+    return str(value) if isinstance(value, int | np.integer) else f"{value:.4g}"
+
+
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
 
@@ -275,7 +280,7 @@ def _execute(
     for write in pending[:-1]:
         write.finish()
     pending[-1].finish(extras)
-    found = "".join(f"; {key} {value:.4g}" for key, value in extras.items())
+    found = "".join(f"; {key} {_number(value)}" for key, value in extras.items())
     warning = work.check(extras) if work.check is not None else ""
     _say(plan, echo, f"done in {seconds:.1f} s{found}" + (f"; {warning}" if warning else ""))
     return Outcome(name, sample, "done", seconds, work.detail)

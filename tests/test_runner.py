@@ -615,6 +615,109 @@ def test_phases_without_cbd_fail_the_measure_stage_by_name(client: Client, tmp_p
     assert not (tmp_path / "tables" / "samples" / "a.parquet").exists()
 
 
+# ----------------------------------------------------------------- bad pixels
+
+
+def _nan_pixels(path: Path) -> None:
+    with h5py.File(path, "r+") as f:
+        f["exchange/data"][17, 20:24, 30:34] = np.nan  # 16 pixels of one projection
+
+
+def _inf_pixel(path: Path) -> None:
+    with h5py.File(path, "r+") as f:
+        f["exchange/data"][40, 25, 31] = np.inf
+
+
+def _dark_above_flat(path: Path, columns: list[int]) -> None:
+    with h5py.File(path, "r") as f:
+        flats = f["exchange/data_white"][...]
+        darks = f["exchange/data_dark"][...]
+    darks[:, :, columns] = flats[:, :, columns].max() + 100
+    _replace(path, "exchange/data_dark", darks)
+
+
+def _prep_line(lines: list[str], sample: str, word: str) -> str:
+    (line,) = [x for x in lines if x.startswith(f"prep    {sample} ") and word in x]
+    return line
+
+
+def test_bad_pixels_are_repaired_and_reported_by_the_run(
+    local_run: tuple[Path, list[Outcome]], pristine: Path, client: Client, tmp_path: Path
+) -> None:
+    """NaN pixels in one projection (c00), one +Inf pixel (c01) and a detector column
+    whose darks are brighter than its flats (c03) are counted, recorded and repaired:
+    the rotation centres within 0.02 px of the clean run's and the reconstructions
+    close to it; the clean sample (c10) reports zeros and equals the clean run."""
+    clean_file, _ = local_run
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    raw = campaign_file.parent / "raw"
+    _nan_pixels(raw / "c00.h5")
+    _inf_pixel(raw / "c01.h5")
+    _dark_above_flat(raw / "c03.h5", [29])
+    lines: list[str] = []
+    stages = ["ingest", "prep", "recon"]
+    outcomes = run_campaign(load_campaign(campaign_file), client, stages=stages, echo=lines.append)
+    assert {o.state for o in outcomes} == {"done"}
+    counts = {
+        "c00": "nan_values 16; inf_values 0; dark_ge_flat_pixels 0; "
+        "nonfinite_flat_dark_values 0; repaired_values 16",
+        "c01": "nan_values 0; inf_values 1; dark_ge_flat_pixels 0; "
+        "nonfinite_flat_dark_values 0; repaired_values 1",
+        "c03": "nan_values 0; inf_values 0; dark_ge_flat_pixels 48; "
+        "nonfinite_flat_dark_values 0; repaired_values 4320",
+        "c10": "nan_values 0; inf_values 0; dark_ge_flat_pixels 0; "
+        "nonfinite_flat_dark_values 0; repaired_values 0",
+    }
+    for sample, text in counts.items():
+        assert f"; clipped_values 0; {text}" in _prep_line(lines, sample, "done in")
+    assert "bad pixels repaired from their neighbours: 16 NaN in 1 projection (17)" in (
+        _prep_line(lines, "c00", "running")
+    )
+    assert "48 detector pixels with mean dark ≥ mean flat" in _prep_line(lines, "c03", "running")
+    store = campaign_file.parent / "store.zarr"
+    recorded = {s: open_volume(store, s, "sinograms").attrs["bad_pixels"] for s in SAMPLES}
+    assert recorded["c00"]["nan"] == {"17": 16} and recorded["c01"]["inf"] == {"40": 1}
+    assert recorded["c03"]["dark_ge_flat"] == 48
+    assert recorded["c10"]["nan"] == recorded["c10"]["inf"] == {}
+    assert recorded["c10"]["dark_ge_flat"] == 0 and recorded["c10"]["pixels_per_projection"] == 3072
+    for sample, rms in (("c00", 0.001), ("c01", 0.001), ("c03", 0.005)):
+        repaired = open_volume(store, sample, "recon")
+        clean = open_volume(clean_file.parent / "store.zarr", sample, "recon")
+        assert repaired.attrs["rotation_centre_px"] == pytest.approx(
+            clean.attrs["rotation_centre_px"], abs=0.02
+        )
+        assert np.sqrt(np.mean((repaired.values - clean.values) ** 2)) < rms
+    np.testing.assert_array_equal(
+        open_volume(store, "c10", "sinograms").values,
+        open_volume(clean_file.parent / "store.zarr", "c10", "sinograms").values,
+    )
+
+
+def test_too_many_bad_pixels_stop_the_run_naming_file_frame_and_count(
+    pristine: Path, tmp_path: Path
+) -> None:
+    """Darks brighter than flats in 10 of 64 columns (16 % of every projection, above
+    max_bad_fraction): `debond run` exits with 1 and names the file, the projection and
+    the count; that sample's sinograms are not marked complete, the others are."""
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    raw = campaign_file.parent / "raw" / "c01.h5"
+    _dark_above_flat(raw, [3, 9, 15, 21, 27, 33, 39, 45, 51, 57])
+    result = CliRunner().invoke(
+        app, ["run", str(campaign_file), "--workers", "1", "--only", "ingest,prep"]
+    )
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert (
+        f"prep of sample[1] ('c01'): {raw} (exchange/data): projection 0 has 480 bad pixels "
+        "of 3072 (15.6 %: 0 NaN, 0 ±Inf, 480 detector pixels whose mean dark ≥ mean flat); "
+        "at most max_bad_fraction = 0.02 (61 px) may be repaired" in text
+    )
+    assert "90 of 90 projections are over the limit" in text
+    complete = complete_arrays(campaign_file.parent / "store.zarr")
+    assert "c01/sinograms" not in complete
+    assert {"c00/sinograms", "c03/sinograms", "c10/sinograms"} <= set(complete)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
