@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -376,7 +377,7 @@ def test_a_file_without_samples_or_campaign_section(tmp_path: Path) -> None:
     path.write_text('[fit]\nseed = 1\n[[sample]]\nid = "a b"\n')
     text = _error(path)
     assert "  campaign: missing; expected CampaignSection" in text
-    assert "sample[0].id: String should match pattern" in text
+    assert "sample[0].id: found 'a b', which holds ' '; expected a folder name" in text
     assert "sample[0].cycles: missing; expected int" in text
 
 
@@ -391,6 +392,31 @@ def test_a_file_that_is_not_text(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_bytes(b"\xff\xfe\x00")
     assert "not UTF-8" in _error(path)
+
+
+@pytest.mark.parametrize(
+    ("sample_id", "broken"),
+    [
+        pytest.param("", "is empty", id="empty"),
+        pytest.param(".", "is '.' or '..'", id="dot"),
+        pytest.param("..", "is '.' or '..'", id="dot-dot"),
+        pytest.param("c/00", "holds '/'", id="slash"),
+        pytest.param("c\\00", "holds '\\\\'", id="backslash"),
+        pytest.param("c\x0100", "holds a control character", id="control"),
+        pytest.param(" c00", "starts or ends with whitespace", id="leading-space"),
+        pytest.param("c00\t", "starts or ends with whitespace", id="trailing-tab"),
+        pytest.param("c 00", "holds ' '", id="inner-space"),
+        pytest.param("__c00", "starts with '__'", id="reserved"),
+    ],
+)
+def test_sample_ids_are_safe_folder_names(tmp_path: Path, sample_id: str, broken: str) -> None:
+    """An id names the sample's folder in the store and its table file."""
+    text = _error(_folder(tmp_path, VALID.replace('id = "c00"', f"id = {json.dumps(sample_id)}")))
+    lines = text.splitlines()
+    assert len(lines) == 2, text
+    assert lines[1].startswith(f"  sample[0].id: found {sample_id!r}, which {broken}; "), text
+    assert "expected a folder name of letters, digits, '_', '.' and '-'" in lines[1]
+    assert lines[1].endswith(f"(sample {sample_id!r})")
 
 
 # --------------------------------------------------------------------------- writing
