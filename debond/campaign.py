@@ -14,9 +14,12 @@ campaign files is :mod:`debond.campaign_file`'s job.
 On load, relative paths are resolved against the campaign file's folder (the
 store too, unless it is a URL such as ``s3://bucket/x.zarr``), SEM globs are
 expanded, and every missing raw file is reported at once, before any work
-starts. Every error is a :class:`CampaignError` (a ``ValueError``) naming the
-file, the key (``sample[2].voxel_size_um``), what was found and what was
-expected.
+starts. Before anything is written, :meth:`Campaign.check_store` refuses a
+store that would become something else: a file, a folder that is not a
+debond store, a folder holding the campaign's inputs, a URL whose filesystem
+is not installed. Every error is a :class:`CampaignError` (a ``ValueError``)
+naming the file, the key (``sample[2].voxel_size_um``), what was found and
+what was expected.
 
 Example
 -------
@@ -61,6 +64,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fsspec
+from fsspec.registry import known_implementations
 from pydantic import BaseModel, ValidationError
 
 from debond.model import Material
@@ -74,6 +79,7 @@ from debond.schema import (
     type_name,
 )
 from debond.stages import REGISTRY, Registry
+from debond.storage import foreign_content, is_store
 
 __all__ = [
     "Campaign",
@@ -299,9 +305,92 @@ class Campaign:
                 + "\n  ".join(problems)
             )
 
+    def inputs(self) -> list[tuple[str, Path]]:
+        """Every file the campaign reads, named as errors name them, with its path.
+
+        Each sample's `txm` and `phases`, its SEM images (as expanded), the
+        cycling CSV, and the campaign file itself.
+        """
+        named: list[tuple[str, Path]] = []
+        for sample in self.samples:
+            for key, path in (("txm", sample.txm), ("phases", sample.phases)):
+                if path is not None:
+                    named.append((f"{sample.where}.{key}", path))
+            named += [(f"{sample.where}.sem", path) for path in sample.sem]
+        if self.cycling is not None:
+            named.append(("electrochemistry.cycling", self.cycling))
+        return [*named, ("the campaign file", self.path)]
+
+    def check_store(self) -> None:
+        """Raise :class:`CampaignError` unless the store may be created or reopened.
+
+        A local store must be a new or empty folder or a debond store
+        (:func:`debond.storage.is_store`), apart from every input
+        (:meth:`inputs`) and the tables folder; a URL must name a filesystem
+        that is installed. Nothing is written.
+        """
+        location = self.store_location
+        key = f"{self.path}: [campaign] store = {self.declared.campaign.store!r}"
+        if _is_url(location):
+            problem = _url_problem(location)
+            if problem is not None:
+                raise CampaignError(f"{key}: {problem}")
+            return
+        problem = _path_problem(
+            Path(location), [*self.inputs(), ("the tables folder", self.tables_dir)]
+        )
+        if problem is not None:
+            raise CampaignError(f"{key} {problem}")
+
 
 def _is_url(location: str) -> bool:
     return _URL.match(location) is not None
+
+
+#: What a store must be, in the words of its errors.
+STORE_RULE = (
+    "expected a new folder or a debond store (a Zarr v3 group whose zarr.json has the "
+    "attribute 'debond'), apart from the campaign's inputs; nothing was written"
+)
+
+
+def _path_problem(store: Path, inputs: list[tuple[str, Path]]) -> str | None:
+    """What is wrong with a local store beside the campaign's `inputs`, or None."""
+    found = foreign_content(store)
+    if found is None:
+        real = Path(os.path.realpath(store))
+        for key, path in inputs:
+            other = Path(os.path.realpath(path))
+            if other == real:
+                found = f"the same path as {key}"
+            elif other.is_relative_to(real):
+                kind = "debond store" if is_store(real) else "folder"
+                found = f"a {kind} that holds {key} ({path})"
+            elif real.is_relative_to(other):
+                found = f"a folder inside {key} ({path})"
+            if found is not None:
+                break
+    return None if found is None else f"is {store}: {found}; {STORE_RULE}"
+
+
+def _url_problem(url: str) -> str | None:
+    """What is wrong with a store URL (its filesystem unknown or not installed), or None."""
+    protocol = url.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError:
+        package = known_implementations[protocol]["class"].split(".")[0]
+        return (
+            f"the {protocol}:// filesystem needs the package {package}, which is not "
+            f"installed; expected a local path, or install {package} "
+            "(pip install 'debond[remote]' brings s3fs and gcsfs)"
+        )
+    except ValueError:
+        return (
+            f"no filesystem {protocol!r} is known to fsspec; expected a local path or a URL "
+            "such as s3://bucket/store.zarr"
+        )
+    return None
 
 
 def _resolve(base: Path, path: str) -> Path:

@@ -281,12 +281,15 @@ def run_command(
     """Run the image stages for every sample, resumably (complete, current outputs are kept)."""
     from debond.campaign import CampaignError, load_campaign
     from debond.cluster import ClusterError, cluster
-    from debond.runner import RunError, parse_stages, run_campaign
+    from debond.runner import RunError, check_store_reachable, parse_stages, run_campaign
 
     try:
         stages = parse_stages(only)
         loaded = load_campaign(campaign)
         loaded.check_inputs()
+        loaded.check_store()
+        # the workers of `debond run` are always other processes, embedded or not
+        check_store_reachable(loaded, workers_in_process=False)
     except (CampaignError, RunError) as error:
         raise _fail(str(error)) from error
     if workers is not None and workers < 1:

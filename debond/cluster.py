@@ -1,10 +1,12 @@
 """Where the Dask graphs run: an embedded LocalCluster or an existing cluster.
 
-The default is a :class:`distributed.LocalCluster` sized to the machine; an
-address given with ``--scheduler`` (or the ``DASK_SCHEDULER_ADDRESS``
-environment variable) runs the same graphs on any existing cluster: a
-Kubernetes deployment (Dask operator), an HPC allocation (dask-jobqueue), a
-scheduler started by hand.
+The default is a :class:`distributed.LocalCluster` sized to the machine, whose
+scheduler, workers and dashboard listen on 127.0.0.1 only; an address given
+with ``--scheduler`` (or the ``DASK_SCHEDULER_ADDRESS`` environment variable)
+runs the same graphs on any existing cluster: a Kubernetes deployment (Dask
+operator), an HPC allocation (dask-jobqueue), a scheduler started by hand.
+An address is checked before any connection, so a malformed one is named
+with the option or variable it came from.
 """
 
 from __future__ import annotations
@@ -14,13 +16,97 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from distributed import Client, LocalCluster
+from distributed.comm.addressing import parse_address, parse_host_port
+from distributed.security import Security
 
 #: Environment variable with the address of an existing scheduler.
 SCHEDULER_VARIABLE = "DASK_SCHEDULER_ADDRESS"
+#: The only interface the embedded cluster listens on: nothing outside the machine
+#: may submit work to it or read its dashboard.
+LOOPBACK = "127.0.0.1"
+#: Schemes of a scheduler address that a client in another process can reach.
+SCHEMES = ("tcp", "tls", "ws", "wss")
+#: Dask settings that give tls:// its certificates.
+TLS_SETTINGS = ("distributed.comm.tls.ca-file", "distributed.comm.tls.client.cert")
 
 
 class ClusterError(RuntimeError):
     """The cluster could not be reached or started."""
+
+
+def check_address(address: str, origin: str) -> str:
+    """A scheduler address, checked before any connection is tried.
+
+    Parameters
+    ----------
+    address : str
+        ``tcp://host:8786`` (the scheme may be left out: tcp), ``tls://…``,
+        ``ws://…`` or ``wss://…``.
+    origin : str
+        Where it came from (``--scheduler`` or :data:`SCHEDULER_VARIABLE`),
+        named by the error.
+
+    Returns
+    -------
+    str
+        The address, unchanged.
+
+    Raises
+    ------
+    ClusterError
+        Naming `origin` and the address: another scheme, no port or one that
+        is not a number from 1 to 65535, or ``tls://`` without the
+        certificates of :data:`TLS_SETTINGS` (the dask configuration).
+
+    Examples
+    --------
+    >>> check_address("tcp://10.0.0.5:8786", "--scheduler")
+    'tcp://10.0.0.5:8786'
+    >>> check_address("10.0.0.5", "--scheduler")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    debond.cluster.ClusterError: --scheduler '10.0.0.5': missing its port; expected ...
+    """
+    where = f"{origin} {address!r}"
+    example = "expected an address such as tcp://host:8786"
+    try:
+        scheme, location = parse_address(address)
+    except ValueError as error:
+        raise ClusterError(f"{where}: {error}; {example}") from None
+    if scheme not in SCHEMES:
+        raise ClusterError(
+            f"{where}: scheme {scheme!r} is not one of {', '.join(SCHEMES)}; {example}"
+        )
+    port = location.rpartition(":")[2] if ":" in location else ""
+    if not port or port.endswith("]"):
+        raise ClusterError(f"{where}: missing its port; {example}")
+    if not port.isdigit():
+        raise ClusterError(f"{where}: port {port!r} is not a number; {example}")
+    if not 1 <= int(port) <= 65535:
+        raise ClusterError(f"{where}: port {port} is out of range (1 to 65535); {example}")
+    try:
+        parse_host_port(location)
+    except ValueError as error:
+        raise ClusterError(f"{where}: not a host and port ({error}); {example}") from None
+    if scheme == "tls":
+        tls = Security().get_tls_config_for_role("client")
+        if not (tls["ca_file"] and tls["cert"]):
+            raise ClusterError(
+                f"{where}: tls:// needs certificates and none are configured (dask config "
+                f"{' and '.join(TLS_SETTINGS)}); expected a tcp:// address, or those settings"
+            )
+    return address
+
+
+def workers_in_process(client: Client) -> bool:
+    """Whether the client's workers run in this process (an in-process LocalCluster).
+
+    Only then do they share this process's memory, e.g. a ``memory://``
+    store. Told by the scheduler's address: ``inproc://`` connects nothing
+    across processes. A cluster of threads on ``tcp://`` counts as
+    distributed.
+    """
+    return str(client.scheduler.address).startswith("inproc://")
 
 
 def default_workers() -> int:
@@ -48,7 +134,8 @@ def cluster(
     scheduler : str, optional
         Address of an existing scheduler (``tcp://host:8786``). Default: the
         ``DASK_SCHEDULER_ADDRESS`` environment variable, else an embedded
-        LocalCluster.
+        LocalCluster listening on 127.0.0.1 only (scheduler, workers and
+        dashboard).
     workers : int, optional
         Worker processes of the embedded cluster (default: one per core).
         Ignored for an existing cluster.
@@ -69,12 +156,14 @@ def cluster(
     Raises
     ------
     ClusterError
-        When the scheduler at the address cannot be reached in time (the
-        message names the address and where it came from).
+        When the address is malformed (:func:`check_address`) or the
+        scheduler at it cannot be reached in time (the message names the
+        address and where it came from).
     """
     address = scheduler or os.environ.get(SCHEDULER_VARIABLE) or None
     if address:
         origin = "--scheduler" if scheduler else SCHEDULER_VARIABLE
+        check_address(address, origin)
         try:
             client = Client(address, timeout=f"{timeout_s}s")
         except (OSError, TimeoutError) as error:
@@ -101,7 +190,8 @@ def cluster(
             threads_per_worker=threads_per_worker,
             memory_limit=memory_limit,
             processes=True,
-            dashboard_address=":0",
+            host=LOOPBACK,
+            dashboard_address=f"{LOOPBACK}:0",
         ) as local,
         Client(local) as client,
     ):

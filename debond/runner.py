@@ -51,6 +51,7 @@ import zarr
 from distributed import Client, wait
 
 from debond.campaign import Campaign, Sample
+from debond.cluster import workers_in_process
 from debond.particles import particle_table
 from debond.pipeline.ingest import IngestError
 from debond.stages import REGISTRY
@@ -71,6 +72,7 @@ from debond.storage.tables import DIGEST_KEY, table_status, write_table
 __all__ = [
     "Outcome",
     "RunError",
+    "check_store_reachable",
     "parse_stages",
     "run_campaign",
 ]
@@ -160,6 +162,34 @@ def parse_stages(
     if unknown:
         raise RunError(f"--only: unknown stage {unknown[0]!r}; expected names among {everything}")
     return tuple(name for name in registry.names if name in wanted)
+
+
+def check_store_reachable(campaign: Campaign, *, workers_in_process: bool) -> None:
+    """Refuse a store that the workers cannot see.
+
+    A ``memory://`` store lives in the memory of the process that opens it:
+    workers in other processes would each write into their own, and the run
+    would fail later with misleading messages. It serves an in-process
+    cluster only (:func:`debond.cluster.workers_in_process`).
+
+    Parameters
+    ----------
+    campaign : Campaign
+    workers_in_process : bool
+        Whether every worker runs in this process.
+
+    Raises
+    ------
+    RunError
+        Naming the campaign file, the key and what a store must be.
+    """
+    store = campaign.store_location
+    if store.startswith("memory://") and not workers_in_process:
+        raise RunError(
+            f"{campaign.path}: [campaign] store = {store!r} lives in this process's memory: "
+            "workers in other processes cannot see it; expected a folder or a URL that every "
+            "worker reaches (memory:// serves an in-process cluster only)"
+        )
 
 
 # ----------------------------------------------------------------- running
@@ -453,16 +483,22 @@ def run_campaign(
 
     Raises
     ------
+    CampaignError
+        Missing raw inputs, or a store that is something else
+        (:meth:`debond.campaign.Campaign.check_store`); nothing is written.
     RunError
-        Missing raw inputs, or bad input found while preparing the run
-        (nothing is run or created), or stages that failed for some samples
-        (the other outputs are complete; the message lists the failures).
+        A store the workers cannot see (:func:`check_store_reachable`), bad
+        input found while preparing the run (nothing is run or created), or
+        stages that failed for some samples (the other outputs are complete;
+        the message lists the failures).
     """
     registry = campaign.registry
     chosen = parse_stages(None if stages is None else list(stages), registry)
     # The embedded scheduler logs every peer-to-peer rechunk at WARNING level.
     logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
     campaign.check_inputs()
+    campaign.check_store()
+    check_store_reachable(campaign, workers_in_process=workers_in_process(client))
     lock = threading.Lock()
 
     def say(line: str) -> None:

@@ -15,8 +15,10 @@ old file gets an error that names the new key.
 from __future__ import annotations
 
 import functools
+import string
 import types
 import typing
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -112,14 +114,56 @@ MIN_PRIOR_RADIUS_VOXELS = 1.5
 
 PhaseCode = Annotated[int, Field(ge=0)]
 
+#: What a sample id may be, in words (errors and ``debond params`` quote it).
+SAMPLE_ID_RULE = (
+    "a folder name of letters, digits, '_', '.' and '-', not '.' or '..' and not starting with '__'"
+)
+_SAFE_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_.-")
+
+
+def unsafe_segment(text: str) -> str | None:
+    """Why `text` cannot name a folder of the store, or None when it can.
+
+    A sample id becomes the store's group ``samples/<id>`` and the table
+    ``tables/samples/<id>.parquet``, so it must be one path segment that no
+    filesystem or Zarr reads otherwise (Zarr reserves names starting with
+    ``__``).
+
+    Returns
+    -------
+    str or None
+        The first rule `text` breaks, as "is empty", "holds '/'" …
+
+    Examples
+    --------
+    >>> unsafe_segment("c03"), unsafe_segment(".."), unsafe_segment("c 03")
+    (None, "is '.' or '..'", "holds ' '")
+    """
+    if not text:
+        return "is empty"
+    if text in (".", ".."):
+        return "is '.' or '..'"
+    if text != text.strip():
+        return "starts or ends with whitespace"
+    for character in text:
+        if character in "/\\":
+            return f"holds {character!r}"
+        if unicodedata.category(character) == "Cc":
+            return "holds a control character"
+        if character not in _SAFE_CHARACTERS:
+            return f"holds {character!r}"
+    if text.startswith("__"):
+        return "starts with '__'"
+    return None
+
 
 class SampleSection(Section):
     """``[[sample]]``: one imaged electrode."""
 
     id: str = param(
         ...,
-        "Sample identifier, unique; names the sample's group in the store.",
-        pattern=r"^[A-Za-z0-9_.-]+$",
+        "Sample identifier, unique; names the sample's group in the store and its table "
+        "files: " + SAMPLE_ID_RULE + ".",
     )
     cycles: int = param(..., "Electrochemical cycles before imaging (0: pristine).", ge=0)
     txm: str | None = param(
@@ -148,6 +192,14 @@ class SampleSection(Section):
     sem_pixel_size_um: float | None = param(
         None, "SEM pixel edge length (default: the TIFFs' resolution tags).", "µm", gt=0
     )
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, sample_id: str) -> str:
+        broken = unsafe_segment(sample_id)
+        if broken is not None:
+            raise ValueError(f"found {sample_id!r}, which {broken}; expected {SAMPLE_ID_RULE}")
+        return sample_id
 
     @field_validator("phase_codes")
     @classmethod

@@ -45,6 +45,7 @@ Examples
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -110,6 +111,8 @@ CUBE_SIDE = (64, 128)
 CLEVEL = 3
 #: Attributes that the module sets itself and ``attrs=`` may not override.
 RESERVED_ATTRS = ("voxel_size_um", "purpose", PROVENANCE_KEY, COMPLETE_KEY)
+#: The metadata file of a Zarr v3 node; the root one marks a debond store.
+ZARR_JSON = "zarr.json"
 #: Modes of :func:`open_store`.
 MODES = ("r", "r+", "a")
 
@@ -281,8 +284,9 @@ def open_store(
     Returns
     -------
     zarr.Group
-        The root group; a new store gets the attribute
-        ``{"debond": {"store_format": 1, "created_by": "debond <version>"}}``.
+        The root group; a new store is created with the attribute
+        ``{"debond": {"store_format": 1, "created_by": "debond <version>"}}``
+        in its first write, the mark of a debond store (:func:`is_store`).
 
     Raises
     ------
@@ -290,7 +294,9 @@ def open_store(
         (a ``FileNotFoundError``) if nothing is there and ``mode`` is not "a".
     StoreFormatError
         (a ``ValueError``) if the location holds a Zarr array, a Zarr group
-        that is not a debond store, or a newer store format.
+        that is not a debond store, or a newer store format; with ``mode="a"``
+        also a local file or a folder that is neither empty nor a debond
+        store (:func:`foreign_content`), refused before anything is written.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -299,9 +305,20 @@ def open_store(
         where = store_location(group.store)
     else:
         where = os.fspath(location)
+        found = None if mode != "a" or _is_url(where) else foreign_content(where)
+        if found is not None:
+            raise StoreFormatError(
+                f"{where} is {found}; expected a new folder or a debond campaign store; "
+                "nothing was written"
+            )
         options = None if storage_options is None else dict(storage_options)
+        marker: dict[str, Any] = {
+            FORMAT_KEY: {"store_format": STORE_FORMAT, "created_by": f"debond {PACKAGE_VERSION}"}
+        }
         try:
-            group = zarr.open_group(where, mode=mode, zarr_format=3, storage_options=options)
+            group = zarr.open_group(
+                where, mode=mode, zarr_format=3, storage_options=options, attributes=marker
+            )
         except FileNotFoundError as error:
             raise StoreNotFound(
                 f"no campaign store at {where}; open it with mode='a' to create one"
@@ -314,17 +331,10 @@ def open_store(
 def _check_format(group: zarr.Group, where: str) -> zarr.Group:
     info = group.attrs.get(FORMAT_KEY)
     if info is None:
-        members = sorted(group.keys())
-        if members or group.read_only:
-            raise StoreFormatError(
-                f"{where} is a Zarr group but not a debond campaign store (no {FORMAT_KEY!r} "
-                f"attribute); it holds {members or 'nothing'}"
-            )
-        group.attrs[FORMAT_KEY] = {
-            "store_format": STORE_FORMAT,
-            "created_by": f"debond {PACKAGE_VERSION}",
-        }
-        return group
+        raise StoreFormatError(
+            f"{where} is a Zarr group but not a debond campaign store (no {FORMAT_KEY!r} "
+            f"attribute); it holds {sorted(group.keys()) or 'nothing'}"
+        )
     found = info.get("store_format") if isinstance(info, dict) else None
     if not isinstance(found, int) or found > STORE_FORMAT:
         raise StoreFormatError(
@@ -332,6 +342,94 @@ def _check_format(group: zarr.Group, where: str) -> zarr.Group:
             f"which reads formats up to {STORE_FORMAT}; upgrade debond"
         )
     return group
+
+
+def _is_url(where: str) -> bool:
+    return "://" in where
+
+
+def is_store(path: Location) -> bool:
+    """Whether a local folder is a debond campaign store.
+
+    The one test: its root ``zarr.json`` is the metadata of a Zarr v3 group
+    whose attributes hold the key ``"debond"``, which :func:`open_store`
+    writes with the group itself. A store in a newer format is a store too
+    (opening it says which format it is).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> is_store(folder), is_store(open_store(f"{folder}/c.zarr", mode="a").store.root)
+    (False, True)
+    """
+    try:
+        metadata = json.loads((Path(path) / ZARR_JSON).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(metadata, dict)
+        and metadata.get("zarr_format") == 3
+        and metadata.get("node_type") == "group"
+        and isinstance(metadata.get("attributes"), dict)
+        and FORMAT_KEY in metadata["attributes"]
+    )
+
+
+def foreign_content(path: Location, shown: int = 5) -> str | None:
+    """What a local path holds that a campaign store must not replace, or None.
+
+    None when nothing is there, an empty folder, or a debond store
+    (:func:`is_store`): the places a store may be created in or reopened.
+
+    Parameters
+    ----------
+    path : path
+        The store's folder.
+    shown : int
+        How many entries of a foreign folder to name.
+
+    Returns
+    -------
+    str or None
+        ``"a file"``, ``"a path under the file …"``, ``"a Zarr array"``, or
+        ``"a folder that is not a debond campaign store, holding a.h5, b.tif,
+        …"`` (likewise ``"a Zarr group (no 'debond' attribute) that is …"``).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> foreign_content(folder / "new.zarr"), foreign_content(folder)
+    (None, None)
+    >>> _ = (folder / "c00.h5").write_bytes(b"")
+    >>> foreign_content(folder), foreign_content(folder / "c00.h5")
+    ('a folder that is not a debond campaign store, holding c00.h5', 'a file')
+    """
+    where = Path(path)
+    if not where.exists() and not where.is_symlink():
+        above = next((p for p in where.absolute().parents if p.exists()), None)
+        return None if above is None or above.is_dir() else f"a path under the file {above}"
+    if not where.is_dir():
+        return "a file" if where.is_file() else "something other than a folder"
+    if is_store(where):
+        return None
+    entries = sorted(entry.name for entry in where.iterdir())
+    if not entries:
+        return None
+    kind = "a folder"
+    if ZARR_JSON in entries:
+        try:
+            node = json.loads((where / ZARR_JSON).read_bytes()).get("node_type")
+        except (OSError, ValueError, AttributeError):
+            node = None
+        if node == "array":
+            return "a Zarr array"
+        if node == "group":
+            kind = f"a Zarr group (no {FORMAT_KEY!r} attribute)"
+            entries.remove(ZARR_JSON)
+    held = ", ".join(entries[:shown]) + (", …" if len(entries) > shown else "")
+    return f"{kind} that is not a debond campaign store, holding {held or 'nothing'}"
 
 
 def _as_group(store: Location | zarr.Group, mode: Mode) -> zarr.Group:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +19,7 @@ from debond.campaign_file import campaign_toml, dump_campaign
 from debond.model import Material
 from debond.schema import REQUIRED, CampaignFile, parameter_table
 from debond.stages import REGISTRY
+from debond.storage import StoreFormatError, open_store
 
 VALID = """
 [campaign]
@@ -376,7 +381,7 @@ def test_a_file_without_samples_or_campaign_section(tmp_path: Path) -> None:
     path.write_text('[fit]\nseed = 1\n[[sample]]\nid = "a b"\n')
     text = _error(path)
     assert "  campaign: missing; expected CampaignSection" in text
-    assert "sample[0].id: String should match pattern" in text
+    assert "sample[0].id: found 'a b', which holds ' '; expected a folder name" in text
     assert "sample[0].cycles: missing; expected int" in text
 
 
@@ -391,6 +396,195 @@ def test_a_file_that_is_not_text(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_bytes(b"\xff\xfe\x00")
     assert "not UTF-8" in _error(path)
+
+
+@pytest.mark.parametrize(
+    ("sample_id", "broken"),
+    [
+        pytest.param("", "is empty", id="empty"),
+        pytest.param(".", "is '.' or '..'", id="dot"),
+        pytest.param("..", "is '.' or '..'", id="dot-dot"),
+        pytest.param("c/00", "holds '/'", id="slash"),
+        pytest.param("c\\00", "holds '\\\\'", id="backslash"),
+        pytest.param("c\x0100", "holds a control character", id="control"),
+        pytest.param(" c00", "starts or ends with whitespace", id="leading-space"),
+        pytest.param("c00\t", "starts or ends with whitespace", id="trailing-tab"),
+        pytest.param("c 00", "holds ' '", id="inner-space"),
+        pytest.param("__c00", "starts with '__'", id="reserved"),
+    ],
+)
+def test_sample_ids_are_safe_folder_names(tmp_path: Path, sample_id: str, broken: str) -> None:
+    """An id names the sample's folder in the store and its table file."""
+    text = _error(_folder(tmp_path, VALID.replace('id = "c00"', f"id = {json.dumps(sample_id)}")))
+    lines = text.splitlines()
+    assert len(lines) == 2, text
+    assert lines[1].startswith(f"  sample[0].id: found {sample_id!r}, which {broken}; "), text
+    assert "expected a folder name of letters, digits, '_', '.' and '-'" in lines[1]
+    assert lines[1].endswith(f"(sample {sample_id!r})")
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def _listing(folder: Path) -> list[tuple[str, int]]:
+    """Every path under `folder` with its size: what a refused store must leave as it was."""
+    return sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*"))
+
+
+def _nothing(folder: Path) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    "prepare",
+    [
+        pytest.param(_nothing, id="new"),
+        pytest.param(lambda folder: (folder / "si-graphite.zarr").mkdir(), id="empty-folder"),
+        pytest.param(
+            lambda folder: open_store(folder / "si-graphite.zarr", mode="a"), id="debond-store"
+        ),
+    ],
+)
+def test_a_store_is_a_new_or_empty_folder_or_a_debond_store(
+    tmp_path: Path, prepare: Callable[[Path], None]
+) -> None:
+    campaign = load_campaign(_folder(tmp_path))
+    prepare(tmp_path)
+    campaign.check_store()
+
+
+def _foreign_group(folder: Path) -> None:
+    zarr.open_group(folder / "other.zarr", mode="w", zarr_format=3)
+
+
+def _mark_raw_as_a_store(folder: Path) -> None:
+    """A debond store's marker written into the folder of the raw inputs."""
+    zarr.open_group(
+        folder / "raw", mode="a", zarr_format=3, attributes={"debond": {"store_format": 1}}
+    )
+
+
+def _notes(folder: Path) -> None:
+    (folder / "notes.txt").write_text("x")
+
+
+@pytest.mark.parametrize(
+    ("store", "prepare", "found", "storage_refuses"),
+    [
+        pytest.param(
+            "raw",
+            _nothing,
+            r"a folder that is not a debond campaign store, holding c00\.h5",
+            True,
+            id="raw",
+        ),
+        pytest.param(
+            ".",
+            _nothing,
+            r"a folder that is not a debond campaign store, holding campaign\.toml",
+            True,
+            id="campaign-folder",
+        ),
+        pytest.param(
+            "../..",
+            _nothing,
+            r"a folder that is not a debond campaign store, holding ",
+            True,
+            id="parents",
+        ),
+        pytest.param("raw/c00.h5", _nothing, r"a file", True, id="file"),
+        pytest.param(
+            "notes.txt/s.zarr",
+            _notes,
+            r"a path under the file .*notes\.txt",
+            True,
+            id="under-a-file",
+        ),
+        pytest.param(
+            "other.zarr",
+            _foreign_group,
+            r"a Zarr group \(no 'debond' attribute\) that is not a debond campaign store, "
+            r"holding nothing",
+            True,
+            id="foreign-zarr",
+        ),
+        pytest.param(
+            "raw",
+            _mark_raw_as_a_store,
+            r"a debond store that holds sample\[0\] \('c00'\)\.txm",
+            False,
+            id="holds-raw",
+        ),
+        pytest.param(
+            "raw/c00.h5/s.zarr",
+            _nothing,
+            r"a path under the file .*c00\.h5",
+            True,
+            id="inside-raw-file",
+        ),
+        pytest.param("tables", _nothing, r"the same path as the tables folder", False, id="tables"),
+    ],
+)
+def test_a_store_that_is_something_else_is_refused_before_anything_is_written(
+    tmp_path: Path, store: str, prepare: Callable[[Path], None], found: str, storage_refuses: bool
+) -> None:
+    folder = tmp_path / "campaign"
+    folder.mkdir()
+    path = _folder(folder, VALID.replace('"si-graphite.zarr"', json.dumps(store)))
+    prepare(folder)
+    before = _listing(tmp_path)
+    campaign = load_campaign(path)
+    with pytest.raises(CampaignError) as error:
+        campaign.check_store()
+    message = str(error.value)
+    assert message.splitlines() == [message]
+    assert message.startswith(f"{path}: [campaign] store = {store!r} ")
+    assert re.search(found, message), message
+    assert "expected a new folder or a debond store" in message
+    assert _listing(tmp_path) == before
+    if storage_refuses:  # the storage layer refuses it too
+        with pytest.raises(StoreFormatError, match="nothing was written"):
+            open_store(campaign.store_location, mode="a")
+        assert _listing(tmp_path) == before
+
+
+def test_a_store_inside_a_tiff_stack_folder_is_refused(tmp_path: Path) -> None:
+    path = _folder(
+        tmp_path,
+        VALID.replace('"raw/c00.h5"', '"raw/c00"').replace(
+            '"si-graphite.zarr"', '"raw/c00/s.zarr"'
+        ),
+    )
+    (tmp_path / "raw" / "c00").mkdir()
+    (tmp_path / "raw" / "c00" / "proj_0000.tif").write_bytes(b"x")
+    with pytest.raises(
+        CampaignError, match=r"a folder inside sample\[0\] \('c00'\)\.txm \(.*raw/c00\)"
+    ):
+        load_campaign(path).check_store()
+
+
+@pytest.mark.parametrize(
+    ("url", "package"), [("s3://bucket/c.zarr", "s3fs"), ("gs://bucket/c.zarr", "gcsfs")]
+)
+def test_a_store_url_without_its_filesystem_says_what_to_install(
+    tmp_path: Path, url: str, package: str
+) -> None:
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed")
+    path = _folder(tmp_path, VALID.replace('"si-graphite.zarr"', f'"{url}"'))
+    with pytest.raises(CampaignError) as error:
+        load_campaign(path).check_store()
+    message = str(error.value)
+    assert message.splitlines() == [message]
+    assert message.startswith(f"{path}: [campaign] store = {url!r}: ")
+    assert f"needs the package {package}, which is not installed" in message
+    assert "pip install 'debond[remote]'" in message
+
+
+def test_a_store_url_of_an_unknown_filesystem_is_refused(tmp_path: Path) -> None:
+    path = _folder(tmp_path, VALID.replace('"si-graphite.zarr"', '"s4://bucket/c.zarr"'))
+    with pytest.raises(CampaignError, match=r"store = 's4://bucket/c\.zarr': no filesystem 's4'"):
+        load_campaign(path).check_store()
 
 
 # --------------------------------------------------------------------------- writing

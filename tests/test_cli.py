@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from debond.cli import app
 from debond.model import PAPER_PARAMETERS, Material, capacity_retention, gaps
@@ -222,3 +222,65 @@ def test_params_lists_every_key_of_a_section_from_the_schema() -> None:
     assert "sigma_voxels = 1.0 [voxels]" in result.output
     wrong = runner.invoke(app, ["params", "segmentation"])
     assert wrong.exit_code == 2 and "unknown section 'segmentation'" in wrong.output
+
+
+def _campaign(folder: Path, store: str) -> Path:
+    """A one-sample campaign whose raw file exists (empty: nothing may read it)."""
+    (folder / "raw").mkdir(parents=True)
+    (folder / "raw" / "a.h5").write_bytes(b"")
+    path = folder / "c.toml"
+    path.write_text(
+        f"[campaign]\nname = 'c'\nstore = {json.dumps(store)}\n"
+        "[[sample]]\nid = 'a'\ncycles = 1\ntxm = 'raw/a.h5'\nvoxel_size_um = 0.03\n"
+    )
+    return path
+
+
+def _refused(result: Result, *expected: str) -> str:
+    """The output of a command refused as bad input: exit code 2, no traceback, no cluster."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert "cluster:" not in result.output, "refused before a cluster started"
+    for text in expected:
+        assert text in result.output, result.output
+    return result.output
+
+
+@pytest.mark.parametrize(
+    ("store", "found"),
+    [
+        ("raw", "a folder that is not a debond campaign store, holding a.h5"),
+        ("raw/a.h5", "a file"),
+        ("memory://c.zarr", "workers in other processes cannot see it"),
+    ],
+)
+def test_run_refuses_a_store_that_workers_cannot_use_or_that_is_something_else(
+    tmp_path: Path, store: str, found: str
+) -> None:
+    path = _campaign(tmp_path, store)
+    before = sorted(tmp_path.rglob("*"))
+    result = runner.invoke(app, ["run", str(path), "--workers", "1"])
+    _refused(result, str(path), f"[campaign] store = {store!r}", found)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environment", "named"),
+    [
+        (["--scheduler", "notanaddress"], {}, "--scheduler 'notanaddress'"),
+        (
+            [],
+            {"DASK_SCHEDULER_ADDRESS": "tcp://host:port"},
+            "DASK_SCHEDULER_ADDRESS 'tcp://host:port'",
+        ),
+        (["--scheduler", "tls://127.0.0.1:8786"], {}, "--scheduler 'tls://127.0.0.1:8786'"),
+    ],
+)
+def test_run_names_a_malformed_scheduler_address(
+    tmp_path: Path, arguments: list[str], environment: dict[str, str], named: str
+) -> None:
+    path = _campaign(tmp_path, "s.zarr")
+    result = runner.invoke(app, ["run", str(path), *arguments], env=environment)
+    _refused(result, named)
+    assert not (tmp_path / "s.zarr").exists()

@@ -19,18 +19,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import fsspec
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
 import zarr
-from distributed import Client
+from distributed import Client, LocalCluster
 from scipy import ndimage
 from scipy.spatial import cKDTree
 from typer.testing import CliRunner
 
-from debond.campaign import Campaign, Sample, load_campaign
+from debond.campaign import Campaign, CampaignError, Sample, load_campaign
 from debond.cli import app
 from debond.cluster import cluster
 from debond.pipeline.measure import measure_gaps
@@ -95,9 +96,9 @@ def states(outcomes: list[Outcome], stage: str) -> set[str]:
     return {o.state for o in outcomes if o.stage == stage}
 
 
-def complete_arrays(store: Path) -> list[str]:
-    """Every array in the store that carries a completion marker."""
-    if not store.exists():
+def complete_arrays(store: Path | str) -> list[str]:
+    """Every array in the store (a folder or a URL) that carries a completion marker."""
+    if isinstance(store, Path) and not store.exists():
         return []
     group = open_store(store, mode="r")
     return [
@@ -563,6 +564,51 @@ def test_later_stages_need_earlier_ones(pristine: Path, client: Client, tmp_path
         RunError, match=r"samples/c00/sinograms is not in the store; run the stage 'prep'"
     ):
         run(campaign_file, client, stages=["recon"])
+
+
+def _with_store(campaign_file: Path, store: str) -> Path:
+    text = campaign_file.read_text()
+    assert 'store = "store.zarr"' in text
+    campaign_file.write_text(text.replace('store = "store.zarr"', f"store = {json.dumps(store)}"))
+    return campaign_file
+
+
+def test_a_store_that_is_something_else_is_refused_before_anything_is_written(
+    pristine: Path, client: Client, tmp_path: Path
+) -> None:
+    campaign_file = _with_store(copy_campaign(pristine, tmp_path / "small"), "raw")
+    before = sorted((p, p.stat().st_size) for p in tmp_path.rglob("*"))
+    with pytest.raises(
+        CampaignError, match=r"\[campaign\] store = 'raw' .* not a debond campaign store"
+    ):
+        run(campaign_file, client, stages=["ingest"])
+    assert sorted((p, p.stat().st_size) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_memory_store_is_refused_on_worker_processes(
+    pristine: Path, client: Client, tmp_path: Path
+) -> None:
+    url = f"memory://debond-run-{tmp_path.name}.zarr"
+    campaign_file = _with_store(copy_campaign(pristine, tmp_path / "small"), url)
+    with pytest.raises(RunError, match=r"store = 'memory://.*' lives in this process's memory"):
+        run(campaign_file, client, stages=["ingest"])
+    assert not fsspec.filesystem("memory").exists(url.removeprefix("memory://"))
+
+
+def test_a_memory_store_serves_an_in_process_cluster(pristine: Path, tmp_path: Path) -> None:
+    url = f"memory://debond-run-{tmp_path.name}.zarr"
+    campaign_file = _with_store(copy_campaign(pristine, tmp_path / "small"), url)
+    try:
+        with (
+            LocalCluster(processes=False, n_workers=1, dashboard_address=None) as local,
+            Client(local) as in_process,
+        ):
+            run(campaign_file, in_process, stages=["ingest"])
+        assert complete_arrays(url) == [
+            f"{s}/{name}" for s in SAMPLES for name in ("darks", "flats", "projections")
+        ]
+    finally:
+        fsspec.filesystem("memory").rm(url.removeprefix("memory://"), recursive=True)
 
 
 def test_a_recon_without_voxel_size_or_contrast_is_refused(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,9 @@ from debond.storage import (
     StoreNotFound,
     create_volume,
     default_chunks,
+    foreign_content,
     get_array,
+    is_store,
     list_arrays,
     list_samples,
     mark_complete,
@@ -164,6 +167,31 @@ def test_open_store_errors_name_the_location(location: str) -> None:
     foreign.attrs["debond"] = {"store_format": 99}
     with pytest.raises(StoreFormatError, match="store format 99 .* reads formats up to 1"):
         open_store(location, "r")
+
+
+def test_open_store_creates_or_reopens_only_a_store(tmp_path: Path) -> None:
+    """A store is created in a new or empty folder with its mark in the first write;
+    a file or a foreign folder is refused and left as it was."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "c00.h5").write_bytes(b"x")
+    refused = {
+        raw: "a folder that is not a debond campaign store, holding c00.h5",
+        raw / "c00.h5": "a file",
+    }
+    for where, found in refused.items():
+        with pytest.raises(StoreFormatError, match=rf"is {found}; expected a new folder"):
+            open_store(where, "a")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["c00.h5", "raw"]
+    (tmp_path / "empty").mkdir()
+    for where in (tmp_path / "empty", tmp_path / "new.zarr"):
+        open_store(where, "a")
+        metadata = json.loads((where / "zarr.json").read_text())
+        assert metadata["attributes"]["debond"]["store_format"] == 1
+        assert is_store(where) and foreign_content(where) is None
+    zarr.open_group(tmp_path / "bare.zarr", mode="w", zarr_format=3)
+    with pytest.raises(StoreFormatError, match=r"no 'debond' attribute\) that is not a debond"):
+        open_store(tmp_path / "bare.zarr", "a")
 
 
 def test_memory_urls_are_shared_between_calls() -> None:
