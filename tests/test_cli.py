@@ -284,3 +284,32 @@ def test_run_names_a_malformed_scheduler_address(
     result = runner.invoke(app, ["run", str(path), *arguments], env=environment)
     _refused(result, named)
     assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.slow
+def test_the_demo_segmented_by_its_size_prior_closes_the_loop(tmp_path: Path) -> None:
+    """The demo campaign at the default segmentation (the size prior, Gaussian σ = 1),
+    not its preset grey classes: α0, δ0 and ζ0 within |median − true| ≤ 84th − 16th
+    percentile, and κ0's interval holding the true value."""
+    import tomlkit
+
+    from debond.demo import run_demo
+    from debond.synth import write_campaign
+
+    folder = tmp_path / "demo"
+    write_campaign(folder, "demo", 0)
+    path = folder / "campaign.toml"
+    document = tomlkit.parse(path.read_text())
+    segment = document["segment"]
+    del segment["thresholds"], segment["sigma_voxels"]
+    path.write_text(tomlkit.dumps(document))
+    lines: list[str] = []
+    run_demo(folder, n_bootstrap=500, echo=lines.append)
+    assert any("(size prior)" in line for line in lines)  # the prior path ran
+    fitted = json.loads((folder / "tables" / "fit.json").read_text())
+    for name in ("alpha0", "delta0", "zeta0"):
+        p = fitted["parameters"][name]
+        true = fitted["truth"][name]
+        assert abs(p["value"] - true) <= p["upper"] - p["lower"], (name, p, true)
+    kappa = fitted["parameters"]["kappa0"]
+    assert kappa["lower"] <= fitted["truth"]["kappa0"] <= kappa["upper"]
