@@ -280,6 +280,18 @@ def _build(plan: Plan) -> Work:
         raise RunError(f"{plan.stage.name} of {plan.sample.where}: {_describe(error)}") from error
 
 
+def _first_error(broken: Sequence[Any]) -> str:
+    """What went wrong on the cluster: the first errored future's exception, named.
+
+    A future that failed holds the worker's exception; the others were
+    cancelled because of it (or by someone else), and say only that.
+    """
+    for future in broken:
+        if future.status == "error":
+            return _describe(future.exception())
+    return f"task {broken[0].status} (no worker reported an error)"
+
+
 def _execute(
     client: Client, group: zarr.Group, plan: Plan, work: Work, reason: str, echo: Echo
 ) -> Outcome:
@@ -296,13 +308,8 @@ def _execute(
     seconds = time.perf_counter() - started
     broken = [future for future in futures if future.status != "finished"]
     if broken:
+        why = _first_error(broken)  # before cancelling: a cancelled future forgets its cause
         client.cancel(futures)
-        try:
-            broken[0].result()
-        except Exception as error:  # any failure of the sample's graph on a worker
-            why = str(error) or type(error).__name__
-        else:  # pragma: no cover - cancelled by someone else
-            why = f"task {broken[0].status}"
         _say(plan, echo, f"FAILED after {seconds:.1f} s: {why}")
         return Outcome(name, sample, "failed", seconds, why)
     values = [np.asarray(f.result()).item() for f in futures[len(pending) :]]

@@ -901,3 +901,77 @@ def test_a_segmentation_brought_by_the_sample_is_labelled_and_measured(
         sorted((3 * sizes[sizes >= minimum] / (4 * np.pi)) ** (1 / 3) * 0.05)
     )
     assert (table["n_rays"] > 0).any()
+
+
+# ------------------------------------------------------- failures keep their cause
+
+
+def compress_and_corrupt_one_chunk(raw: Path) -> None:
+    """Rewrite the projections gzip-compressed, then overwrite one chunk's bytes: h5py
+    reads the file's metadata and every other chunk, and fails on that one."""
+    with h5py.File(raw, "a") as f:
+        data = f["exchange/data"][...]
+        del f["exchange/data"]
+        chunks = (1, *data.shape[1:])
+        f.create_dataset("exchange/data", data=data, chunks=chunks, compression="gzip")
+    with h5py.File(raw, "r") as f:
+        info = f["exchange/data"].id.get_chunk_info(len(data) // 2)
+    with open(raw, "r+b") as handle:
+        handle.seek(info.byte_offset)
+        handle.write(b"\xff" * info.size)
+
+
+def test_a_worker_failure_is_reported_with_its_cause(
+    pristine: Path, client: Client, tmp_path: Path
+) -> None:
+    """A corrupt HDF5 chunk found by a worker in the middle of ingest: the run names the
+    file and h5py's error, not "cancelled for reason: unknown"."""
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    raw = campaign_file.parent / "raw" / "c01.h5"
+    compress_and_corrupt_one_chunk(raw)
+    with pytest.raises(RunError, match=r"1 stage\(s\) failed") as info:
+        run(campaign_file, client, stages=["ingest"])
+    (failed,) = [o for o in info.value.outcomes if o.state == "failed"]
+    assert (failed.stage, failed.sample) == ("ingest", "c01")
+    assert str(raw) in failed.detail and "cancelled" not in failed.detail
+    assert "Can't" in failed.detail or "filter" in failed.detail  # h5py's own words
+    complete = complete_arrays(campaign_file.parent / "store.zarr")
+    assert {path.split("/")[0] for path in complete} == set(SAMPLES) - {"c01"}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 512 KiB tmpfs: a disk that fills during the first stage's writes."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_reported_as_such(
+    pristine: Path, client: Client, tmp_path: Path, small_disk: Path
+) -> None:
+    """The store on a disk that fills up: the run says "No space left on device" (before,
+    that was only in the worker's log) and marks nothing complete that is not."""
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    store = small_disk / "store.zarr"
+    text = campaign_file.read_text().replace('store = "store.zarr"', f'store = "{store}"')
+    assert text != campaign_file.read_text()
+    campaign_file.write_text(text)
+    with pytest.raises(RunError, match=r"stage\(s\) failed") as info:
+        run(campaign_file, client, stages=["ingest"])
+    failed = [o for o in info.value.outcomes if o.state == "failed"]
+    assert failed and all("No space left on device" in o.detail for o in failed)
+    assert all("cancelled" not in o.detail for o in failed)
+    for path in complete_arrays(store):  # what is marked complete reads back whole
+        sample, name = path.split("/")
+        assert np.isfinite(open_volume(store, sample, name).values).all()
