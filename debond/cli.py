@@ -281,7 +281,13 @@ def run_command(
     """Run the image stages for every sample, resumably (complete, current outputs are kept)."""
     from debond.campaign import CampaignError, load_campaign
     from debond.cluster import ClusterError, cluster
-    from debond.runner import RunError, check_store_reachable, parse_stages, run_campaign
+    from debond.runner import (
+        Interrupted,
+        RunError,
+        check_store_reachable,
+        parse_stages,
+        run_campaign,
+    )
 
     try:
         stages = parse_stages(only)
@@ -302,6 +308,12 @@ def run_command(
     try:
         with cluster(scheduler, workers=workers, echo=typer.echo) as client:
             outcomes = run_campaign(loaded, client, stages=stages, force=force, echo=typer.echo)
+    except Interrupted as stopped:
+        typer.secho(str(stopped), fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=130) from None
+    except KeyboardInterrupt:  # before any stage ran (the cluster was starting)
+        typer.secho("interrupted before any stage ran", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=130) from None
     except ClusterError as error:
         raise _fail(str(error)) from error
     except (RunError, CampaignError) as error:

@@ -11,7 +11,10 @@ with the option or variable it came from.
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -28,6 +31,19 @@ LOOPBACK = "127.0.0.1"
 SCHEMES = ("tcp", "tls", "ws", "wss")
 #: Dask settings that give tls:// its certificates.
 TLS_SETTINGS = ("distributed.comm.tls.ca-file", "distributed.comm.tls.client.cert")
+#: Loggers silenced while the embedded cluster closes.
+QUIET_AT_SHUTDOWN = (
+    "distributed",
+    "distributed.client",
+    "distributed.core",
+    "distributed.comm",
+    "distributed.batched",
+    "distributed.scheduler",
+    "distributed.nanny",
+    "distributed.worker",
+    "tornado.application",
+    "asyncio",
+)
 
 
 class ClusterError(RuntimeError):
@@ -118,6 +134,26 @@ def default_workers() -> int:
 
 
 @contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while the embedded workers start, so that they inherit it.
+
+    Ctrl-C in a terminal reaches the whole process group. Workers that took it
+    would die mid-task with tracebacks, and the run could not cancel its work
+    and say what finished; this process handles it (:func:`debond.runner.
+    run_campaign`) and closes the workers itself. Only the main thread can
+    change signal handlers; elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
 def cluster(
     scheduler: str | None = None,
     *,
@@ -184,17 +220,29 @@ def cluster(
     n_workers = workers or default_workers()
     if n_workers < 1:
         raise ClusterError(f"workers must be >= 1; got {n_workers}")
-    with (
-        LocalCluster(
+    with _sigint_ignored():  # the worker processes inherit it: Ctrl-C is the run's to handle
+        local = LocalCluster(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
             memory_limit=memory_limit,
             processes=True,
             host=LOOPBACK,
             dashboard_address=f"{LOOPBACK}:0",
-        ) as local,
-        Client(local) as client,
-    ):
-        if echo is not None:
-            echo(f"cluster: embedded, {n_workers} workers, dashboard {client.dashboard_link}")
-        yield client
+        )
+    loggers = [logging.getLogger(name) for name in QUIET_AT_SHUTDOWN]
+    levels = [logger.level for logger in loggers]
+    try:
+        with local, Client(local) as client:
+            if echo is not None:
+                echo(f"cluster: embedded, {n_workers} workers, dashboard {client.dashboard_link}")
+            try:
+                yield client
+            finally:
+                # Closing breaks the heartbeats and streams between client,
+                # scheduler and workers in whatever order; each would be logged
+                # with a traceback (CommClosedError) that means nothing here.
+                for logger in loggers:
+                    logger.setLevel(logging.CRITICAL)
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

@@ -43,12 +43,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_threads
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import zarr
-from distributed import Client, wait
+from distributed import Client, Future, wait
 
 from debond.campaign import Campaign, Sample
 from debond.cluster import workers_in_process
@@ -98,6 +99,13 @@ class RunError(RuntimeError):
         self.outcomes = list(outcomes)
 
 
+class Interrupted(RunError):
+    """The run was stopped (Ctrl-C): what was running is cancelled and left incomplete.
+
+    ``outcomes`` holds the stages that had finished, one way or another.
+    """
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What happened to one stage of one sample.
@@ -105,9 +113,10 @@ class Outcome:
     Attributes
     ----------
     stage, sample : str
-    state : {"done", "skipped", "failed", "blocked"}
+    state : {"done", "skipped", "failed", "blocked", "interrupted"}
         ``skipped``: outputs were current; ``blocked``: an earlier stage of the
-        sample failed in this run.
+        sample failed in this run; ``interrupted``: the run was stopped while
+        it ran (its outputs are not marked complete).
     seconds : float
         Wall time from submission to completion, s (0 when not run).
     detail : str
@@ -119,6 +128,47 @@ class Outcome:
     state: str
     seconds: float = 0.0
     detail: str = ""
+
+
+#: After Ctrl-C, how long the samples' threads get to see their work
+#: cancelled and return, s.
+INTERRUPT_GRACE_S = 5.0
+
+
+@dataclass
+class _Flight:
+    """What a run has on the cluster, so that an interruption can take it back.
+
+    The samples' threads register the futures they wait on and the outcomes
+    they reach; :meth:`recall` (from the main thread, on Ctrl-C) stops them.
+    """
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    futures: set[Any] = field(default_factory=set)
+    outcomes: list[Outcome] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fly(self, futures: Sequence[Any]) -> None:
+        with self.lock:
+            self.futures.update(futures)
+
+    def land(self, futures: Sequence[Any]) -> None:
+        with self.lock:
+            self.futures.difference_update(futures)
+
+    def record(self, outcome: Outcome) -> Outcome:
+        with self.lock:
+            self.outcomes.append(outcome)
+        return outcome
+
+    def recall(self, client: Client) -> None:
+        """Stop every sample: no new stage starts, and everything submitted is cancelled
+        (this run's futures, and any other this client holds, e.g. a table's)."""
+        self.stop.set()
+        with self.lock:
+            mine = list(self.futures)
+        others: list[Any] = [Future(key, client) for key in list(client.futures)]
+        client.cancel(mine + others)
 
 
 # ----------------------------------------------------------------- stages
@@ -293,19 +343,33 @@ def _first_error(broken: Sequence[Any]) -> str:
 
 
 def _execute(
-    client: Client, group: zarr.Group, plan: Plan, work: Work, reason: str, echo: Echo
+    client: Client,
+    group: zarr.Group,
+    plan: Plan,
+    work: Work,
+    reason: str,
+    echo: Echo,
+    flight: _Flight | None = None,
 ) -> Outcome:
     """Create one stage's outputs, compute their writes on the cluster, mark them complete."""
+    flight = flight or _Flight()
     if work.table is not None:
-        return _run_table(plan, work, reason, echo)
+        return _run_table(plan, work, reason, echo, flight)
     name, sample = plan.stage.name, plan.sample.id
     pending, collections = _submit(group, plan, work)
     note = f"; {work.detail}" if work.detail else ""
     _say(plan, echo, f"running (output {reason}{note})")
     started = time.perf_counter()
     futures = client.compute(collections)
+    flight.fly(futures)
+    if flight.stop.is_set():  # stopped while this was being submitted
+        client.cancel(futures)
     wait(futures)
+    flight.land(futures)
     seconds = time.perf_counter() - started
+    if flight.stop.is_set():
+        client.cancel(futures)
+        return Outcome(name, sample, "interrupted", seconds, "stopped; not marked complete")
     broken = [future for future in futures if future.status != "finished"]
     if broken:
         why = _first_error(broken)  # before cancelling: a cancelled future forgets its cause
@@ -323,7 +387,7 @@ def _execute(
     return Outcome(name, sample, "done", seconds, work.detail)
 
 
-def _run_table(plan: Plan, work: Work, reason: str, echo: Echo) -> Outcome:
+def _run_table(plan: Plan, work: Work, reason: str, echo: Echo, flight: _Flight) -> Outcome:
     """A table stage of one sample: compute its rows on the cluster, write them with the digest."""
     table = plan.stage.table
     assert table is not None and plan.table is not None and work.table is not None
@@ -332,10 +396,14 @@ def _run_table(plan: Plan, work: Work, reason: str, echo: Echo) -> Outcome:
     started = time.perf_counter()
     try:
         rows = work.table()
+        if flight.stop.is_set():
+            return Outcome(name, sample, "interrupted", time.perf_counter() - started)
         stamp = digest(name, plan.parameters, plan.inputs)
         write_table(rows, plan.table, table.schema, metadata={DIGEST_KEY: stamp})
     except Exception as error:  # any failure of the sample's computation
         seconds = time.perf_counter() - started
+        if flight.stop.is_set():  # cancelled by the interruption, not failed
+            return Outcome(name, sample, "interrupted", seconds)
         why = str(error) or type(error).__name__
         _say(plan, echo, f"FAILED after {seconds:.1f} s: {why}")
         return Outcome(name, sample, "failed", seconds, why)
@@ -420,6 +488,7 @@ def _run_chain(
     chain: _Chain,
     force: bool,
     echo: Echo,
+    flight: _Flight,
 ) -> list[Outcome]:
     """Run a prepared chain's stages one after the other; a failure blocks the rest."""
     outcomes = list(chain.skipped)
@@ -427,6 +496,8 @@ def _run_chain(
         return outcomes
     failed = False
     for stage in chain.stages[len(chain.skipped) :]:
+        if flight.stop.is_set():
+            break
         if failed:
             outcomes.append(
                 Outcome(stage.name, chain.sample.id, "blocked", detail="an earlier stage failed")
@@ -442,14 +513,26 @@ def _run_chain(
                     outcomes.append(_skipped(plan, echo))
                     continue
                 work, why = _build(plan), reason
-            outcome = _execute(client, group, plan, work, why, echo)
+            outcome = _execute(client, group, plan, work, why, echo, flight)
         except Exception as error:  # bad input found late, or the store refused a write
             detail = str(error) if isinstance(error, RunError) else _describe(error)
+            if flight.stop.is_set():
+                break
             echo(f"{stage.name:<7} {chain.sample.id:<10} FAILED: {detail}")
             outcome = Outcome(stage.name, chain.sample.id, "failed", detail=detail)
-        outcomes.append(outcome)
+        outcomes.append(flight.record(outcome))
         failed = outcome.state == "failed"
     return outcomes
+
+
+def _stopped(outcomes: Sequence[Outcome]) -> str:
+    """One line on an interrupted run: what finished, and how to go on."""
+    count = {state: sum(o.state == state for o in outcomes) for state in ("done", "skipped")}
+    return (
+        f"interrupted: {count['done']} stage(s) done and {count['skipped']} current before the "
+        "stop are kept; what was running is not marked complete. Run the same command again "
+        "to resume"
+    )
 
 
 def run_campaign(
@@ -498,6 +581,10 @@ def run_campaign(
         input found while preparing the run (nothing is run or created), or
         stages that failed for some samples (the other outputs are complete;
         the message lists the failures).
+    Interrupted
+        On Ctrl-C (KeyboardInterrupt): every sample's work on the cluster is
+        cancelled, nothing running is marked complete, and the message says
+        what finished.
     """
     registry = campaign.registry
     chosen = parse_stages(None if stages is None else list(stages), registry)
@@ -520,12 +607,21 @@ def run_campaign(
     chains = _chains(campaign, chosen)
     _prepare(campaign, group, chains, force, say)
     outcomes: list[Outcome] = []
-    with ThreadPoolExecutor(CHAINS_IN_FLIGHT, thread_name_prefix="debond-sample") as pool:
+    flight = _Flight(outcomes=[o for chain in chains for o in chain.skipped])
+    pool = ThreadPoolExecutor(CHAINS_IN_FLIGHT, thread_name_prefix="debond-sample")
+    try:
         running = [
-            pool.submit(_run_chain, campaign, client, group, chain, force, say) for chain in chains
+            pool.submit(_run_chain, campaign, client, group, chain, force, say, flight)
+            for chain in chains
         ]
         for future in running:
             outcomes.extend(future.result())
+    except KeyboardInterrupt:
+        flight.recall(client)
+        wait_threads(running, timeout=INTERRUPT_GRACE_S)
+        raise Interrupted(_stopped(flight.outcomes), flight.outcomes) from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     order = {sample.id: i for i, sample in enumerate(campaign.samples)}
     outcomes.sort(key=lambda o: (registry.names.index(o.stage), order[o.sample]))
     if any(registry.get(name).table is not None for name in chosen):

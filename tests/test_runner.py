@@ -975,3 +975,69 @@ def test_a_full_disk_is_reported_as_such(
     for path in complete_arrays(store):  # what is marked complete reads back whole
         sample, name = path.split("/")
         assert np.isfinite(open_volume(store, sample, name).values).all()
+
+
+# ---------------------------------------------------------------- interruption
+
+
+def test_ctrl_c_stops_the_run_cleanly_and_a_rerun_resumes_to_the_same_result(
+    local_run: tuple[Path, list[Outcome]], pristine: Path, client: Client, tmp_path: Path
+) -> None:
+    """SIGINT to the process group (Ctrl-C in a terminal) while recon runs: `debond run`
+    exits with 130 within 10 s, prints a one-line summary and no traceback, marks nothing
+    half-written complete, and the rerun gives the clean run's reconstructions."""
+    local_file, _ = local_run
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    script = Path(sys.executable).with_name("debond")
+    process = subprocess.Popen(
+        [str(script), "run", str(campaign_file), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        seen = []
+        for line in process.stdout:  # until a reconstruction is under way
+            seen.append(line)
+            if re.match(r"recon +\S+ +running", line):
+                break
+        assert seen and "running" in seen[-1], "".join(seen)
+        os.killpg(process.pid, signal.SIGINT)
+        interrupted = time.monotonic()
+        out, err = process.communicate(timeout=60)
+        stopped_after = time.monotonic() - interrupted
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+    assert process.returncode == 130, err
+    assert stopped_after < 10
+    assert "Traceback" not in err + out
+    assert re.search(r"^interrupted: \d+ stage\(s\) done", err, re.MULTILINE), err
+    store = campaign_file.parent / "store.zarr"
+    for path in complete_arrays(store):  # what is marked complete reads back whole
+        sample, name = path.split("/")
+        assert np.isfinite(open_volume(store, sample, name).values).all()
+
+    outcomes = run(campaign_file, client)
+    assert {o.state for o in outcomes} <= {"done", "skipped"}
+    for sample in SAMPLES:
+        assert np.array_equal(recon_values(campaign_file, sample), recon_values(local_file, sample))
+
+
+def test_a_finished_run_closes_its_cluster_without_tracebacks(
+    pristine: Path, tmp_path: Path
+) -> None:
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    script = Path(sys.executable).with_name("debond")
+    done = subprocess.run(
+        [str(script), "run", str(campaign_file), "--workers", "2", "--only", "ingest"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "CommClosedError" not in done.stderr
