@@ -202,7 +202,7 @@ def fit_command(
             campaign = load_campaign(source)
             typer.echo(f"fitting {campaign.tables_dir / 'particles.parquet'} …")
             fitted = fit_campaign(campaign, bootstrap=bootstrap, seed=seed, output=output)
-            typer.echo(parameter_table(fitted.result, fitted.truth))
+            typer.echo(parameter_table(fitted.result, fitted.truth, fitted.particles))
             typer.echo("wrote " + ", ".join(str(p) for p in fitted.files.values()))
             return
         if source.suffix not in (".parquet", ".csv"):
@@ -396,7 +396,7 @@ def demo(
     fitted = outcome.fitted
     typer.echo("")
     typer.echo("recovered parameters (bootstrap median, 16th/84th percentiles) and true values:")
-    typer.echo(parameter_table(fitted.result, fitted.truth))
+    typer.echo(parameter_table(fitted.result, fitted.truth, fitted.particles))
     typer.echo("")
     steps = ", ".join(f"{name} {value:.0f} s" for name, value in outcome.seconds.items())
     typer.echo(f"report:  {outcome.report}")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from debond.model import PARAMETER_NAMES, FitResult, Material, Parameters, sensitivity
+from debond.model.diagnostics import diagnose, intervals
 from debond.model.figures import plot_bootstrap, plot_gap_vs_radius, plot_sensitivity, save_figure
 from debond.storage.tables import BOOTSTRAP_SCHEMA, usable_rows, write_table
 
@@ -37,6 +38,27 @@ def write_json(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         stream.write("\n")
     os.replace(temporary, path)
     return path
+
+
+#: Version of the fit.json layout: 2 added each parameter's 2.5–97.5 %
+#: interval, its side (one-sided at a bound) and the fit's warnings.
+FIT_JSON_VERSION = 2
+
+
+def fit_document(result: FitResult, particles: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The ``fit.json`` document: :meth:`FitResult.summary` with intervals and warnings.
+
+    Each parameter keeps ``value``, ``lower`` and ``upper`` (median, 16th and
+    84th percentiles) and gains ``lower_95``, ``upper_95``, ``side``
+    (``"two-sided"``, or ``"upper"``/``"lower"`` when its replicates sit on a
+    bound and only that limit is meaningful) and ``bound``;
+    ``warnings`` lists :func:`debond.model.diagnostics.diagnose`'s findings.
+    """
+    document = result.summary()
+    document["fit_json_version"] = FIT_JSON_VERSION
+    document["parameters"] = {n: iv.as_dict() for n, iv in intervals(result).items()}
+    document["warnings"] = diagnose(result, particles)
+    return document
 
 
 def write_fit(
@@ -71,7 +93,7 @@ def write_fit(
         table) and ``<figure>_figure`` (PNG; the PDF lies beside it).
     """
     tables, figures = Path(tables), Path(figures)
-    document = result.summary()
+    document = fit_document(result, particles)
     if truth is not None:
         document["truth"] = {n: float(getattr(truth, n)) for n in PARAMETER_NAMES}
     written = {
@@ -147,17 +169,27 @@ def paper_rows(
     return rows
 
 
-def parameter_table(result: FitResult, truth: Parameters | None = None) -> str:
-    """The fitted parameters in the paper's form, value (+upper/−lower), as text."""
+def parameter_table(
+    result: FitResult, truth: Parameters | None = None, particles: pd.DataFrame | None = None
+) -> str:
+    """The fitted parameters in the paper's form, value (+upper/−lower), as text.
+
+    A parameter on a bound is given as a one-sided limit ("< 0.026 (84 %…)");
+    the fit's warnings (:func:`debond.model.diagnostics.diagnose`, with the
+    cycle groups of `particles` when given) follow the table.
+    """
     lines = [
         f"{'parameter':<10} {'value (+84th/−16th percentile)':<34} {'unit':<6}"
         + (" true" if truth is not None else "")
     ]
+    bounded = intervals(result)
     names = [*PARAMETER_NAMES, None, None]
     for name, (symbol, value, plus, minus, unit) in zip(
         names, paper_rows(result.parameters, result.material), strict=True
     ):
         cell = f"{value:.4g} (+{plus:.2g}/−{minus:.2g})"
+        if name is not None and bounded[name].side != "two-sided":
+            cell = bounded[name].text()
         row = f"{symbol:<10} {cell:<34} {unit:<6}"
         if truth is not None and name is not None:
             row += f" {float(getattr(truth, name)):.4g}"
@@ -170,4 +202,6 @@ def parameter_table(result: FitResult, truth: Parameters | None = None) -> str:
             f"capacity term: {population['source']}, {population['particles']:.0f} particles, "
             f"volume-weighted radius {population['volume_weighted_radius_um']:.3f} µm"
         )
+    for warning in diagnose(result, particles):
+        lines.append(f"WARNING: {warning['message']}")
     return "\n".join(lines)

@@ -85,6 +85,7 @@ __all__ = [
     "QUALITY_FLAGS",
     "Orthoslices",
     "ReportError",
+    "fit_banner",
     "flag_counts",
     "flag_warning",
     "grey_histogram",
@@ -631,6 +632,36 @@ def flag_counts(rows: pd.DataFrame) -> dict[str, int]:
     }
 
 
+def fit_banner(document: Mapping[str, Any]) -> str:
+    """The banner at the top of the report for a fit that should not be read as a result.
+
+    Lists the warnings ``fit.json`` carries (:func:`debond.model.diagnostics.
+    diagnose`); a ``fit.json`` written before they existed says so instead.
+    '' for a healthy fit.
+
+    Examples
+    --------
+    >>> fit_banner({"fit_json_version": 2, "warnings": []})
+    ''
+    >>> "earlier version" in fit_banner({"parameters": {}})
+    True
+    """
+    if "warnings" not in document:
+        return (
+            '<p class="warning banner">⚠ This fit.json was written by an earlier version of '
+            "debond: it carries no diagnostics (parameters on bounds, residual scales on "
+            "their floors, unconverged replicates). Run <code>debond fit</code> again.</p>"
+        )
+    warnings = document["warnings"]
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{html.escape(str(w['message']))}</li>" for w in warnings)
+    return (
+        '<div class="warning banner"><p>⚠ This fit should not be read as a result as it '
+        f"stands ({len(warnings)} warning(s)):</p><ul>{items}</ul></div>"
+    )
+
+
 def flag_warning(counts: Mapping[str, int]) -> str:
     """A warning line when none of a sample's particles is measured or most are flagged ('' if not).
 
@@ -773,6 +804,7 @@ figcaption { font-size: 0.9em; color: #555; }
 .pair { display: flex; gap: 1.5em; } .pair > * { flex: 1; min-width: 0; }
 .notice { background: #fff6d6; border-left: 4px solid #e0a800; padding: 0.6em 1em; }
 .warning { color: #a40000; font-weight: 600; }
+.banner { border: 2px solid #a40000; padding: 0.4em 1em; background: #fff4f4; }
 .note { color: #555; font-style: italic; }
 """
 
@@ -1020,8 +1052,21 @@ def _fit_sections(
     order = ("slices", "gap_vs_radius", "sensitivity", "bootstrap", "sizes")
     figures = "".join(_figure(name, *images[name]) for name in order)
     parameter_rows = []
-    for symbol, value, plus, minus, unit in paper_rows(fitted.parameters, campaign.material):
-        parameter_rows.append([symbol, f"{value:.4g}", f"+{plus:.2g} / −{minus:.2g}", unit])
+    sides = [
+        fitted.document["parameters"][name].get("side", "two-sided") for name in PARAMETER_NAMES
+    ]
+    for i, (symbol, value, plus, minus, unit) in enumerate(
+        paper_rows(fitted.parameters, campaign.material)
+    ):
+        side = sides[i] if i < len(sides) else "two-sided"
+        if side == "upper":  # on its lower bound: only an upper limit means anything
+            limit = fitted.document["parameters"][PARAMETER_NAMES[i]]["upper"]
+            parameter_rows.append([symbol, f"< {limit:.4g}", "one-sided, 84 %", unit])
+        elif side == "lower":
+            limit = fitted.document["parameters"][PARAMETER_NAMES[i]]["lower"]
+            parameter_rows.append([symbol, f"> {limit:.4g}", "one-sided, 84 %", unit])
+        else:
+            parameter_rows.append([symbol, f"{value:.4g}", f"+{plus:.2g} / −{minus:.2g}", unit])
     if fitted.truth is not None:
         for row, name in zip(parameter_rows, PARAMETER_NAMES, strict=False):
             row.append(f"{float(getattr(fitted.truth, name)):.4g}")
@@ -1107,7 +1152,7 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
         ],
         _sample_rows(campaign, group, particles),
     )
-    notice = ""
+    notice = "" if fitted is None else fit_banner(fitted.document)
     if fitted is None:
         notice = (
             '<p class="notice"><strong>No fit exists yet</strong>: this report shows the images '
