@@ -419,17 +419,22 @@ def test_an_existing_cluster_gives_identical_results(
 # ----------------------------------------------------------------- resume
 
 
-def run_until(campaign_file: Path, pattern: str) -> list[str]:
-    """`debond run` in a child process, SIGKILLed (with its cluster) at the first
-    line of output that matches ``pattern``; the lines it printed."""
+def start_run(campaign_file: Path, workers: int, stderr: int) -> subprocess.Popen[str]:
+    """`debond run` in a child process and its own process group (the cluster's too)."""
     script = Path(sys.executable).with_name("debond")
-    process = subprocess.Popen(
-        [str(script), "run", str(campaign_file), "--workers", "1"],
+    return subprocess.Popen(
+        [str(script), "run", str(campaign_file), "--workers", str(workers)],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
         start_new_session=True,  # its own process group: the cluster dies with it
     )
+
+
+def run_until(campaign_file: Path, pattern: str) -> list[str]:
+    """`debond run` in a child process, SIGKILLed (with its cluster) at the first
+    line of output that matches ``pattern``; the lines it printed."""
+    process = start_run(campaign_file, 1, subprocess.DEVNULL)
     seen = []
     try:
         assert process.stdout is not None
@@ -988,14 +993,7 @@ def test_ctrl_c_stops_the_run_cleanly_and_a_rerun_resumes_to_the_same_result(
     half-written complete, and the rerun gives the clean run's reconstructions."""
     local_file, _ = local_run
     campaign_file = copy_campaign(pristine, tmp_path / "small")
-    script = Path(sys.executable).with_name("debond")
-    process = subprocess.Popen(
-        [str(script), "run", str(campaign_file), "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    process = start_run(campaign_file, 2, subprocess.PIPE)
     try:
         assert process.stdout is not None and process.stderr is not None
         seen = []
