@@ -91,6 +91,8 @@ class Interval:
         >>> Interval(0.12, 0.11, 0.13, 0.1, 0.14).text()
         '0.12 (+0.01/−0.01)'
         """
+        if self.side != "two-sided" and self.lower_95 == self.upper_95 == self.bound:
+            return f"on its bound {self.bound:g} in 97.5 % of the replicates (not determined)"
         if self.side == "upper":
             if self.upper == self.bound:  # 84 % of the replicates on the bound itself
                 at = f"84 % of the replicates at {self.bound:g}"

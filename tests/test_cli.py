@@ -117,6 +117,11 @@ def test_demo_prints_recovered_and_true_parameters(tmp_path: Path) -> None:
     assert fitted["bootstrap"] == 50
     assert (folder / "figures" / "gap_vs_radius.png").is_file()
     assert (folder / "report.html").is_file()
+    # 2-3 usable particles a cycle group cannot make a fit: the run says so plainly
+    causes = {w["cause"] for w in fitted["warnings"]}
+    assert "few_particles" in causes, fitted["warnings"]
+    assert "WARNING: the 1-cycle group has" in result.output
+    assert "should not be read as a result" in (folder / "report.html").read_text()
     again = runner.invoke(app, arguments)  # resumed: every stage current
     assert again.exit_code == 0
     assert "using the synthetic campaign already in" in again.output
