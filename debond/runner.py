@@ -273,7 +273,7 @@ def _submit(group: zarr.Group, plan: Plan, work: Work) -> tuple[list[PendingWrit
             plan.sample.id,
             output.name,
             output.data,
-            voxel_size_um=plan.sample.voxel_size_um,
+            voxel_size_um=plan.sample.voxel_um,
             stage=plan.stage.name,
             parameters=plan.parameters,
             inputs=plan.inputs,
@@ -601,9 +601,8 @@ def run_campaign(
 
     group = open_store(campaign.store_location, mode="a")
     for sample in campaign.samples:
-        set_sample_attrs(
-            group, sample.id, {"cycles": sample.cycles, "voxel_size_um": sample.voxel_size_um}
-        )
+        known = {"cycles": sample.cycles, "voxel_size_um": sample.voxel_size_um}
+        set_sample_attrs(group, sample.id, {k: v for k, v in known.items() if v is not None})
     chains = _chains(campaign, chosen)
     _prepare(campaign, group, chains, force, say)
     outcomes: list[Outcome] = []
