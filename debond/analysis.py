@@ -75,11 +75,15 @@ def fit_inputs(campaign: Campaign) -> FitInputs:
 
     Raises
     ------
+    CampaignError
+        A sample without ``cycles`` (the fit needs every sample's), named
+        with the key; checked first, before the table is looked for.
     FileNotFoundError
         No particle table yet; the message says to run ``debond run``.
     ValueError
         Bad cycling data or a table that does not validate.
     """
+    campaign.require_cycles("the fit")
     table = campaign.tables_dir / "particles.parquet"
     if not table.is_file():
         raise FileNotFoundError(
@@ -247,7 +251,9 @@ def fit_campaign(
     Raises
     ------
     ValueError
-        No particle table yet (the message says to run ``debond run``), or bad data.
+        A sample without ``cycles`` (a :class:`~debond.campaign.CampaignError`
+        naming it), no particle table yet (the message says to run ``debond
+        run``), or bad data.
     """
     settings = campaign.stage_parameters("fit")
     try:

@@ -1,15 +1,19 @@
 """Campaign files: the TOML that describes an experiment, validated on load.
 
 A campaign file names the samples (raw TXM projections or a ready
-segmentation, SEM cross-sections), the cycling data, the material, and the
-parameters of every stage. Each parameter is declared once, with its
-default, type, unit and help text: the campaign's own sections in
-:mod:`debond.schema`, each stage's section (named as the stage, keys named as
-the stage kernel's keywords) in its module of :mod:`debond.stages`
-(:func:`debond.schema.parameter_table` lists them all). Unknown keys are
-errors, so a misspelt parameter never silently falls back to its default, and
-a key renamed since an earlier version is named with its new name. Writing
-campaign files is :mod:`debond.campaign_file`'s job.
+segmentation, SEM cross-sections, or SEM cross-sections alone), the cycling
+data, the material, and the parameters of every stage. A sample's keys are
+required only where something needs them: ``voxel_size_um`` with a volume
+(``txm`` or ``phases``), ``cycles`` by the particle table and the fit
+(:meth:`Campaign.require_cycles`), so a reconstruction-only campaign of a
+test object gives neither cycles nor ``[electrochemistry]``. Each parameter
+is declared once, with its default, type, unit and help text: the campaign's
+own sections in :mod:`debond.schema`, each stage's section (named as the
+stage, keys named as the stage kernel's keywords) in its module of
+:mod:`debond.stages` (:func:`debond.schema.parameter_table` lists them all).
+Unknown keys are errors, so a misspelt parameter never silently falls back
+to its default, and a key renamed since an earlier version is named with its
+new name. Writing campaign files is :mod:`debond.campaign_file`'s job.
 
 On load, relative paths are resolved against the campaign file's folder (the
 store too, unless it is a URL such as ``s3://bucket/x.zarr``), SEM globs are
@@ -44,6 +48,11 @@ Example
     phases = "seg/c10.tif"            # a segmentation: starts at `label`
     phase_codes = {pore = 0, silicon = 85, cbd = 170}
     voxel_size_um = 0.0299
+    [[sample]]
+    id = "c20"
+    cycles = 20
+    sem = ["sem/c20_*.tif"]           # SEM cross-sections alone: only the `sem` stage
+    sem_pixel_size_um = 0.021
     [electrochemistry]
     cycling = "echem/cycling.csv"     # cycle, charge_capacity_mAh
     electrode_mass_mg = 2.0
@@ -59,7 +68,7 @@ import glob
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,14 +122,17 @@ class Sample:
         Unique identifier (its group ``samples/<id>`` in the store).
     index : int
         Position in the campaign file (``sample[index]``).
-    cycles : int
-        Cycles before imaging, ≥ 0.
-    voxel_size_um : float
-        Voxel edge, µm.
+    cycles : int or None
+        Cycles before imaging, ≥ 0; None when the file gives none (the fit and
+        the particle table ask for it: :meth:`Campaign.require_cycles`).
+    voxel_size_um : float or None
+        Voxel edge, µm; None only for a sample without a volume (SEM alone).
     txm : Path or None
-        Data Exchange HDF5 file or TIFF-stack folder (absolute); None with `phases`.
+        Data Exchange HDF5 file or TIFF-stack folder (absolute); None with
+        `phases` or with SEM images alone.
     phases : Path or None
-        A segmented volume (TIFF, absolute); None with `txm`.
+        A segmented volume (TIFF, absolute); None with `txm` or with SEM
+        images alone.
     phase_codes : dict of str to int, or None
         Grey value of each named phase in `phases`.
     rotation_centre_px : float or None
@@ -135,8 +147,8 @@ class Sample:
 
     id: str
     index: int
-    cycles: int
-    voxel_size_um: float
+    cycles: int | None
+    voxel_size_um: float | None
     txm: Path | None
     phases: Path | None
     phase_codes: dict[str, int] | None
@@ -149,6 +161,30 @@ class Sample:
     def where(self) -> str:
         """How errors name this sample: ``sample[2] ('c03')``."""
         return f"sample[{self.index}] ({self.id!r})"
+
+    @property
+    def has_volume(self) -> bool:
+        """Whether the sample brings a volume (`txm` or `phases`) for the 3D stages.
+
+        A sample with SEM images alone has no 3D chain: only its ``sem`` stage runs.
+        """
+        return self.txm is not None or self.phases is not None
+
+    @property
+    def voxel_um(self) -> float:
+        """The voxel edge, µm, of a sample with a volume (what the 3D stages store).
+
+        Raises
+        ------
+        ValueError
+            For a sample without a volume, which has no voxel size.
+        """
+        if self.voxel_size_um is None:
+            raise ValueError(
+                f"{self.where}.voxel_size_um: not given; a sample with SEM images alone "
+                "has no voxel size and no 3D stage"
+            )
+        return self.voxel_size_um
 
 
 @dataclass(frozen=True)
@@ -250,6 +286,37 @@ class Campaign:
             raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(known)}")
         model: BaseModel = getattr(self.declared, stage)
         return model.model_dump()
+
+    def require_cycles(self, needed_by: str, samples: Sequence[Sample] | None = None) -> None:
+        """Raise :class:`CampaignError` unless the samples give their ``cycles``.
+
+        The image stages do not need them; the particle table's ``cycles``
+        column and the fit do.
+
+        Parameters
+        ----------
+        needed_by : str
+            What asks for them, for the message (``"the fit"``).
+        samples : sequence of Sample, optional
+            The samples concerned (default: every sample).
+
+        Raises
+        ------
+        CampaignError
+            Naming the campaign file, what needs the cycles and, one line
+            each, every sample without ``cycles``.
+        """
+        missing = [s for s in (self.samples if samples is None else samples) if s.cycles is None]
+        if missing:
+            lines = [
+                f"{s.where}.cycles: missing; expected an integer ≥ 0 (cycles before imaging, "
+                "0: pristine)"
+                for s in missing
+            ]
+            raise CampaignError(
+                f"{self.path}: {needed_by} needs the cycles of every sample it holds; "
+                f"{len(missing)} sample(s) give none:\n  " + "\n  ".join(lines)
+            )
 
     def sample(self, sample_id: str) -> Sample:
         """The sample with this id; ``KeyError`` naming the ids there are."""
@@ -523,6 +590,8 @@ def _check_prior(campaign: Campaign) -> None:
     if prior is None:
         return
     for sample in campaign.samples:
+        if sample.voxel_size_um is None:  # SEM images alone: no voxel
+            continue
         if prior[0] / sample.voxel_size_um < MIN_PRIOR_RADIUS_VOXELS:
             raise CampaignError(
                 f"{campaign.path}: material.silicon_radius_um = {list(prior)} µm: the smallest "
@@ -596,7 +665,8 @@ def load_campaign(
         A ``ValueError`` naming the file and, one line per problem, the key
         (e.g. ``sample[2].voxel_size_um``), what was found and what was
         expected: wrong types, values out of range, unknown keys, duplicate
-        sample ids, a sample with neither or both of `txm` and `phases`;
+        sample ids, a sample with both `txm` and `phases` or with none of
+        `txm`, `phases` and `sem`, a volume without `voxel_size_um`;
         a TOML syntax error with its line; missing raw files; a section or
         key of an earlier version (the message names its new name).
 

@@ -3,7 +3,10 @@
 After ``measure`` and ``sem`` the per-sample tables are gathered into
 ``tables/particles.parquet`` (DESIGN.md, "Tables"): the 3D rows as they are,
 the SEM sections converted stereologically into spheres
-(:mod:`debond.pipeline.stereology`).
+(:mod:`debond.pipeline.stereology`). A sample with SEM images alone brings
+2D rows only. The ``cycles`` column is the campaign file's, as it is now:
+the image stages do not need the cycles, so a sample may have been measured
+before its cycles were written down (or corrected).
 """
 
 from __future__ import annotations
@@ -85,6 +88,23 @@ def convert_sections(sections: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _campaign_cycles(campaign: Campaign, rows: pd.DataFrame) -> pd.Series:
+    """The campaign file's cycles of every row's sample.
+
+    Raises
+    ------
+    CampaignError
+        Naming every sample with rows but without ``cycles``.
+    """
+    measured = set(rows["sample"])
+    campaign.require_cycles(
+        "the particle table's cycles column",
+        [s for s in campaign.samples if s.id in measured],
+    )
+    cycles = {s.id: s.cycles for s in campaign.samples}
+    return rows["sample"].map(cycles).astype("int64")
+
+
 def particle_table(campaign: Campaign) -> Path | None:
     """Gather the samples' 3D gap tables and converted SEM sections into
     ``tables/particles.parquet``.
@@ -93,6 +113,11 @@ def particle_table(campaign: Campaign) -> Path | None:
     -------
     Path or None
         The table written, or None when nothing has been measured.
+
+    Raises
+    ------
+    CampaignError
+        A sample with rows gives no ``cycles`` (nothing is written).
     """
     parts = _stage_tables(campaign, "measure")
     sections = _stage_tables(campaign, "sem")
@@ -102,4 +127,7 @@ def particle_table(campaign: Campaign) -> Path | None:
     if not parts:
         return None
     rows = pd.concat(parts, ignore_index=True)
+    rows["cycles"] = _campaign_cycles(campaign, rows)
+    # The schema's column order, whichever kinds of rows there are (2D alone or not).
+    rows = rows[[name for name in PARTICLES_SCHEMA.names if name in rows]]
     return write_table(rows, campaign.tables_dir / "particles.parquet", PARTICLES_SCHEMA)

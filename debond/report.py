@@ -178,10 +178,10 @@ def plot_slices(campaign: Campaign) -> Figure:
             low, high = np.percentile(grey, [1, 99.5])
             for ax in row:
                 ax.imshow(grey, cmap="gray", vmin=low, vmax=high, extent=extent)
-            left.set_title(f"{sample.id} ({sample.cycles} cycles): attenuation", fontsize=9)
+            left.set_title(f"{sample.id} ({_cycles(sample)}): attenuation", fontsize=9)
         else:
             left.imshow(slice_phases, cmap="gray", extent=extent)
-            left.set_title(f"{sample.id} ({sample.cycles} cycles): segmentation", fontsize=9)
+            left.set_title(f"{sample.id} ({_cycles(sample)}): segmentation", fontsize=9)
         right.imshow(slice_phases, cmap=colours, vmin=0, vmax=4, extent=extent)
         right.set_title(f"phases at z = {float(phases.z[z]):.2f} µm", fontsize=9)
         for ax in row:
@@ -758,6 +758,11 @@ def _png(figure: Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _cycles(sample: Sample) -> str:
+    """A sample's cycles in words (``"3 cycles"``; the file may not give them)."""
+    return "cycles not given" if sample.cycles is None else f"{sample.cycles} cycles"
+
+
 def _sample_rows(campaign: Campaign, group: zarr.Group, particles: pd.DataFrame) -> list[list[str]]:
     rows = []
     for sample in campaign.samples:
@@ -773,8 +778,8 @@ def _sample_rows(campaign: Campaign, group: zarr.Group, particles: pd.DataFrame)
         rows.append(
             [
                 sample.id,
-                str(sample.cycles),
-                f"{sample.voxel_size_um:g}",
+                "—" if sample.cycles is None else str(sample.cycles),
+                "—" if sample.voxel_size_um is None else f"{sample.voxel_size_um:g}",
                 centre,
                 str(int((modality == "3d").sum())),
                 str(int((modality == "2d").sum())),
@@ -819,15 +824,22 @@ window.addEventListener("load", () => {
 
 
 def _open_run(campaign: Campaign) -> zarr.Group:
-    """The campaign's store, once some sample has phases (else: run ``debond run`` first)."""
+    """The campaign's store, once some sample has phases or the particle table exists
+    (a campaign of SEM images alone has no phases); else: run ``debond run`` first."""
     run = f"run `debond run {campaign.path}` first"
     try:
         group = open_store(campaign.store_location, mode="r")
     except FileNotFoundError:
         raise ReportError(f"the store {campaign.store_location} does not exist; {run}") from None
-    if not any(_volume(group, s.id, "phases") is not None for s in campaign.samples):
+    measured = (campaign.tables_dir / "particles.parquet").is_file()
+    if not measured and not _with_phases(campaign, group):
         raise ReportError(f"no sample of {campaign.path} has phases; {run}")
     return group
+
+
+def _with_phases(campaign: Campaign, group: zarr.Group) -> list[Sample]:
+    """The samples whose phases are stored (complete)."""
+    return [s for s in campaign.samples if _volume(group, s.id, "phases") is not None]
 
 
 def _sample_particles(
@@ -990,9 +1002,14 @@ def _quality_block(
 ) -> str:
     """One sample's image-quality block: flags, warning and its three figures (HTML)."""
     sid = html.escape(sample.id)
+    if not sample.has_volume:
+        return (
+            f'<h3 id="quality-{sid}">{sid}: {_cycles(sample)}, SEM cross-sections alone</h3>'
+            '<p class="note">No volume (no txm or phases), so no 3D image quality; its SEM '
+            "sections are the 2D rows of the particle table.</p>"
+        )
     parts = [
-        f'<h3 id="quality-{sid}">{sid}: {sample.cycles} cycles, '
-        f"voxel {sample.voxel_size_um:g} µm</h3>",
+        f'<h3 id="quality-{sid}">{sid}: {_cycles(sample)}, voxel {sample.voxel_size_um:g} µm</h3>',
         _flags_html(campaign, sample, rows),
     ]
     phases = _volume(group, sample.id, "phases")
@@ -1010,6 +1027,7 @@ def _quality_block(
 
 def _fit_sections(
     campaign: Campaign,
+    group: zarr.Group,
     fitted: _Fit,
     particles: pd.DataFrame,
     save: Callable[[str, Figure], str],
@@ -1020,12 +1038,14 @@ def _fit_sections(
     figures_dir = campaign.folder / "figures"
     # Drawn here: the images and the sizes. Written by `debond fit` (write_fit)
     # and embedded as they are: the gap, sensitivity and bootstrap figures.
-    drawn = {
-        "slices": (
+    drawn: dict[str, tuple[Figure, str]] = {}
+    if _with_phases(campaign, group):  # a campaign of SEM images alone has no slice
+        drawn["slices"] = (
             plot_slices(campaign),
             "A mid-height slice of each sample: attenuation (left) and the segmented "
             "phases over it (right).",
-        ),
+        )
+    drawn |= {
         "sizes": (
             plot_sizes(particles, population, source),
             "Particle radii weighted by their silicon volume: the usable 3D particles, "
@@ -1050,7 +1070,7 @@ def _fit_sections(
             raise ReportError(f"{png} does not exist; run `debond fit {campaign.path}` first")
         images[name] = (base64.b64encode(png.read_bytes()).decode("ascii"), caption)
     order = ("slices", "gap_vs_radius", "sensitivity", "bootstrap", "sizes")
-    figures = "".join(_figure(name, *images[name]) for name in order)
+    figures = "".join(_figure(name, *images[name]) for name in order if name in images)
     parameter_rows = []
     sides = [
         fitted.document["parameters"][name].get("side", "two-sided") for name in PARAMETER_NAMES
@@ -1135,7 +1155,7 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
 
     parameters, figures = ("", "")
     if fitted is not None:
-        parameters, figures = _fit_sections(campaign, fitted, particles, save)
+        parameters, figures = _fit_sections(campaign, group, fitted, particles, save)
     quality = "".join(
         _quality_block(campaign, group, s, _sample_particles(campaign, s, particles), save_png)
         for s in campaign.samples

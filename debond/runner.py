@@ -11,6 +11,11 @@ particle table is gathered at the end. Each output is marked complete as soon
 as its own computation finishes, so an interrupted run keeps every output
 that had finished (DESIGN.md, principle 6).
 
+A sample with SEM images alone (no ``txm`` or ``phases``) has no 3D chain,
+and one that brings its own segmentation starts at ``segment``: the run says
+once per sample which of the chosen stages are not part of its chains, and
+does not fail on them.
+
 Why the stages of a sample are not one graph: each stage's stored output is
 the checkpoint a resumed run starts from, and some stages need values of the
 previous one before their graph can be built (the rotation centre from the
@@ -51,7 +56,7 @@ import numpy as np
 import zarr
 from distributed import Client, Future, wait
 
-from debond.campaign import Campaign, Sample
+from debond.campaign import Campaign, CampaignError, Sample
 from debond.cluster import workers_in_process
 from debond.particles import particle_table
 from debond.pipeline.ingest import IngestError
@@ -273,7 +278,7 @@ def _submit(group: zarr.Group, plan: Plan, work: Work) -> tuple[list[PendingWrit
             plan.sample.id,
             output.name,
             output.data,
-            voxel_size_um=plan.sample.voxel_size_um,
+            voxel_size_um=plan.sample.voxel_um,
             stage=plan.stage.name,
             parameters=plan.parameters,
             inputs=plan.inputs,
@@ -431,6 +436,29 @@ class _Chain:
     first: tuple[Plan, Work, str] | None = None
 
 
+def _not_in_chain(stage: Stage, sample: Sample) -> str | None:
+    """Why a stage is not part of a sample's chains, or None when it is.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> sem_alone = Sample(
+    ...     id="s1", index=0, cycles=1, voxel_size_um=None, txm=None, phases=None,
+    ...     phase_codes=None, rotation_centre_px=None, sem=(Path("s1.tif"),),
+    ...     sem_patterns=("s1.tif",), sem_pixel_size_um=0.02,
+    ... )
+    >>> [_not_in_chain(REGISTRY.get(name), sem_alone) for name in ("recon", "sem")]
+    ['SEM images alone: no txm or phases', None]
+    """
+    if stage.chain == "sem":
+        return None if sample.sem else "no SEM images (sem)"
+    if not sample.has_volume:
+        return "SEM images alone: no txm or phases"
+    if stage.raw and sample.txm is None:
+        return "its own segmentation (phases) starts at segment"
+    return None
+
+
 def _chains(campaign: Campaign, names: Sequence[str]) -> list[_Chain]:
     """Every sample's chains of the chosen stages: one per chain kind ("3d", "sem")."""
     chains = []
@@ -440,13 +468,27 @@ def _chains(campaign: Campaign, names: Sequence[str]) -> list[_Chain]:
             stages = [
                 stage
                 for stage in chosen
-                if stage.chain == kind
-                and not (stage.raw and sample.txm is None)
-                and not (kind == "sem" and not sample.sem)
+                if stage.chain == kind and _not_in_chain(stage, sample) is None
             ]
             if stages:
                 chains.append(_Chain(sample, stages))
     return chains
+
+
+def _absent(campaign: Campaign, names: Sequence[str]) -> list[str]:
+    """One line per sample and reason: the chosen stages that are not part of its chains."""
+    lines = []
+    for sample in campaign.samples:
+        absent: dict[str, list[str]] = {}
+        for stage in campaign.registry:
+            why = _not_in_chain(stage, sample) if stage.name in names else None
+            if why is not None:
+                absent.setdefault(why, []).append(stage.name)
+        lines += [
+            f"{sample.id}: {', '.join(stages)} not part of its chain ({why})"
+            for why, stages in absent.items()
+        ]
+    return lines
 
 
 def _prepare(
@@ -601,9 +643,10 @@ def run_campaign(
 
     group = open_store(campaign.store_location, mode="a")
     for sample in campaign.samples:
-        set_sample_attrs(
-            group, sample.id, {"cycles": sample.cycles, "voxel_size_um": sample.voxel_size_um}
-        )
+        known = {"cycles": sample.cycles, "voxel_size_um": sample.voxel_size_um}
+        set_sample_attrs(group, sample.id, {k: v for k, v in known.items() if v is not None})
+    for line in _absent(campaign, chosen):
+        say(line)
     chains = _chains(campaign, chosen)
     _prepare(campaign, group, chains, force, say)
     outcomes: list[Outcome] = []
@@ -625,9 +668,13 @@ def run_campaign(
     order = {sample.id: i for i, sample in enumerate(campaign.samples)}
     outcomes.sort(key=lambda o: (registry.names.index(o.stage), order[o.sample]))
     if any(registry.get(name).table is not None for name in chosen):
-        gathered = particle_table(campaign)
-        if gathered is not None:
-            echo(f"particle table: {gathered}")
+        try:
+            gathered = particle_table(campaign)
+        except CampaignError as error:  # the samples' own tables are kept
+            echo(f"particle table not gathered: {error}")
+        else:
+            if gathered is not None:
+                echo(f"particle table: {gathered}")
     failed = [o for o in outcomes if o.state == "failed"]
     if failed:
         lines = [f"{o.stage} of {o.sample}: {o.detail}" for o in failed]

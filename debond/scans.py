@@ -1520,5 +1520,5 @@ def score_run(campaign_path: str | os.PathLike[str]) -> Score:
         np.load(truth_dir / "phases" / f"{sample.id}.npy"),
         reported,
         phases,
-        sample.voxel_size_um,
+        sample.voxel_um,
     )

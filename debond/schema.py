@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from debond.model.cycling import Recipe
@@ -45,6 +45,9 @@ __all__ = [
 
 #: Phases a given segmentation must name: the gap is pore between silicon and CBD.
 REQUIRED_PHASES = ("pore", "silicon", "cbd")
+
+#: Keys of a sample that bring a volume for the 3D stages (at most one of them).
+VOLUME_SOURCES = ("txm", "phases")
 
 _RECIPE = Recipe()
 
@@ -158,16 +161,29 @@ def unsafe_segment(text: str) -> str | None:
 
 
 class SampleSection(Section):
-    """``[[sample]]``: one imaged electrode."""
+    """``[[sample]]``: one imaged electrode.
+
+    Its images are a volume for the 3D stages (``txm``, raw projections, or
+    ``phases``, a segmentation; at most one, with ``voxel_size_um``), SEM
+    cross-sections for the ``sem`` stage (``sem``), or both. ``cycles`` is
+    asked for only by what needs it: the particle table and the fit.
+    """
 
     id: str = param(
         ...,
         "Sample identifier, unique; names the sample's group in the store and its table "
         "files: " + SAMPLE_ID_RULE + ".",
     )
-    cycles: int = param(..., "Electrochemical cycles before imaging (0: pristine).", ge=0)
+    cycles: int | None = param(
+        None,
+        "Electrochemical cycles before imaging (0: pristine); needed by the fit and the "
+        "particle table, not by the image stages (a reconstruction-only campaign may omit it).",
+        ge=0,
+    )
     txm: str | None = param(
-        None, "Raw projections: a Data Exchange HDF5 file or a folder of TIFF projections."
+        None,
+        "Raw projections: a Data Exchange HDF5 file or a folder of TIFF projections "
+        "(a sample needs txm, phases or sem).",
     )
     phases: str | None = param(
         None, "Instead of txm: a segmented volume (TIFF) that starts at the label stage."
@@ -177,7 +193,13 @@ class SampleSection(Section):
         "Grey value of each phase in `phases`, e.g. {pore = 0, silicon = 85, cbd = 170}; "
         "names: " + ", ".join(PHASE_NAMES) + ".",
     )
-    voxel_size_um: float = param(..., "Voxel edge length.", "µm", gt=0)
+    voxel_size_um: float | None = param(
+        None,
+        "Voxel edge length; required with txm or phases (not read from the raw file), "
+        "unused by a sample with SEM images alone.",
+        "µm",
+        gt=0,
+    )
     rotation_centre_px: float | None = param(
         None,
         "Rotation centre on the detector (column); overrides the automatic search.",
@@ -186,7 +208,8 @@ class SampleSection(Section):
     )
     sem: list[str] = Field(
         default_factory=list,
-        description="Glob patterns of SEM cross-section TIFFs (relative to the campaign file).",
+        description="Glob patterns of SEM cross-section TIFFs (relative to the campaign file); "
+        "a sample may bring these alone, without txm or phases.",
         json_schema_extra={"unit": ""},
     )
     sem_pixel_size_um: float | None = param(
@@ -200,6 +223,18 @@ class SampleSection(Section):
         if broken is not None:
             raise ValueError(f"found {sample_id!r}, which {broken}; expected {SAMPLE_ID_RULE}")
         return sample_id
+
+    @field_validator("voxel_size_um")
+    @classmethod
+    def _voxel_size_for_a_volume(cls, voxel: float | None, info: ValidationInfo) -> float | None:
+        # txm and phases are declared (so validated) before voxel_size_um.
+        volume = [key for key in VOLUME_SOURCES if info.data.get(key) is not None]
+        if voxel is None and volume:
+            raise ValueError(
+                f"missing; expected float: the voxel edge length in µm, which the 3D stages "
+                f"of {volume[0]!r} need (debond does not read it from the raw file)"
+            )
+        return voxel
 
     @field_validator("phase_codes")
     @classmethod
@@ -220,11 +255,16 @@ class SampleSection(Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> SampleSection:
-        if (self.txm is None) == (self.phases is None):
-            found = "both 'txm' and" if self.txm is not None else "neither 'txm' nor"
+        if self.txm is not None and self.phases is not None:
             raise ValueError(
-                f"found {found} 'phases'; expected exactly one: 'txm' (raw projections) "
+                "found both 'txm' and 'phases'; expected at most one: 'txm' (raw projections) "
                 "or 'phases' (a segmentation)"
+            )
+        if self.txm is None and self.phases is None and not self.sem:
+            raise ValueError(
+                "found none of 'txm', 'phases' and 'sem'; expected 'txm' (raw projections) "
+                "or 'phases' (a segmentation), with or without 'sem' (SEM cross-sections), "
+                "or 'sem' alone"
             )
         if self.phases is not None:
             missing = [p for p in REQUIRED_PHASES if p not in (self.phase_codes or {})]

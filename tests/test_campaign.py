@@ -121,7 +121,12 @@ def test_every_parameter_is_declared_with_type_default_and_help() -> None:
     assert all(p.help for p in rows.values())
     assert rows["recon", "iterations"].default == 1000
     assert rows["recon", "algorithm"].type == "'auto' | 'fbp' | 'sirt' | 'cgls'"
-    assert rows["sample", "voxel_size_um"].default is REQUIRED
+    assert rows["sample", "id"].default is REQUIRED
+    # required only where something needs them: a volume (voxel size), the fit (cycles)
+    assert rows["sample", "voxel_size_um"].default is None
+    assert "required with txm or phases" in rows["sample", "voxel_size_um"].help
+    assert rows["sample", "cycles"].default is None
+    assert "needed by the fit" in rows["sample", "cycles"].help
     assert rows["sample", "voxel_size_um"].unit == "µm"
     assert rows["material", "half_cycle_hours"].unit == "h"
     assert rows["segment", "thresholds"].type == "list of float or none"
@@ -186,6 +191,61 @@ def test_a_tiff_stack_folder_is_a_valid_txm(tmp_path: Path) -> None:
         load_campaign(path)
     (tmp_path / "raw" / "c00" / "proj_0000.tif").write_bytes(b"x")
     assert load_campaign(path).samples[0].txm == tmp_path / "raw" / "c00"
+
+
+# --------------------------------------------------------------------------- what a sample needs
+
+SEM_ONLY = """
+[campaign]
+name = "sem"
+[material]
+silicon_radius_um = [0.3, 1.5]
+[[sample]]
+id = "c00"
+cycles = 0
+sem = ["sem/c00_*.tif"]
+sem_pixel_size_um = 0.021
+"""
+
+RECON_ONLY = """
+[campaign]
+name = "tooth"
+[[sample]]
+id = "tooth"
+txm = "raw/c00.h5"
+voxel_size_um = 1.0
+[[sample]]
+id = "pristine"
+cycles = 0
+txm = "raw/c00.h5"
+voxel_size_um = 1.0
+"""
+
+
+def test_a_sample_may_bring_sem_images_alone(tmp_path: Path) -> None:
+    """No txm, phases or voxel size: no 3D chain (has_volume), its SEM images expanded."""
+    (sample,) = load_campaign(_folder(tmp_path, SEM_ONLY)).samples
+    assert not sample.has_volume
+    assert sample.txm is None and sample.phases is None and sample.voxel_size_um is None
+    assert sample.sem == (tmp_path / "sem" / "c00_0.tif", tmp_path / "sem" / "c00_1.tif")
+    with pytest.raises(ValueError, match=r"sample\[0\] \('c00'\)\.voxel_size_um: not given"):
+        _ = sample.voxel_um
+    c00, c03 = load_campaign(_folder(tmp_path)).samples
+    assert c00.has_volume and c03.has_volume and c00.voxel_um == 0.0299
+
+
+def test_a_reconstruction_only_campaign_needs_no_cycles_until_the_fit(tmp_path: Path) -> None:
+    """No cycles and no [electrochemistry] load; what needs the cycles names sample and key."""
+    campaign = load_campaign(_folder(tmp_path, RECON_ONLY))
+    assert [s.cycles for s in campaign.samples] == [None, 0]
+    assert campaign.cycling is None
+    with pytest.raises(CampaignError) as error:
+        campaign.require_cycles("the fit")
+    text = str(error.value)
+    assert text.startswith(f"{campaign.path}: the fit needs the cycles of every sample")
+    assert "sample[0] ('tooth').cycles: missing; expected an integer ≥ 0" in text
+    assert "1 sample(s) give none" in text and "sample[1]" not in text
+    campaign.require_cycles("the fit", [campaign.sample("pristine")])  # given: no error
 
 
 # --------------------------------------------------------------------------- missing files
@@ -286,7 +346,9 @@ def test_a_missing_campaign_file_is_named(tmp_path: Path) -> None:
         pytest.param(
             "voxel_size_um = 0.0299\nsem",
             "sem",
-            r"sample\[0\]\.voxel_size_um: missing; expected float: Voxel edge length",
+            r"sample\[0\]\.voxel_size_um: missing; expected float: the voxel edge length in "
+            r"µm, which the 3D stages of 'txm' need \(debond does not read it from the raw "
+            r"file\) \(sample 'c00'\)",
             id="missing-key",
         ),
         pytest.param(
@@ -298,15 +360,23 @@ def test_a_missing_campaign_file_is_named(tmp_path: Path) -> None:
         pytest.param(
             'phases = "seg/c03.tif"',
             'txm = "raw/c00.h5"\nphases = "seg/c03.tif"',
-            r"sample\[1\]: found both 'txm' and 'phases'; expected exactly one: 'txm' ",
+            r"sample\[1\]: found both 'txm' and 'phases'; expected at most one: 'txm' ",
             id="txm-and-phases",
         ),
         pytest.param(
-            'txm = "raw/c00.h5"',
+            "voxel_size_um = 0.0299\nrotation_centre_px",
+            "rotation_centre_px",
+            r"sample\[1\]\.voxel_size_um: missing; expected float: the voxel edge length in "
+            r"µm, which the 3D stages of 'phases' need",
+            id="phases-without-voxel-size",
+        ),
+        pytest.param(
+            'txm = "raw/c00.h5"\nvoxel_size_um = 0.0299\nsem = ["sem/c00_*.tif"]',
             "",
-            r"sample\[0\]: found neither 'txm' nor 'phases'; expected exactly one: .* "
-            r"or 'phases' \(a segmentation\) \(sample 'c00'\)",
-            id="neither-txm-nor-phases",
+            r"sample\[0\]: found none of 'txm', 'phases' and 'sem'; expected 'txm' \(raw "
+            r"projections\) or 'phases' \(a segmentation\), with or without 'sem' \(SEM "
+            r"cross-sections\), or 'sem' alone \(sample 'c00'\)",
+            id="none-of-txm-phases-sem",
         ),
         pytest.param(
             "phase_codes = {pore = 0, silicon = 85, cbd = 170}",
@@ -382,7 +452,7 @@ def test_a_file_without_samples_or_campaign_section(tmp_path: Path) -> None:
     text = _error(path)
     assert "  campaign: missing; expected CampaignSection" in text
     assert "sample[0].id: found 'a b', which holds ' '; expected a folder name" in text
-    assert "sample[0].cycles: missing; expected int" in text
+    assert "cycles" not in text  # asked for by the fit, not on load
 
 
 def test_a_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
@@ -599,7 +669,7 @@ def test_dump_then_load_round_trips(tmp_path: Path) -> None:
     text = again.read_text(encoding="utf-8")
     assert "[[sample]]" in text and "phase_codes = {pore = 0, silicon = 85, cbd = 170}" in text
     assert "iterations = 1000  # Iterations of SIRT or CGLS" in text
-    assert "voxel_size_um = 0.0299  # Voxel edge length. [µm]" in text
+    assert "voxel_size_um = 0.0299  # Voxel edge length; required with txm or phases" in text
     assert "rotation_centre_px" in text.split("[[sample]]")[2]
     assert "rotation_centre_px" not in text.split("[[sample]]")[1], "None is left out"
     second = text.split("[[sample]]")[2].split("[electrochemistry]")[0]

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,12 +33,15 @@ from scipy.spatial import cKDTree
 from typer.testing import CliRunner
 
 from debond.campaign import Campaign, CampaignError, Sample, load_campaign
+from debond.campaign_file import campaign_toml
 from debond.cli import app
 from debond.cluster import cluster
+from debond.particles import particle_table
 from debond.pipeline.measure import measure_gaps
 from debond.pipeline.segment import CBD, SILICON, segment
 from debond.pipeline.sem import analyse_sem
 from debond.pipeline.stereology import sections_to_spheres, unfold_radii
+from debond.report import write_report
 from debond.runner import Outcome, RunError, parse_stages, run_campaign
 from debond.stages import REGISTRY
 from debond.stages.base import Plan, Registry, Stage, Work
@@ -780,6 +784,126 @@ def test_only_names_known_stages(text: str, message: str) -> None:
     with pytest.raises(RunError, match=message):
         parse_stages(text)
     assert parse_stages("recon, ingest") == ("ingest", "recon")
+
+
+# ----------------------------------------------------------------- what a sample brings
+
+
+def sem_only_campaign(source: Path, target: Path) -> Path:
+    """The campaign's SEM images and cycling data, in a campaign file without a tomogram
+    (each sample's txm and voxel size left out; every other key as it was)."""
+    target.mkdir(parents=True)
+    for folder in ("sem", "echem"):
+        shutil.copytree(source / folder, target / folder)
+    document = tomllib.loads((source / "campaign.toml").read_text(encoding="utf-8"))
+    for sample in document["sample"]:
+        del sample["txm"], sample["voxel_size_um"]
+    path = target / "campaign.toml"
+    path.write_text(campaign_toml(document), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sem_run(
+    pristine: Path, client: Client, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[str]]:
+    """The small campaign's SEM images alone, run by `debond run` on the embedded
+    cluster (its scheduler's address): the campaign file and the lines printed."""
+    campaign_file = sem_only_campaign(pristine, tmp_path_factory.mktemp("sem") / "small")
+    address = client.scheduler.address
+    result = CliRunner().invoke(app, ["run", str(campaign_file), "--scheduler", address])
+    assert result.exit_code == 0, result.output
+    return campaign_file, result.output.splitlines()
+
+
+def test_sem_images_alone_run_sem_and_give_the_full_campaigns_2d_rows(
+    sem_run: tuple[Path, list[str]], local_run: tuple[Path, list[Outcome]]
+) -> None:
+    """Without txm a sample's 3D chain is absent (said once per sample); its sem stage
+    runs, and the gathered 2D rows equal those of the full campaign's run of the same
+    images, to the bit."""
+    campaign_file, lines = sem_run
+    ran = [line.split()[:3] for line in lines if " done in " in line]
+    assert sorted(ran) == [["sem", sample, "done"] for sample in SAMPLES]
+    assert lines[-1].startswith("finished in") and "4 done, 0 skipped" in lines[-1]
+    for sample in SAMPLES:
+        assert (
+            f"{sample}: ingest, prep, recon, segment, label, measure not part of its chain "
+            "(SEM images alone: no txm or phases)"
+        ) in lines
+    alone = read_particles(campaign_file.parent / "tables" / "particles.parquet")
+    full = read_particles(local_run[0].parent / "tables" / "particles.parquet")
+    expected = full[full["modality"] == "2d"].reset_index(drop=True)
+    assert len(alone) > 0 and set(alone["modality"]) == {"2d"}
+    pd.testing.assert_frame_equal(alone, expected, check_exact=True)
+
+
+def test_sem_images_alone_are_fitted_and_reported(
+    sem_run: tuple[Path, list[str]], client: Client
+) -> None:
+    """`debond fit` fits the 2D rows (the capacity term over the unfolded sections);
+    a 3D stage asked for alone is not part of any chain, which the run says; the
+    report shows the samples without a volume."""
+    campaign_file, _ = sem_run
+    result = CliRunner().invoke(app, ["fit", str(campaign_file), "--bootstrap", "20"])
+    assert result.exit_code == 0, result.output
+    fitted = json.loads((campaign_file.parent / "tables" / "fit.json").read_text())
+    assert fitted["bootstrap"] == 20
+    assert fitted["capacity_population"]["source"] == "SEM sections, unfolded"
+    lines: list[str] = []
+    asked = run_campaign(load_campaign(campaign_file), client, stages=["recon"], echo=lines.append)
+    assert asked == []
+    assert "c03: recon not part of its chain (SEM images alone: no txm or phases)" in lines
+    page = write_report(load_campaign(campaign_file), echo=lambda _: None).read_text()
+    assert "c03: 3 cycles, SEM cross-sections alone" in page
+
+
+def test_the_particle_table_asks_for_the_cycles_of_its_samples(
+    sem_run: tuple[Path, list[str]], client: Client
+) -> None:
+    """The sections do not need the cycles; their rows in the particle table do: a run
+    whose samples give none keeps their tables and says which key is missing."""
+    campaign_file, _ = sem_run
+    text = campaign_file.read_text(encoding="utf-8")
+    assert text.count("cycles = 3\n") == 1
+    campaign_file.write_text(text.replace("cycles = 3\n", ""), encoding="utf-8")
+    try:
+        campaign = load_campaign(campaign_file)
+        with pytest.raises(CampaignError, match=r"sample\[2\] \('c03'\)\.cycles: missing"):
+            particle_table(campaign)
+        lines: list[str] = []
+        outcomes = run_campaign(campaign, client, echo=lines.append)
+        assert {o.state for o in outcomes} == {"skipped"}
+        (line,) = [x for x in lines if x.startswith("particle table not gathered: ")]
+        assert "the particle table's cycles column needs the cycles" in line
+    finally:
+        campaign_file.write_text(text, encoding="utf-8")
+
+
+def test_a_reconstruction_only_campaign_needs_no_cycles_until_the_fit(
+    pristine: Path, client: Client, tmp_path: Path
+) -> None:
+    """A test object: no cycles, no [electrochemistry], no SEM. Its 3D stages run; `debond
+    fit` refuses, naming the sample and the key."""
+    (tmp_path / "raw").mkdir()
+    shutil.copy(pristine / "raw" / "c00.h5", tmp_path / "raw" / "object.h5")
+    campaign_file = tmp_path / "campaign.toml"
+    campaign_file.write_text(
+        "[campaign]\nname = 'object'\n[[sample]]\nid = 'object'\ntxm = 'raw/object.h5'\n"
+        f"voxel_size_um = {VOXEL_UM}\n[recon]\nalgorithm = 'fbp'\n"
+    )
+    outcomes = run(campaign_file, client, stages=["ingest", "prep", "recon"])
+    assert [(o.stage, o.state) for o in outcomes] == [
+        ("ingest", "done"),
+        ("prep", "done"),
+        ("recon", "done"),
+    ]
+    recon = open_volume(tmp_path / "store.zarr", "object", "recon")
+    assert recon.shape == (48, 64, 64) and recon.attrs["voxel_size_um"] == VOXEL_UM
+    result = CliRunner().invoke(app, ["fit", str(campaign_file)])
+    assert result.exit_code == 2
+    assert "the fit needs the cycles of every sample" in result.output
+    assert "sample[0] ('object').cycles: missing; expected an integer ≥ 0" in result.output
 
 
 # ----------------------------------------------------------------- real and demo data
