@@ -684,3 +684,103 @@ def run_campaign(
             outcomes,
         )
     return outcomes
+
+
+def preview_run(
+    campaign: Campaign,
+    *,
+    stages: Sequence[str] | None = None,
+    force: bool = False,
+) -> list[Outcome]:
+    """What :func:`run_campaign` would do, decided as it decides, without doing any of it.
+
+    Nothing is created, built or computed: the store is opened read-only (a
+    store that does not exist yet is read as empty), and each stage is
+    planned and its outputs' status read, as :func:`run_campaign` does
+    (``debond run --dry-run``). A stage after one that runs is judged with
+    the identity its inputs will have once that one has run with its
+    current parameters: a stage redone as it was (an interrupted run's)
+    leaves the stages after it current, a changed one makes them stale.
+
+    Parameters
+    ----------
+    campaign : Campaign
+        From :func:`debond.campaign.load_campaign`.
+    stages : sequence of str, optional
+        Stages to consider (:func:`parse_stages`); default every stage.
+    force : bool
+        As for :func:`run_campaign`: every stage runs.
+
+    Returns
+    -------
+    list of Outcome
+        One per stage of each sample's chains, sample by sample, stages in
+        run order. ``state`` is ``"skipped"`` (detail ``"current"``, or
+        ``"current after <stage>"`` when an earlier stage that runs first
+        remakes its inputs as they were), ``"run"`` (detail ``"missing"``,
+        ``"incomplete"``, ``"stale"`` with what changed, ``"forced"``, or
+        ``"after <stage>"`` when its inputs do not exist before that stage
+        has run), ``"failed"`` (bad input found while planning, e.g. an
+        upstream output not in the store; the detail says which) or
+        ``"blocked"`` (detail ``"after <stage>"``, the stage that failed).
+
+    Raises
+    ------
+    CampaignError
+        A store that is something else (:meth:`Campaign.check_store`).
+    """
+    from collections.abc import Mapping
+    from dataclasses import replace
+
+    from debond.storage import IncompleteArray, StoreNotFound, changes
+
+    chosen = parse_stages(None if stages is None else list(stages), campaign.registry)
+    campaign.check_store()
+    try:
+        group = open_store(campaign.store_location, mode="r")
+    except StoreNotFound:  # nothing written yet: every output is missing
+        group = zarr.open_group(zarr.storage.MemoryStore(), mode="w", zarr_format=3)
+    outcomes: list[Outcome] = []
+    for chain in _chains(campaign, chosen):
+        sample = chain.sample.id
+        remade: dict[str, dict[str, Any]] = {}  # array path → its identity once remade
+        runs: str | None = None  # the chain's first stage that runs
+        failed: str | None = None  # the chain's stage that cannot run
+        for stage in chain.stages:
+            if failed is not None:
+                outcomes.append(Outcome(stage.name, sample, "blocked", detail=f"after {failed}"))
+                continue
+            try:
+                plan = _plan(stage, campaign, chain.sample, group)
+                inputs = {
+                    name: remade.get(value.path, value) if isinstance(value, zarr.Array) else value
+                    for name, value in plan.inputs.items()
+                }
+                plan = replace(plan, inputs=inputs)
+                reason = _decide(group, plan, force)
+                stamp = digest(stage.name, plan.parameters, inputs)
+            except (RunError, FileNotFoundError, IncompleteArray) as error:
+                if runs is None:
+                    failed = stage.name
+                    outcomes.append(Outcome(stage.name, sample, "failed", detail=str(error)))
+                else:  # its inputs are made by the stage that runs first
+                    outcomes.append(Outcome(stage.name, sample, "run", detail=f"after {runs}"))
+                continue
+            affected = runs is not None and any(isinstance(v, Mapping) for v in inputs.values())
+            if reason is None:
+                detail = f"current after {runs}" if affected else "current"
+                outcomes.append(Outcome(stage.name, sample, "skipped", detail=detail))
+                continue
+            if reason == Status.STALE.value and plan.table is None:
+                array = find_array(group, sample, plan.outputs[-1])
+                changed = (
+                    [] if array is None else changes(array, stage.name, plan.parameters, inputs)
+                )
+                reason += f" ({'; '.join(changed)})" if changed else ""
+            for output in plan.outputs:
+                array = find_array(group, sample, output)
+                if array is not None:
+                    remade[array.path] = {"kind": "array", "path": array.path, "digest": stamp}
+            runs = runs or stage.name
+            outcomes.append(Outcome(stage.name, sample, "run", detail=reason))
+    return outcomes
