@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
 import typer
+from typer.core import TyperCommand
 
 from debond import __version__
 
+if TYPE_CHECKING:
+    from debond.campaign import Campaign
+
+# Help texts are plain text (rich_markup_mode=None): Rich markup would swallow the
+# campaign sections they name, such as [fit].
 app = typer.Typer(
     help="Electrode images to a validated model of binder detachment and capacity fade.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-model_app = typer.Typer(help="Model predictions without images.", no_args_is_help=True)
+model_app = typer.Typer(
+    help="Model predictions without images.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(model_app, name="model")
 
 Alpha = Annotated[float, typer.Option(help="α0 = (E/η)·T, dimensionless, > 0.")]
@@ -40,13 +49,37 @@ def _radii(text: str) -> np.ndarray:
         raise _fail(f"--radii must be comma-separated numbers in µm; got {text!r}") from error
 
 
-@app.callback()
-def _main(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    """Print the version and stop before a command is looked for."""
+    if value:
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Electrode images to a validated model of binder detachment and capacity fade."""
+
+
+class _RunCommand(TyperCommand):
+    """``debond run``: its help ends with the stages, read from the registry only when
+    help is asked for (importing the stages takes seconds)."""
+
+    def format_epilog(self, ctx: Any, formatter: Any) -> None:  # Click's own types
+        from debond.stages import REGISTRY
+
+        with formatter.section(
+            "Stages, in run order (each a campaign section and a word of --only)"
+        ):
+            formatter.write_dl([(s.name, s.summary.replace("`", "")) for s in REGISTRY])
+        super().format_epilog(ctx, formatter)
 
 
 @model_app.command("simulate")
@@ -63,7 +96,13 @@ def simulate(
     half_cycle_hours: HalfCycle = 20.0,
     output: Annotated[Path | None, typer.Option(help="Write the table (.csv or .parquet).")] = None,
 ) -> None:
-    """Gaps d_k per radius and cycle, the imaged mean ± sd, and capacity retention."""
+    """Gaps d_k per radius and cycle, the imaged mean ± sd, and capacity retention.
+
+    Example:
+
+    \b
+      debond model simulate --radii 0.2,1.0 --cycles 10 --output gaps.csv
+    """
     from debond.model import Material, Parameters, capacity_retention, gap_distribution, gaps
 
     try:
@@ -123,7 +162,13 @@ def sensitivity_command(
     volumetric_expansion: Expansion = 2.8,
     half_cycle_hours: HalfCycle = 20.0,
 ) -> None:
-    """Silicon capacity retention when α0, κ0, δ0 improve (the paper's Fig. 4d)."""
+    """Silicon capacity retention when α0, κ0, δ0 improve (the paper's Fig. 4d).
+
+    Example:
+
+    \b
+      debond model sensitivity --cycles 20 --output fig4d
+    """
     from debond.model import Material, Parameters, sensitivity
     from debond.model.figures import plot_sensitivity, save_figure
     from debond.model.synthetic import draw_radii
@@ -189,6 +234,11 @@ def fit_command(
     `debond run`), its cycling data and recipe, its material and its [fit]
     section, and writes tables/fit.json, tables/bootstrap.parquet and
     figures/.
+
+    Example:
+
+    \b
+      debond fit campaign.toml --bootstrap 500
     """
     from debond.analysis import capacity_population as population_for
     from debond.analysis import fit_campaign
@@ -248,8 +298,16 @@ def fit_command(
 def report_command(
     campaign: Annotated[Path, typer.Argument(help="The campaign file (TOML).")],
 ) -> None:
-    """A self-contained HTML report (and figures) of a run campaign: the fit, if there is
-    one, and the image quality of every sample (before a fit: the images only)."""
+    """A self-contained HTML report (and figures) of a run campaign.
+
+    It holds the fit, if there is one, and the image quality of every sample
+    (before a fit: the images only), in report.html beside the campaign file.
+
+    Example:
+
+    \b
+      debond report campaign.toml
+    """
     from debond.campaign import CampaignError, load_campaign
     from debond.report import ReportError, write_report
 
@@ -260,7 +318,7 @@ def report_command(
     typer.echo(f"report: {path}")
 
 
-@app.command("run")
+@app.command("run", cls=_RunCommand)
 def run_command(
     campaign: Annotated[Path, typer.Argument(help="The campaign file (TOML).")],
     scheduler: Annotated[
@@ -274,11 +332,25 @@ def run_command(
         int | None, typer.Option(help="Worker processes of the embedded cluster (default: cores).")
     ] = None,
     only: Annotated[
-        str | None, typer.Option(help="Comma-separated stages to run, e.g. ingest,prep.")
+        str | None,
+        typer.Option(help="Comma-separated stages to run, e.g. ingest,prep (stages below)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Recompute outputs even when current.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="Say, per sample and stage, what a run would do and why; compute and "
+            "write nothing, start no cluster."
+        ),
+    ] = False,
 ) -> None:
-    """Run the image stages for every sample, resumably (complete, current outputs are kept)."""
+    """Run the image stages for every sample, resumably (complete, current outputs are kept).
+
+    Example:
+
+    \b
+      debond run campaign.toml --dry-run
+    """
     from debond.campaign import CampaignError, load_campaign
     from debond.cluster import ClusterError, cluster
     from debond.runner import (
@@ -304,6 +376,9 @@ def run_command(
         f"campaign {loaded.name}: {len(loaded.samples)} samples, store {loaded.store_location}"
     )
     typer.echo(f"stages: {', '.join(stages)}")
+    if dry_run:
+        _dry_run(loaded, stages, force)
+        return
     started = time.perf_counter()
     try:
         with cluster(scheduler, workers=workers, echo=typer.echo) as client:
@@ -326,13 +401,62 @@ def run_command(
     )
 
 
+#: What a dry run's decisions mean, by the runner's reason (``after …`` is handled apart).
+_DRY_RUN_WORDS = {
+    "missing": "run: output missing",
+    "incomplete": "resume: output incomplete (a run stopped); the stage is redone",
+    "stale": "rerun: output stale",
+    "forced": "run: --force",
+    "current": "skip: current",
+}
+
+
+def _dry_run(campaign: Campaign, stages: tuple[str, ...], force: bool) -> None:
+    """Print what ``debond run`` would do, sample by sample; exit 1 on bad input."""
+    from debond.campaign import CampaignError
+    from debond.runner import preview_run
+
+    try:
+        outcomes = preview_run(campaign, stages=stages, force=force)
+    except CampaignError as error:
+        raise _fail(str(error)) from error
+    typer.echo("dry run: nothing is computed or written")
+    for o in outcomes:
+        reason, _, more = o.detail.partition(" ")
+        if o.state == "failed":
+            text = f"cannot run: {o.detail}"
+        elif o.state == "blocked":
+            text = f"blocked: {more} cannot run"
+        elif reason == "after":
+            text = f"run: after {more} (which makes its inputs)"
+        elif reason == "current" and more:
+            text = f"skip: current ({more.removeprefix('after ')} remakes its inputs as they were)"
+        else:
+            text = _DRY_RUN_WORDS.get(reason, reason) + (f" {more}" if more else "")
+        typer.echo(f"{o.stage:<7} {o.sample:<10} {text}")
+    count = {state: sum(o.state == state for o in outcomes) for state in ("run", "skipped")}
+    problems = len(outcomes) - count["run"] - count["skipped"]
+    typer.echo(
+        f"a run would run {count['run']} and skip {count['skipped']} stage(s)"
+        + (f"; {problems} cannot run (bad input above)" if problems else "")
+    )
+    if problems:
+        raise typer.Exit(code=1)
+
+
 @app.command("params")
 def params_command(
     section: Annotated[
         str | None, typer.Argument(help="One section (e.g. recon); default every section.")
     ] = None,
 ) -> None:
-    """Every campaign-file key: section, key, type, default, unit and help."""
+    """Every campaign-file key: section, key, type, default, unit and help.
+
+    Example:
+
+    \b
+      debond params segment
+    """
     from debond.schema import parameter_table
 
     rows = parameter_table()
@@ -355,7 +479,13 @@ def synth(
         int | None, typer.Option(help="Edge of a cubic volume in voxels (large preset).")
     ] = None,
 ) -> None:
-    """Write a synthetic campaign with known ground truth: raw files, campaign.toml, truth/."""
+    """Write a synthetic campaign with known ground truth: raw files, campaign.toml, truth/.
+
+    Example:
+
+    \b
+      debond synth demo-campaign --preset small
+    """
     from debond.synth import PRESETS, write_campaign
 
     if preset not in PRESETS:
@@ -378,7 +508,13 @@ def demo(
         str, typer.Option(help="Synthetic preset: demo, or small for a quick look.")
     ] = "demo",
 ) -> None:
-    """Synthetic campaign → run → fit → report; prints recovered against true parameters."""
+    """Synthetic campaign → run → fit → report; prints recovered against true parameters.
+
+    Example:
+
+    \b
+      debond demo demo --preset small
+    """
     from debond.demo import run_demo
     from debond.outputs import parameter_table
     from debond.synth import PRESETS
