@@ -425,6 +425,8 @@ def _dry_run(campaign: Campaign, stages: tuple[str, ...], force: bool) -> None:
         reason, _, more = o.detail.partition(" ")
         if o.state == "failed":
             text = f"cannot run: {o.detail}"
+        elif o.state == "absent":
+            text = f"not part of its chain ({o.detail})"
         elif o.state == "blocked":
             text = f"blocked: {more} cannot run"
         elif reason == "after":
@@ -435,7 +437,7 @@ def _dry_run(campaign: Campaign, stages: tuple[str, ...], force: bool) -> None:
             text = _DRY_RUN_WORDS.get(reason, reason) + (f" {more}" if more else "")
         typer.echo(f"{o.stage:<7} {o.sample:<10} {text}")
     count = {state: sum(o.state == state for o in outcomes) for state in ("run", "skipped")}
-    problems = len(outcomes) - count["run"] - count["skipped"]
+    problems = sum(o.state in ("failed", "blocked") for o in outcomes)
     typer.echo(
         f"a run would run {count['run']} and skip {count['skipped']} stage(s)"
         + (f"; {problems} cannot run (bad input above)" if problems else "")
@@ -444,11 +446,60 @@ def _dry_run(campaign: Campaign, stages: tuple[str, ...], force: bool) -> None:
         raise typer.Exit(code=1)
 
 
+@app.command("init")
+def init_command(
+    directory: Annotated[Path, typer.Argument(help="The folder holding the raw files.")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="The campaign file to write (default: DIRECTORY/campaign.toml)."
+        ),
+    ] = None,
+) -> None:
+    """Write a commented campaign file for the raw files found in a folder.
+
+    Finds Data Exchange HDF5 scans, folders of TIFF projections, 3-D TIFF
+    segmentations, SEM images and a cycling CSV; reads the shapes, angles and
+    pixel sizes they record; writes every parameter at its default, and marks
+    each value only you know with a '# CHOOSE:' line. Never overwrites a file.
+
+    Example:
+
+    \b
+      debond init beamtime/ && debond run beamtime/campaign.toml --dry-run
+    """
+    from debond.init import TO_LOAD, InitError, write_init
+
+    try:
+        result = write_init(directory, output)
+    except InitError as error:
+        raise _fail(str(error)) from error
+    found = result.found
+    for scan in found.scans:
+        typer.echo(f"sample {scan.id:<10} {scan.path}: {scan.summary}")
+    typer.echo(f"SEM images: {len(found.sem)}; cycling files: {len(found.cycling)}")
+    for path, why in found.skipped:
+        typer.echo(f"not used: {path}: {why}")
+    typer.echo(f"wrote {result.path}")
+    needs: dict[str, list[str]] = {}
+    for choice in result.choices:
+        needs.setdefault(choice.needed_by, []).append(f"{choice.where}: {choice.key}")
+    typer.echo("values marked '# CHOOSE:' in it, by what needs them:")
+    order = {TO_LOAD: 0, "": 2}  # what the file needs to load first, optional ones last
+    for needed_by, keys in sorted(needs.items(), key=lambda item: order.get(item[0], 1)):
+        typer.echo(f"  {needed_by or 'optional'}: {'; '.join(keys)}")
+    typer.echo(f"then: debond run {result.path} --dry-run")
+
+
 @app.command("params")
 def params_command(
     section: Annotated[
         str | None, typer.Argument(help="One section (e.g. recon); default every section.")
     ] = None,
+    markdown: Annotated[
+        bool,
+        typer.Option(help="Print the reference as Markdown tables (docs/parameters.md)."),
+    ] = False,
 ) -> None:
     """Every campaign-file key: section, key, type, default, unit and help.
 
@@ -463,6 +514,11 @@ def params_command(
     sections = list(dict.fromkeys(p.section for p in rows))
     if section is not None and section not in sections:
         raise _fail(f"unknown section {section!r}; expected one of {', '.join(sections)}")
+    if markdown:
+        from debond.reference import parameter_markdown
+
+        typer.echo(parameter_markdown(None if section is None else [section]), nl=False)
+        return
     for name in sections if section is None else [section]:
         typer.echo(f"[{name}]")
         for p in (p for p in rows if p.section == name):

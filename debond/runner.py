@@ -714,7 +714,7 @@ def preview_run(
     Returns
     -------
     list of Outcome
-        One per stage of each sample's chains, sample by sample, stages in
+        One per chosen stage of each sample, sample by sample, stages in
         run order. ``state`` is ``"skipped"`` (detail ``"current"``, or
         ``"current after <stage>"`` when an earlier stage that runs first
         remakes its inputs as they were), ``"run"`` (detail ``"missing"``,
@@ -722,7 +722,9 @@ def preview_run(
         ``"after <stage>"`` when its inputs do not exist before that stage
         has run), ``"failed"`` (bad input found while planning, e.g. an
         upstream output not in the store; the detail says which) or
-        ``"blocked"`` (detail ``"after <stage>"``, the stage that failed).
+        ``"blocked"`` (detail ``"after <stage>"``, the stage that failed), or
+        ``"absent"``: a chosen stage that is not part of the sample's chains
+        (the detail says why, as the run does).
 
     Raises
     ------
@@ -783,4 +785,11 @@ def preview_run(
                     remade[array.path] = {"kind": "array", "path": array.path, "digest": stamp}
             runs = runs or stage.name
             outcomes.append(Outcome(stage.name, sample, "run", detail=reason))
+    for declared in campaign.samples:
+        for stage in campaign.registry:
+            why = _not_in_chain(stage, declared) if stage.name in chosen else None
+            if why is not None:
+                outcomes.append(Outcome(stage.name, declared.id, "absent", detail=why))
+    order = {sample.id: i for i, sample in enumerate(campaign.samples)}
+    outcomes.sort(key=lambda o: (order[o.sample], campaign.registry.names.index(o.stage)))
     return outcomes

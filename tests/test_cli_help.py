@@ -19,6 +19,7 @@ COMMANDS = (
     ("fit",),
     ("report",),
     ("run",),
+    ("init",),
     ("params",),
     ("synth",),
     ("demo",),

@@ -129,3 +129,23 @@ def test_preview_names_bad_input_as_the_run_would(small_campaign: Path, tmp_path
     assert lines["recon", "c00"].startswith("cannot run: ")
     assert lines["segment", "c00"] == "blocked: recon cannot run"
     assert not (path.parent / "store.zarr").exists()
+
+
+def test_stages_not_in_a_sample_chain_are_said_as_the_run_says_them(
+    small_campaign: Path, tmp_path: Path
+) -> None:
+    path = one_sample_campaign(small_campaign, tmp_path / "small")
+    document = tomlkit.parse(path.read_text())
+    sem_alone = tomlkit.table()
+    sem_alone.update({"id": "s1", "cycles": 1, "sem": ["sem/c01_*.tif"]})
+    document["sample"].append(sem_alone)  # type: ignore[union-attr]
+    path.write_text(tomlkit.dumps(document))
+    outcomes = preview_run(load_campaign(path))
+    assert [(o.stage, o.state) for o in outcomes if o.sample == "s1"] == [
+        *((name, "absent") for name in REGISTRY.names if name != "sem"),
+        ("sem", "run"),
+    ]
+    code, lines, output = dry_run(path)
+    assert code == 0, output
+    assert lines["recon", "s1"] == "not part of its chain (SEM images alone: no txm or phases)"
+    assert lines["sem", "s1"] == "run: output missing"
