@@ -6,7 +6,8 @@ what made it, and a completion marker written last::
     "provenance": {"stage": "recon", "parameters": {...}, "inputs": {...},
                    "version": "0.1.0", "created": "2025-01-01T12:00:00.000+00:00",
                    "digest": "3f1c…"}
-    "complete":   {"digest": "3f1c…", "at": "2025-01-01T12:03:10.512+00:00"}
+    "complete":   {"digest": "3f1c…", "at": "2025-01-01T12:03:10.512+00:00",
+                   "chunks": 8, "listing_sha256": "9a0e…"}
 
 The digest is the SHA-256 of the canonical JSON (sorted keys, no spaces) of
 stage, parameters, input identities and package version: two outputs with
@@ -16,6 +17,13 @@ that stores the new provenance, and ends with :func:`mark_complete`, called
 only after every chunk is stored; an interrupted write therefore never looks
 complete, whatever it overwrote.
 
+Complete means every chunk is there and decodes: the marker also records the
+number of chunks stored and a digest of their keys and sizes
+(:mod:`debond.storage.integrity`), and :func:`status` lists the chunks again
+(cheap: no chunk is read), so an array that lost a chunk, or whose chunk was
+rewritten or truncated, is ``DAMAGED`` and redone. :func:`chunk_damage` with
+``deep=True`` decodes every chunk as well.
+
 Inputs are identified by :func:`identify`:
 
 - a file (path or fsspec URL): name, size, modification time in ns and the
@@ -23,9 +31,10 @@ Inputs are identified by :func:`identify`:
 - a folder (a TIFF stack): the number of files, their total size and a digest
   of the listing of names, sizes and modification times;
 - a list of files (SEM images): the identity of each;
-- a Zarr array written by a stage: its own provenance digest
-  (:func:`array_identity`), so a change upstream makes everything downstream
-  stale;
+- a Zarr array written by a stage: its own provenance digest and the time
+  it was completed (:func:`array_identity`), so a change upstream makes
+  everything downstream stale, and so does an upstream array written again
+  (e.g. redone after damage: what was made from the old one is redone too);
 - a mapping: taken as an identity already (e.g. ``{"seed": 3}``).
 
 Locations are recorded under the key ``"path"`` but left out of digests, so a
@@ -50,6 +59,8 @@ from typing import Any
 
 import numpy as np
 import zarr
+
+from debond.storage.integrity import Listing, damage, listing, undecodable_chunks
 
 #: Attribute holding the provenance record of an output array.
 PROVENANCE_KEY = "provenance"
@@ -103,6 +114,10 @@ class IncompleteArray(StoreError, RuntimeError):
     """An array has no completion marker: its write was interrupted or is running."""
 
 
+class DamagedArray(IncompleteArray):
+    """A complete array lost chunks, or its chunks changed, since it was completed."""
+
+
 class MetadataError(StoreError, ValueError):
     """An array's attributes lack something needed (voxel size, provenance) or are malformed."""
 
@@ -117,6 +132,8 @@ class Status(enum.Enum):
     MISSING = "missing"
     #: The array exists but was never marked complete (interrupted or running).
     INCOMPLETE = "incomplete"
+    #: Marked complete, but chunks are missing or changed since (see :func:`chunk_damage`).
+    DAMAGED = "damaged"
     #: Complete, but made by another stage, other parameters, inputs or version.
     STALE = "stale"
     #: Complete and made exactly so.
@@ -390,18 +407,65 @@ def read_provenance(array: zarr.Array) -> Provenance | None:
 
 
 def completion(array: zarr.Array) -> dict[str, Any] | None:
-    """The completion marker ``{"digest", "at"}`` of ``array``, or None."""
+    """The completion marker ``{"digest", "at", "chunks", "listing_sha256"}`` of ``array``,
+    or None."""
     marker = _read_attrs(array).get(COMPLETE_KEY)
     return marker if isinstance(marker, dict) else None
 
 
+def _listing_damage(array: zarr.Array, marker: dict[str, Any]) -> str | None:
+    """What the chunk listing shows against the marker's record (None: nothing, or no record).
+
+    Markers written before chunk listings were recorded cannot be checked so.
+    """
+    recorded = Listing.from_marker(marker)
+    return None if recorded is None else damage(array, recorded)
+
+
+def chunk_damage(array: zarr.Array, *, deep: bool = False) -> str | None:
+    """What is wrong with the chunks of a complete array, or None.
+
+    Parameters
+    ----------
+    array : zarr.Array
+        An array with a completion marker (an incomplete one gives None).
+    deep : bool
+        Also read and decode every chunk (:func:`debond.storage.integrity.undecodable_chunks`):
+        as expensive as reading the array. Default: only list the chunks and
+        compare them with the record of the marker.
+
+    Returns
+    -------
+    str or None
+        One line naming the missing or undecodable chunks; None when the
+        array is intact (or not complete).
+    """
+    marker = completion(array)
+    if marker is None:
+        return None
+    found = _listing_damage(array, marker)
+    if found is None and deep:
+        bad = undecodable_chunks(array)
+        if bad:
+            found = f"{len(bad)} chunk(s) do not decode: " + "; ".join(bad[:5])
+            found += f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return found
+
+
 def array_identity(array: zarr.Array, name: str = "input") -> dict[str, Any]:
-    """Identity of an input array: its path in the store and its provenance digest.
+    """Identity of an input array: its path, provenance digest and completion time.
+
+    The completion time makes an array written again (with the same
+    provenance, e.g. redone after damage) a changed input of what was made
+    from it.
 
     Raises
     ------
     IncompleteArray
         If the array has no completion marker: its stage must finish first.
+    DamagedArray
+        (an ``IncompleteArray``) if chunks went missing or changed since it was
+        completed (:func:`chunk_damage`): its stage must run again.
     """
     marker = completion(array)
     if marker is None:
@@ -409,7 +473,14 @@ def array_identity(array: zarr.Array, name: str = "input") -> dict[str, Any]:
             f"input {name!r}: {_describe(array)} is not complete (no completion marker); "
             "run the stage that writes it first"
         )
-    return {"kind": "array", "path": array.path, "digest": marker["digest"]}
+    found = _listing_damage(array, marker)
+    if found is not None:
+        raise DamagedArray(
+            f"input {name!r}: {_describe(array)} is damaged: {found}; "
+            "run the stage that writes it again"
+        )
+    identity = {"kind": "array", "path": array.path, "digest": marker["digest"]}
+    return identity | ({"completed": marker["at"]} if "at" in marker else {})
 
 
 #: What an input may be: a path or URL, a list of them, a Zarr array or an identity.
@@ -554,10 +625,15 @@ def clear_completion(array: zarr.Array) -> None:
 def mark_complete(array: zarr.Array) -> dict[str, Any]:
     """Write the completion marker; call it only after every chunk is stored.
 
+    The chunks are listed once (:func:`debond.storage.integrity.listing`),
+    so that a chunk lost later is found (:func:`status`).
+
     Returns
     -------
     dict
-        The marker, ``{"digest": <provenance digest>, "at": <UTC time>}``.
+        The marker, ``{"digest": <provenance digest>, "at": <UTC time>,
+        "chunks": <number of chunks stored>, "listing_sha256": <digest of
+        their keys and sizes>}``.
 
     Raises
     ------
@@ -571,7 +647,7 @@ def mark_complete(array: zarr.Array) -> dict[str, Any]:
             f"{_describe(array)} has no provenance to mark complete; create it with "
             "create_volume(..., stage=..., parameters=..., inputs=...) or call record() first"
         )
-    marker = {"digest": provenance.digest, "at": now()}
+    marker = {"digest": provenance.digest, "at": now(), **listing(array).to_json()}
     array.attrs[COMPLETE_KEY] = marker
     return marker
 
@@ -610,8 +686,10 @@ def status(
     -------
     Status
         ``MISSING``, ``INCOMPLETE`` (no marker, or a marker that does not
-        match the recorded provenance), ``STALE`` (another digest, or an
-        input array that is itself incomplete) or ``CURRENT``.
+        match the recorded provenance), ``DAMAGED`` (chunks missing or changed
+        since the marker was written: one listing of the chunks, none read),
+        ``STALE`` (another digest, or an input array that is itself
+        incomplete or damaged) or ``CURRENT``.
 
     Raises
     ------
@@ -630,6 +708,8 @@ def status(
         or marker.get("digest") != recorded.get("digest")
     ):
         return Status.INCOMPLETE
+    if _listing_damage(array, marker) is not None:
+        return Status.DAMAGED
     try:
         expected = digest(stage, parameters, inputs, version)
     except IncompleteArray:

@@ -12,7 +12,9 @@ fsspec URL (``s3://…``, ``memory://…``)::
 Every array carries ``voxel_size_um``, its ``purpose`` (which chose its
 chunks), its provenance and, once every chunk is written, a completion marker
 (:mod:`debond.storage.provenance`). Arrays are compressed with Blosc/zstd,
-byte-shuffled (bit-shuffled for one-byte types such as phases and bool masks).
+byte-shuffled (bit-shuffled for one-byte types such as phases and bool masks),
+and every chunk carries a CRC-32C checksum; every chunk is stored, even one
+that holds only the fill value, so that a missing chunk is always damage.
 
 Coordinates: voxel ``i`` along z, y or x has its centre at ``i * voxel_size_um``
 µm, so the first voxel's centre is the origin. This is the convention of
@@ -64,6 +66,7 @@ from zarr.codecs import BloscCodec
 from zarr.errors import ContainsArrayError
 from zarr.storage import LocalStore
 
+from debond.storage.integrity import CHECKSUM_CODEC
 from debond.storage.provenance import (
     COMPLETE_KEY,
     PACKAGE_VERSION,
@@ -676,11 +679,15 @@ def create_volume(
         shape=shape,
         dtype=dtype,
         chunks=chunks,
-        compressors=default_compressor(dtype, clevel),
+        # a checksum after compression: a chunk whose bytes changed fails to decode
+        compressors=[default_compressor(dtype, clevel), CHECKSUM_CODEC],
         fill_value=False if dtype.kind == "b" else 0,
         dimension_names=dims,
         attributes=attributes,
         overwrite=overwrite,
+        # every chunk is stored, even one of fill values: a missing chunk is then
+        # damage that the completion record names (debond.storage.integrity)
+        config={"write_empty_chunks": True},
     )
 
 

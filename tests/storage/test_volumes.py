@@ -16,7 +16,7 @@ import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from debond import __version__
 from debond.storage import (
@@ -115,8 +115,8 @@ def test_arrays_are_chunked_by_purpose_and_compressed_with_blosc_zstd(location: 
     assert projections.attrs["purpose"] == "projections"
     assert phases.attrs["purpose"] == "volume"
     for array, shuffle in ((projections, "shuffle"), (phases, "bitshuffle")):
-        (codec,) = array.compressors
-        assert isinstance(codec, BloscCodec)
+        codec, checksum = array.compressors
+        assert isinstance(codec, BloscCodec) and isinstance(checksum, Crc32cCodec)
         assert codec.cname.value == "zstd" and codec.shuffle is not None
         assert codec.shuffle.value == shuffle
     # the chunks are in the stored metadata, seen by a fresh reader
