@@ -173,8 +173,9 @@ def listing(array: zarr.Array) -> Listing:
     return _summarise(_chunk_sizes(array))
 
 
-def _keys(keys: list[str]) -> str:
-    shown = ", ".join(keys[:SHOWN_KEYS])
+def _keys(keys: list[str], separator: str = ", ") -> str:
+    """The first few keys (or keys with reasons), and how many more."""
+    shown = separator.join(keys[:SHOWN_KEYS])
     return shown + (f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else "")
 
 
@@ -184,21 +185,26 @@ def _grid_keys(array: zarr.Array) -> Iterator[str]:
         yield encode(coords)
 
 
-def damage(array: zarr.Array, recorded: Listing) -> str | None:
+def damage(array: zarr.Array, recorded: Listing | None, *, deep: bool = False) -> str | None:
     """What is wrong with the array's chunks against the listing recorded at completion.
 
     Parameters
     ----------
     array : zarr.Array
-    recorded : Listing
-        From the array's completion marker (:meth:`Listing.from_marker`).
+    recorded : Listing or None
+        From the array's completion marker (:meth:`Listing.from_marker`);
+        None for a marker written before listings (only ``deep`` can check it).
+    deep : bool
+        Also decode every chunk (:func:`undecodable_chunks`), naming those that
+        fail. Default: list the chunks only.
 
     Returns
     -------
     str or None
-        None when the same chunks are stored with the same sizes; else one
-        line: which chunks are missing (named when the record covers the
-        whole grid), or that chunk sizes changed.
+        None when the same chunks are stored with the same sizes (and, deep,
+        all decode); else one line: the chunks missing (named when the record
+        covers the whole grid), the chunks that do not decode, or that chunks
+        changed since completion.
 
     Examples
     --------
@@ -211,26 +217,26 @@ def damage(array: zarr.Array, recorded: Listing) -> str | None:
     True
     >>> (folder / "c" / "1").unlink()
     >>> damage(array, recorded)
-    '1 of 2 chunks missing: c/1; 1 stored, 2 when it was completed'
+    '1 of 2 chunks missing: c/1'
     """
-    sizes = _chunk_sizes(array)
-    now = _summarise(sizes)
-    if now == recorded:
-        return None
-    if now.chunks < recorded.chunks:
-        lost = recorded.chunks - now.chunks
-        named = ""
-        if recorded.chunks == int(np.prod(array.cdata_shape)):
-            named = ": " + _keys([key for key in _grid_keys(array) if key not in sizes])
-        return (
-            f"{lost} of {recorded.chunks} chunks missing{named}; "
-            f"{now.chunks} stored, {recorded.chunks} when it was completed"
-        )
-    return (
-        f"its chunks differ from those recorded when it was completed ({now.chunks} stored, "
-        f"{recorded.chunks} then; a chunk was rewritten, truncated or added); "
-        "`debond status --verify` names chunks that do not decode"
-    )
+    found = []
+    changed = False
+    if recorded is not None:
+        sizes = _chunk_sizes(array)
+        now = _summarise(sizes)
+        if now.chunks < recorded.chunks:
+            lost = recorded.chunks - now.chunks
+            named = f" ({now.chunks} stored)"
+            if recorded.chunks == int(np.prod(array.cdata_shape)):
+                named = ": " + _keys([key for key in _grid_keys(array) if key not in sizes])
+            found.append(f"{lost} of {recorded.chunks} chunks missing{named}")
+        changed = now.chunks >= recorded.chunks and now != recorded
+    bad = undecodable_chunks(array) if deep else []
+    if bad:
+        found.append(f"{len(bad)} chunk(s) do not decode: " + _keys(bad, "; "))
+    elif changed:
+        found.append("its chunks changed since it was completed (rewritten, truncated or added)")
+    return "; ".join(found) or None
 
 
 def _region(array: zarr.Array, coords: tuple[int, ...]) -> tuple[slice, ...]:

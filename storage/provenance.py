@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from debond.storage.integrity import Listing, damage, listing, undecodable_chunks
+from debond.storage.integrity import Listing, damage, listing
 
 #: Attribute holding the provenance record of an output array.
 PROVENANCE_KEY = "provenance"
@@ -430,9 +430,10 @@ def chunk_damage(array: zarr.Array, *, deep: bool = False) -> str | None:
     array : zarr.Array
         An array with a completion marker (an incomplete one gives None).
     deep : bool
-        Also read and decode every chunk (:func:`debond.storage.integrity.undecodable_chunks`):
-        as expensive as reading the array. Default: only list the chunks and
-        compare them with the record of the marker.
+        Also read and decode every chunk, naming those that fail
+        (:func:`debond.storage.integrity.undecodable_chunks`): as expensive as
+        reading the array. Default: only list the chunks and compare them with
+        the record of the marker.
 
     Returns
     -------
@@ -443,13 +444,7 @@ def chunk_damage(array: zarr.Array, *, deep: bool = False) -> str | None:
     marker = completion(array)
     if marker is None:
         return None
-    found = _listing_damage(array, marker)
-    if found is None and deep:
-        bad = undecodable_chunks(array)
-        if bad:
-            found = f"{len(bad)} chunk(s) do not decode: " + "; ".join(bad[:5])
-            found += f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-    return found
+    return damage(array, Listing.from_marker(marker), deep=deep)
 
 
 def array_identity(array: zarr.Array, name: str = "input") -> dict[str, Any]:
