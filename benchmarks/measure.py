@@ -39,7 +39,7 @@ What is measured
    prints a line: the interval before a ``running`` line is the stage's graph
    building, before ``done`` its computation) against the memory limit and
    the volume's size, worker restarts, spilled bytes, and the particles in
-   ``tables/particles.parquet`` against the synthetic truth.
+   ``tables/campaign/particles.parquet`` against the synthetic truth.
 
    A worker's idle RSS (Python, NumPy, Dask, ASTRA imported) is about 210 MiB,
    more than half the float32 volume below SIZE ≈ 470; with Dask's default
@@ -772,7 +772,7 @@ def run_large(
                 spill = client.run(_spill_metrics)
             except Exception as error:
                 spill = {"error": f"{type(error).__name__}: {error}"}
-        table_path = folder / "tables" / "particles.parquet"
+        table_path = load_campaign(written.campaign).tables_dir / "particles.parquet"
         table = pd.read_parquet(table_path) if table_path.exists() else None
         if table is not None:  # the 3D particles; the SEM sections' rows are not counted
             table = table[table["modality"] == "3d"]

@@ -227,8 +227,64 @@ class Campaign:
 
     @property
     def tables_dir(self) -> Path:
-        """``tables/`` beside the campaign file (particle table, fit results)."""
-        return self.folder / "tables"
+        """This campaign's tables: ``tables/<file name without .toml>/`` beside its file.
+
+        The particle table, each sample's rows, the fit's results. Two
+        campaign files in one folder have two names, so their tables never
+        mix; the name, not ``[campaign] name``, since two files may well
+        declare the same name, and not the store, which two files may share.
+        """
+        return self.folder / TABLES / self.path.stem
+
+    def earlier_tables(self) -> list[Path]:
+        """Tables in the layout of an earlier version, shared by every campaign in the folder.
+
+        What an earlier version wrote directly into ``tables/``
+        (:data:`EARLIER_TABLES`), other than the folder of a campaign file there.
+        """
+        root = self.folder / TABLES
+        if not root.is_dir():
+            return []
+        own = {path.stem for path in campaign_files(self.folder)} | {self.path.stem}
+        return [root / n for n in EARLIER_TABLES if n not in own and (root / n).exists()]
+
+    def adopt_earlier_tables(self) -> str | None:
+        """Move tables of an earlier version into :attr:`tables_dir` when they can only be ours.
+
+        They are moved when this campaign file is the only one in its folder;
+        with others there, nobody can tell whose they are, and they are left
+        where they are (not read: the run remakes this campaign's).
+
+        Returns
+        -------
+        str or None
+            What was done, for the console; None when there was nothing to do.
+        """
+        found = self.earlier_tables()
+        if not found:
+            return None
+        names = ", ".join(path.name for path in found)
+        others = [path.name for path in campaign_files(self.folder) if path != self.path]
+        if others:
+            return (
+                f"{self.folder / TABLES} holds tables of an earlier version ({names}), which "
+                f"every campaign file of the folder shared ({self.path.name}, "
+                f"{', '.join(others)}); they are not read: this campaign's tables are in "
+                f"{self.tables_dir} (move yours there, or the run remakes them)"
+            )
+        moved = []
+        for path in found:
+            target = self.tables_dir / path.name
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+                moved.append(path.name)
+        kept = [path.name for path in found if path.name not in moved]
+        note = f"; kept {', '.join(kept)}: {self.tables_dir} has its own" if kept else ""
+        return (
+            f"moved the tables of an earlier version ({', '.join(moved) or 'none'}) from "
+            f"{self.folder / TABLES} into {self.tables_dir}, this campaign's own{note}"
+        )
 
     @property
     def material(self) -> Material:
@@ -404,7 +460,7 @@ class Campaign:
                 raise CampaignError(f"{key}: {problem}")
             return
         problem = _path_problem(
-            Path(location), [*self.inputs(), ("the tables folder", self.tables_dir)]
+            Path(location), [*self.inputs(), ("the tables folder", self.folder / TABLES)]
         )
         if problem is not None:
             raise CampaignError(f"{key} {problem}")
@@ -412,6 +468,25 @@ class Campaign:
 
 def _is_url(location: str) -> bool:
     return _URL.match(location) is not None
+
+
+#: Folder beside the campaign files holding one folder of tables per campaign file.
+TABLES = "tables"
+#: What an earlier version wrote directly into ``tables/``, shared by every campaign there.
+EARLIER_TABLES = ("particles.parquet", "samples", "sections", "fit.json", "bootstrap.parquet")
+
+
+def campaign_files(folder: Path) -> list[Path]:
+    """The campaign files in a folder: its ``*.toml`` files with a ``[campaign]`` table, sorted."""
+    found = []
+    for path in sorted(folder.glob("*.toml")):
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        if isinstance(document.get("campaign"), dict):
+            found.append(path.absolute())
+    return found
 
 
 #: What a store must be, in the words of its errors.

@@ -593,7 +593,7 @@ def demo(
     steps = ", ".join(f"{name} {value:.0f} s" for name, value in outcome.seconds.items())
     typer.echo(f"report:  {outcome.report}")
     typer.echo(f"figures: {outcome.directory / 'figures'}")
-    typer.echo(f"tables:  {outcome.directory / 'tables'}")
+    typer.echo(f"tables:  {fitted.files['fit'].parent}")
     typer.echo(f"done in {sum(outcome.seconds.values()):.0f} s ({steps})")
 
 

@@ -33,7 +33,7 @@ class DemoResult:
     ----------
     directory : Path
         The campaign folder (``campaign.toml``, ``raw/``, ``store.zarr``,
-        ``tables/``, ``figures/``, ``report.html``, ``truth/``).
+        ``tables/campaign/``, ``figures/``, ``report.html``, ``truth/``).
     fitted : CampaignFit
     report : Path
     seconds : dict of str to float

@@ -642,6 +642,9 @@ def run_campaign(
             echo(line)
 
     group = open_store(campaign.store_location, mode="a")
+    adopted = campaign.adopt_earlier_tables()
+    if adopted is not None:
+        echo(adopted)
     for sample in campaign.samples:
         known = {"cycles": sample.cycles, "voxel_size_um": sample.voxel_size_um}
         set_sample_attrs(group, sample.id, {k: v for k, v in known.items() if v is not None})

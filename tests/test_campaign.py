@@ -86,7 +86,7 @@ def test_a_valid_file_loads_with_defaults_and_resolved_paths(tmp_path: Path) -> 
     assert c03.rotation_centre_px == 1023.5
     assert campaign.sample("c03") is c03
     assert campaign.store_location == str(tmp_path / "si-graphite.zarr")
-    assert campaign.tables_dir == tmp_path / "tables"
+    assert campaign.tables_dir == tmp_path / "tables" / "campaign"
     assert campaign.cycling == tmp_path / "echem" / "cycling.csv"
     assert campaign.electrode_mass_mg == 2.0
     assert campaign.material == Material(volumetric_expansion=2.8, half_cycle_hours=20.0)
@@ -686,7 +686,7 @@ def test_dump_into_another_folder_keeps_naming_the_same_files(tmp_path: Path) ->
     assert moved.samples[0].sem_patterns == (f"{tmp_path}/sem/c00_*.tif",)
     assert moved.cycling == original.cycling
     assert moved.store_location == original.store_location
-    assert moved.tables_dir == tmp_path / "copy" / "tables"
+    assert moved.tables_dir == tmp_path / "copy" / "tables" / "campaign"
 
 
 def test_a_dict_is_validated_filled_and_written(tmp_path: Path) -> None:
@@ -738,3 +738,56 @@ def test_the_writer_round_trips_any_string_and_number(
     )
     assert CampaignFile.model_validate(tomllib.loads(campaign_toml(declared))) == declared
     assert tomllib.loads(campaign_toml(declared, comments=False))["campaign"]["name"] == name
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def test_two_campaign_files_in_one_folder_have_their_own_tables(tmp_path: Path) -> None:
+    first = load_campaign(_folder(tmp_path))
+    (tmp_path / "other.toml").write_text(VALID.replace("si-graphite.zarr", "other.zarr"))
+    second = load_campaign(tmp_path / "other.toml")
+    assert first.tables_dir == tmp_path / "tables" / "campaign"
+    assert second.tables_dir == tmp_path / "tables" / "other"
+    assert first.name == second.name  # the same declared name does not matter
+
+
+def _earlier_tables(folder: Path) -> list[str]:
+    """Tables as an earlier version wrote them, directly in tables/."""
+    (folder / "tables" / "samples").mkdir(parents=True)
+    for name in ("particles.parquet", "fit.json", "samples/c00.parquet"):
+        (folder / "tables" / name).write_text(name)
+    return ["particles.parquet", "samples", "fit.json"]
+
+
+def test_tables_of_an_earlier_version_move_into_the_only_campaigns_folder(
+    tmp_path: Path,
+) -> None:
+    campaign = load_campaign(_folder(tmp_path))
+    names = _earlier_tables(tmp_path)
+    assert [p.name for p in campaign.earlier_tables()] == names
+    said = campaign.adopt_earlier_tables()
+    assert said == (
+        f"moved the tables of an earlier version ({', '.join(names)}) from "
+        f"{tmp_path / 'tables'} into {campaign.tables_dir}, this campaign's own"
+    )
+    assert (campaign.tables_dir / "samples" / "c00.parquet").read_text() == "samples/c00.parquet"
+    assert (campaign.tables_dir / "particles.parquet").read_text() == "particles.parquet"
+    assert campaign.earlier_tables() == [] and campaign.adopt_earlier_tables() is None
+
+
+def test_tables_of_an_earlier_version_shared_by_two_campaigns_are_left_and_named(
+    tmp_path: Path,
+) -> None:
+    campaign = load_campaign(_folder(tmp_path))
+    (tmp_path / "other.toml").write_text(VALID.replace("si-graphite.zarr", "other.zarr"))
+    (tmp_path / "notes.toml").write_text("[plot]\ncolour = 'red'\n")  # not a campaign file
+    names = _earlier_tables(tmp_path)
+    said = campaign.adopt_earlier_tables()
+    assert said is not None
+    assert said.startswith(
+        f"{tmp_path / 'tables'} holds tables of an earlier version ({', '.join(names)}), which "
+        "every campaign file of the folder shared (campaign.toml, other.toml); they are not read"
+    )
+    assert (tmp_path / "tables" / "particles.parquet").is_file()
+    assert not campaign.tables_dir.exists()

@@ -112,7 +112,7 @@ def test_demo_prints_recovered_and_true_parameters(tmp_path: Path) -> None:
     assert f"report:  {folder / 'report.html'}" in result.output
     truth = json.loads((folder / "truth" / "parameters.json").read_text())
     assert truth["alpha0"] == PAPER_PARAMETERS.alpha0
-    fitted = json.loads((folder / "tables" / "fit.json").read_text())
+    fitted = json.loads((folder / "tables" / "campaign" / "fit.json").read_text())
     assert fitted["truth"]["zeta0"] == PAPER_PARAMETERS.zeta0
     assert fitted["bootstrap"] == 50
     assert (folder / "figures" / "gap_vs_radius.png").is_file()
@@ -151,7 +151,7 @@ def test_installed_script_runs_the_default_demo(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert time.perf_counter() - started < 900
     assert "2000 bootstrap replicates" in done.stdout
-    fitted = json.loads((tmp_path / "demo" / "tables" / "fit.json").read_text())
+    fitted = json.loads((tmp_path / "demo" / "tables" / "campaign" / "fit.json").read_text())
     for name in ("alpha0", "delta0", "zeta0"):
         p = fitted["parameters"][name]
         true = fitted["truth"][name]
@@ -182,7 +182,8 @@ def test_synth_writes_a_campaign_and_rejects_unknown_presets(tmp_path: Path) -> 
 def test_fit_of_a_campaign_reads_its_tables_cycling_and_settings(tmp_path: Path) -> None:
     """A campaign's own particle table, cycling CSV, recipe and [fit] section."""
     drawn = simulate_campaign(PAPER_PARAMETERS, Material(), seed=3)
-    write_table(drawn.particles, tmp_path / "tables" / "particles.parquet", PARTICLES_SCHEMA)
+    tables = tmp_path / "tables" / "c"  # the tables of c.toml
+    write_table(drawn.particles, tables / "particles.parquet", PARTICLES_SCHEMA)
     (tmp_path / "echem").mkdir()
     cycling = simulate_cycling(drawn.capacity["retention_true"].to_numpy(), 2.0, seed=3)
     cycling.to_csv(tmp_path / "echem" / "cycling.csv", index=False)
@@ -196,13 +197,13 @@ def test_fit_of_a_campaign_reads_its_tables_cycling_and_settings(tmp_path: Path)
     result = runner.invoke(app, ["fit", str(tmp_path / "c.toml")])
     assert result.exit_code == 0, result.output
     assert "fitting" in result.output and "40 bootstrap replicates" in result.output
-    document = json.loads((tmp_path / "tables" / "fit.json").read_text())
+    document = json.loads((tables / "fit.json").read_text())
     assert document["bootstrap"] == 40
-    assert len(pd.read_parquet(tmp_path / "tables" / "bootstrap.parquet")) == 40
+    assert len(pd.read_parquet(tables / "bootstrap.parquet")) == 40
     assert (tmp_path / "figures" / "gap_vs_radius.png").is_file()
     again = runner.invoke(app, ["fit", str(tmp_path / "c.toml"), "--bootstrap", "20"])
     assert again.exit_code == 0
-    assert json.loads((tmp_path / "tables" / "fit.json").read_text())["bootstrap"] == 20
+    assert json.loads((tables / "fit.json").read_text())["bootstrap"] == 20
 
 
 def test_fit_of_a_campaign_before_its_run_says_what_to_do(tmp_path: Path) -> None:
@@ -311,7 +312,7 @@ def test_the_demo_segmented_by_its_size_prior_closes_the_loop(tmp_path: Path) ->
     lines: list[str] = []
     run_demo(folder, n_bootstrap=500, echo=lines.append)
     assert any("(size prior)" in line for line in lines)  # the prior path ran
-    fitted = json.loads((folder / "tables" / "fit.json").read_text())
+    fitted = json.loads((folder / "tables" / "campaign" / "fit.json").read_text())
     for name in ("alpha0", "delta0", "zeta0"):
         p = fitted["parameters"][name]
         true = fitted["truth"][name]

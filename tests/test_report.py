@@ -175,7 +175,7 @@ def test_a_real_segmentation_is_reported_without_a_reconstruction(tmp_path: Path
     assert "no reconstruction is stored for this sample (it brought its own segmentation" in page
     names = ["quality-nmc-sizes", "quality-nmc-slices"]
     _assert_embedded(page, tmp_path, names)
-    rows = pd.read_parquet(tmp_path / "tables" / "samples" / "nmc.parquet")
+    rows = pd.read_parquet(tmp_path / "tables" / "campaign" / "samples" / "nmc.parquet")
     counts = flag_counts(rows)
     assert counts["particles"] == len(rows) > 0
     cells = [counts[n] for n in ("particles", "measured", "usable", *QUALITY_FLAGS)]
@@ -199,7 +199,7 @@ def test_the_report_embeds_every_figure_and_the_parameter_table(campaign_file: P
     assert "No fit exists yet" not in page
     for label in ("α0", "κ0", "δ0", "ζ0", "E/η", "1/h", "v_SEI", "nm/h", "true (synthetic)"):
         assert label in page
-    recorded = json.loads((folder / "tables" / "fit.json").read_text())
+    recorded = json.loads((folder / "tables" / campaign_file.stem / "fit.json").read_text())
     population = recorded["capacity_population"]
     assert f"The capacity term sums over {population['source']}: " in page
     loaded = _figures_loaded(folder / "report.html")

@@ -33,7 +33,7 @@ from scipy.spatial import cKDTree
 from typer.testing import CliRunner
 
 from debond.campaign import Campaign, CampaignError, Sample, load_campaign
-from debond.campaign_file import campaign_toml
+from debond.campaign_file import campaign_toml, dump_campaign
 from debond.cli import app
 from debond.cluster import cluster
 from debond.particles import particle_table
@@ -337,7 +337,7 @@ def test_samples_do_not_wait_for_each_other_between_stages(
         campaign_file.read_text() + "\n[[sample]]\nid = 'seg'\ncycles = 1\nphases = 'seg.tif'\n"
         "phase_codes = {pore = 0, silicon = 85, cbd = 170}\nvoxel_size_um = 0.06\n"
     )
-    table = campaign_file.parent / "tables" / "samples" / "seg.parquet"
+    table = campaign_file.parent / "tables" / "campaign" / "samples" / "seg.parquet"
     plan_recon = REGISTRY.get("recon").plan
 
     def waiting(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
@@ -394,7 +394,7 @@ def test_bad_input_found_late_fails_its_sample_alone(
     states = {(o.stage, o.sample): o.state for o in info.value.outcomes}
     assert states.pop(("measure", "c01")) == "failed"
     assert set(states.values()) == {"done"}
-    table = read_particles(folder / "tables" / "particles.parquet")
+    table = read_particles(folder / "tables" / "campaign" / "particles.parquet")
     assert set(table["sample"]) == set(SAMPLES) - {"c01"}
 
 
@@ -483,15 +483,47 @@ def test_a_run_killed_during_measure_resumes_to_the_same_table(
     local_file, _ = local_run
     campaign_file = copy_campaign(pristine, tmp_path / "small")
     run_until(campaign_file, r"measure +c00 +done")
-    tables = campaign_file.parent / "tables"
+    tables = campaign_file.parent / "tables" / "campaign"
     assert (tables / "samples" / "c00.parquet").is_file()
     assert not (tables / "particles.parquet").exists()
 
     outcomes = run(campaign_file, client)
     assert {o.state for o in outcomes if o.sample == "c00" and o.stage != "sem"} == {"skipped"}
     resumed = read_particles(tables / "particles.parquet")
-    uninterrupted = read_particles(local_file.parent / "tables" / "particles.parquet")
+    uninterrupted = read_particles(local_file.parent / "tables" / "campaign" / "particles.parquet")
     pd.testing.assert_frame_equal(resumed, uninterrupted)
+
+
+# ----------------------------------------------------------------- tables per campaign
+
+
+def _tables(campaign_file: Path) -> Path:
+    return campaign_file.parent / "tables" / campaign_file.stem
+
+
+def test_two_campaigns_in_one_folder_keep_their_own_tables(
+    local_run: tuple[Path, list[Outcome]], client: Client, tmp_path: Path
+) -> None:
+    """A second campaign file beside the first, with two of its samples and the same store:
+    its run gathers its own table and leaves the first campaign's as it was."""
+    local_file, _ = local_run
+    folder = tmp_path / "small"
+    shutil.copytree(local_file.parent, folder)
+    document = tomllib.loads((folder / "campaign.toml").read_text())
+    document["sample"] = [s for s in document["sample"] if s["id"] in ("c00", "c10")]
+    pair = dump_campaign(document, folder / "pair.toml")
+    lines: list[str] = []
+    outcomes = run_campaign(load_campaign(pair), client, echo=lines.append)
+    assert {o.state for o in outcomes if o.stage not in ("measure", "sem")} == {"skipped"}
+    assert f"particle table: {folder / 'tables' / 'pair' / 'particles.parquet'}" in lines
+    own = read_particles(folder / "tables" / "pair" / "particles.parquet")
+    first = read_particles(_tables(folder / "campaign.toml") / "particles.parquet")
+    pd.testing.assert_frame_equal(first, read_particles(_tables(local_file) / "particles.parquet"))
+    assert set(own["sample"]) == {"c00", "c10"} and set(first["sample"]) == set(SAMPLES)
+    three_d = first[first["sample"].isin(["c00", "c10"]) & (first["modality"] == "3d")]
+    pd.testing.assert_frame_equal(
+        own[own["modality"] == "3d"].reset_index(drop=True), three_d.reset_index(drop=True)
+    )
 
 
 # ----------------------------------------------------------------- bad input
@@ -667,7 +699,7 @@ def test_phases_without_cbd_fail_the_measure_stage_by_name(client: Client, tmp_p
         run(campaign_file, client)
     states_by_stage = {o.stage: o.state for o in info.value.outcomes}
     assert states_by_stage == {"segment": "done", "label": "done", "measure": "failed"}
-    assert not (tmp_path / "tables" / "samples" / "a.parquet").exists()
+    assert not (tmp_path / "tables" / "c" / "samples" / "a.parquet").exists()
 
 
 # ----------------------------------------------------------------- bad pixels
@@ -831,8 +863,8 @@ def test_sem_images_alone_run_sem_and_give_the_full_campaigns_2d_rows(
             f"{sample}: ingest, prep, recon, segment, label, measure not part of its chain "
             "(SEM images alone: no txm or phases)"
         ) in lines
-    alone = read_particles(campaign_file.parent / "tables" / "particles.parquet")
-    full = read_particles(local_run[0].parent / "tables" / "particles.parquet")
+    alone = read_particles(campaign_file.parent / "tables" / "campaign" / "particles.parquet")
+    full = read_particles(local_run[0].parent / "tables" / "campaign" / "particles.parquet")
     expected = full[full["modality"] == "2d"].reset_index(drop=True)
     assert len(alone) > 0 and set(alone["modality"]) == {"2d"}
     pd.testing.assert_frame_equal(alone, expected, check_exact=True)
@@ -847,7 +879,7 @@ def test_sem_images_alone_are_fitted_and_reported(
     campaign_file, _ = sem_run
     result = CliRunner().invoke(app, ["fit", str(campaign_file), "--bootstrap", "20"])
     assert result.exit_code == 0, result.output
-    fitted = json.loads((campaign_file.parent / "tables" / "fit.json").read_text())
+    fitted = json.loads((campaign_file.parent / "tables" / "campaign" / "fit.json").read_text())
     assert fitted["bootstrap"] == 20
     assert fitted["capacity_population"]["source"] == "SEM sections, unfolded"
     lines: list[str] = []
@@ -977,7 +1009,7 @@ def test_the_demo_campaign_reconstructs_the_true_attenuation(
             assert score >= 0.9, f"{sample}: Dice of phase {code} {score:.3f}"
 
     # Gaps of the particles matched to the truth by centroid: within 1.5 voxels.
-    table = read_particles(folder / "tables" / "particles.parquet")
+    table = read_particles(folder / "tables" / "campaign" / "particles.parquet")
     measured = table[table["modality"] == "3d"]
     true = pd.read_parquet(folder / "truth" / "particles.parquet")
     columns = ["centroid_z_um", "centroid_y_um", "centroid_x_um"]
@@ -1024,7 +1056,7 @@ def test_a_segmentation_brought_by_the_sample_is_labelled_and_measured(
     expected, n = ndimage.label(grey == 85)
     sizes = np.bincount(expected.ravel(), minlength=n + 1)[1:]
     minimum = load_campaign(campaign_file).stage_parameters("label")["min_volume_voxels"]
-    table = read_particles(tmp_path / "tables" / "particles.parquet")
+    table = read_particles(tmp_path / "tables" / "electrode" / "particles.parquet")
     assert len(table) == int((sizes >= minimum).sum())
     assert sorted(table["radius_um"]) == pytest.approx(
         sorted((3 * sizes[sizes >= minimum] / (4 * np.pi)) ** (1 / 3) * 0.05)
