@@ -10,8 +10,9 @@ retention.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,7 @@ __all__ = [
     "fit_inputs",
     "section_population",
     "synthetic_truth",
+    "table_warnings",
 ]
 
 #: Size classes per bin of the unfolded distribution given to the capacity term
@@ -58,16 +60,85 @@ class FitInputs:
         Every row of the particle table.
     capacity : DataFrame or None
         Silicon capacity retention per cycle (None without cycling data).
+    warnings : list of dict
+        What the fit should say about the table: each campaign sample that
+        has no row in it, and rows of samples that are not the campaign's
+        (:func:`table_warnings`).
     """
 
     table: Path
     particles: pd.DataFrame
     capacity: pd.DataFrame | None
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def usable(self) -> pd.DataFrame:
         """The rows the fit uses: measured (a valid ray) and whole (off the border)."""
         return self.particles[usable_rows(self.particles)]
+
+
+def table_warnings(
+    campaign: Campaign, particles: pd.DataFrame, table: Path
+) -> list[dict[str, Any]]:
+    """Samples of the campaign without rows in the particle table, and rows of other samples.
+
+    A sample without rows failed or was never measured, and the fit goes on
+    without it; rows of a sample the campaign does not name are not its own.
+
+    Returns
+    -------
+    list of dict
+        As :func:`debond.model.diagnostics.diagnose`'s entries: ``cause``
+        (``"sample_without_rows"`` or ``"rows_of_another_sample"``),
+        ``message`` (one line naming the sample) and ``value`` (its id).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "c0.tif").write_bytes(b"")
+    >>> _ = (folder / "c.toml").write_text('''
+    ... [campaign]
+    ... name = "x"
+    ... [[sample]]
+    ... id = "c0"
+    ... cycles = 0
+    ... phases = "c0.tif"
+    ... phase_codes = {pore = 0, silicon = 1, cbd = 2}
+    ... voxel_size_um = 0.03
+    ... ''')
+    >>> from debond.campaign import load_campaign
+    >>> found = table_warnings(load_campaign(folder / "c.toml"),
+    ...                        pd.DataFrame({"sample": ["b1"]}), pathlib.Path("particles.parquet"))
+    >>> [(w["cause"], w["value"]) for w in found]
+    [('sample_without_rows', 'c0'), ('rows_of_another_sample', 'b1')]
+    >>> found[0]["message"]  # doctest: +NORMALIZE_WHITESPACE
+    "sample 'c0' has no rows in particles.parquet: its measure and sem stages failed or have
+     not run (`debond run` says which); the fit goes on without it"
+    """
+    if "sample" not in particles:
+        return []
+    found = set(particles["sample"].astype(str))
+    named = [sample.id for sample in campaign.samples]
+    warnings = [
+        {
+            "cause": "sample_without_rows",
+            "message": f"sample {sample!r} has no rows in {table}: its measure and sem stages "
+            "failed or have not run (`debond run` says which); the fit goes on without it",
+            "value": sample,
+        }
+        for sample in named
+        if sample not in found
+    ]
+    warnings += [
+        {
+            "cause": "rows_of_another_sample",
+            "message": f"{table} holds rows of sample {sample!r}, which the campaign does not name",
+            "value": sample,
+        }
+        for sample in sorted(found - set(named))
+    ]
+    return warnings
 
 
 def fit_inputs(campaign: Campaign) -> FitInputs:
@@ -90,7 +161,13 @@ def fit_inputs(campaign: Campaign) -> FitInputs:
             f"{table} does not exist; run `debond run {campaign.path}` first to measure "
             "the particles"
         )
-    return FitInputs(table, read_particles(table), campaign_capacity(campaign))
+    particles = read_particles(table)
+    return FitInputs(
+        table,
+        particles,
+        campaign_capacity(campaign),
+        table_warnings(campaign, particles, table),
+    )
 
 
 @dataclass(frozen=True)
@@ -108,6 +185,8 @@ class CampaignFit:
         The true parameters of a synthetic campaign.
     files : dict of str to Path
         What :func:`debond.outputs.write_fit` wrote.
+    warnings : list of dict
+        About the particle table (:func:`table_warnings`); also in ``fit.json``.
     """
 
     result: FitResult
@@ -115,6 +194,7 @@ class CampaignFit:
     capacity: pd.DataFrame | None
     truth: Parameters | None
     files: dict[str, Path]
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
 
 def synthetic_truth(folder: Path) -> Parameters | None:
@@ -282,5 +362,7 @@ def fit_campaign(
     truth = synthetic_truth(campaign.folder)
     tables = output or campaign.tables_dir
     figures = output / "figures" if output else campaign.folder / "figures"
-    files = write_fit(result, particles, capacity, tables, figures, truth=truth)
-    return CampaignFit(result, particles, capacity, truth, files)
+    files = write_fit(
+        result, particles, capacity, tables, figures, truth=truth, warnings=inputs.warnings
+    )
+    return CampaignFit(result, particles, capacity, truth, files, inputs.warnings)

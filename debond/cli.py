@@ -253,6 +253,8 @@ def fit_command(
             typer.echo(f"fitting {campaign.tables_dir / 'particles.parquet'} …")
             fitted = fit_campaign(campaign, bootstrap=bootstrap, seed=seed, output=output)
             typer.echo(parameter_table(fitted.result, fitted.truth, fitted.particles))
+            for warning in fitted.warnings:
+                typer.echo(f"WARNING: {warning['message']}")
             typer.echo("wrote " + ", ".join(str(p) for p in fitted.files.values()))
             return
         if source.suffix not in (".parquet", ".csv"):

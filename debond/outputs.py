@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ def write_fit(
     *,
     truth: Parameters | None = None,
     sensitivity_cycles: int = 10,
+    warnings: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Path]:
     """Write ``fit.json``, ``bootstrap.parquet`` and the figures of a fit.
 
@@ -85,6 +86,11 @@ def write_fit(
         Known parameters (synthetic data): recorded in fit.json and drawn.
     sensitivity_cycles : int
         Cycles of the Fig. 4d curves.
+    warnings : sequence of dict
+        What the fit should say about its data (e.g. samples without rows,
+        :func:`debond.analysis.table_warnings`), in the form of
+        :func:`debond.model.diagnostics.diagnose`'s entries: added after them
+        to ``fit.json``'s ``warnings``.
 
     Returns
     -------
@@ -96,6 +102,7 @@ def write_fit(
     document = fit_document(result, particles)
     if truth is not None:
         document["truth"] = {n: float(getattr(truth, n)) for n in PARAMETER_NAMES}
+    document["warnings"] = [*document["warnings"], *(dict(w) for w in warnings)]
     written = {
         "fit": write_json(document, tables / "fit.json"),
         "bootstrap": write_table(result.samples, tables / "bootstrap.parquet", BOOTSTRAP_SCHEMA),

@@ -11,6 +11,7 @@ before its cycles were written down (or corrected).
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,18 @@ from debond.storage.tables import PARTICLES_SCHEMA, read_table, write_table
 __all__ = ["convert_sections", "particle_table"]
 
 
-def _stage_tables(campaign: Campaign, name: str) -> list[pd.DataFrame]:
-    """The tables a table stage wrote for the campaign's samples, those that exist."""
+def _stage_tables(
+    campaign: Campaign, name: str, wanted: Collection[str] | None = None
+) -> list[pd.DataFrame]:
+    """The tables a table stage wrote for the campaign's samples (those in `wanted`,
+    default all), those that exist."""
     stage = campaign.registry.get(name)
     assert stage.table is not None
-    paths = [stage.table.path(campaign.tables_dir, sample) for sample in campaign.samples]
+    paths = [
+        stage.table.path(campaign.tables_dir, sample)
+        for sample in campaign.samples
+        if wanted is None or sample.id in wanted
+    ]
     return [read_table(path, stage.table.schema) for path in paths if path.is_file()]
 
 
@@ -105,29 +113,44 @@ def _campaign_cycles(campaign: Campaign, rows: pd.DataFrame) -> pd.Series:
     return rows["sample"].map(cycles).astype("int64")
 
 
-def particle_table(campaign: Campaign) -> Path | None:
+def particle_table(
+    campaign: Campaign, samples: Mapping[str, Collection[str]] | None = None
+) -> Path | None:
     """Gather the samples' 3D gap tables and converted SEM sections into
-    ``tables/particles.parquet``.
+    ``particles.parquet`` in the campaign's tables folder.
+
+    Parameters
+    ----------
+    campaign : Campaign
+    samples : mapping of str to collection of str, optional
+        For each table stage (``measure``, ``sem``), the ids of the samples
+        whose rows to take: the runner passes those whose table is current,
+        so that the old rows of a sample that failed never enter the table.
+        A stage left out (or ``samples`` None): every sample with a table.
 
     Returns
     -------
     Path or None
-        The table written, or None when nothing has been measured.
+        The table written, or None when there are no rows; a table gathered
+        earlier is then removed, so that none of its rows is fitted.
 
     Raises
     ------
     CampaignError
         A sample with rows gives no ``cycles`` (nothing is written).
     """
-    parts = _stage_tables(campaign, "measure")
-    sections = _stage_tables(campaign, "sem")
+    chosen = {} if samples is None else samples
+    parts = _stage_tables(campaign, "measure", chosen.get("measure"))
+    sections = _stage_tables(campaign, "sem", chosen.get("sem"))
     if sections:
         parts.append(convert_sections(pd.concat(sections, ignore_index=True)))
     parts = [part for part in parts if len(part)]
+    path = campaign.tables_dir / "particles.parquet"
     if not parts:
+        path.unlink(missing_ok=True)
         return None
     rows = pd.concat(parts, ignore_index=True)
     rows["cycles"] = _campaign_cycles(campaign, rows)
     # The schema's column order, whichever kinds of rows there are (2D alone or not).
     rows = rows[[name for name in PARTICLES_SCHEMA.names if name in rows]]
-    return write_table(rows, campaign.tables_dir / "particles.parquet", PARTICLES_SCHEMA)
+    return write_table(rows, path, PARTICLES_SCHEMA)

@@ -671,13 +671,7 @@ def run_campaign(
     order = {sample.id: i for i, sample in enumerate(campaign.samples)}
     outcomes.sort(key=lambda o: (registry.names.index(o.stage), order[o.sample]))
     if any(registry.get(name).table is not None for name in chosen):
-        try:
-            gathered = particle_table(campaign)
-        except CampaignError as error:  # the samples' own tables are kept
-            echo(f"particle table not gathered: {error}")
-        else:
-            if gathered is not None:
-                echo(f"particle table: {gathered}")
+        _gather(campaign, group, outcomes, echo)
     failed = [o for o in outcomes if o.state == "failed"]
     if failed:
         lines = [f"{o.stage} of {o.sample}: {o.detail}" for o in failed]
@@ -796,3 +790,50 @@ def preview_run(
     order = {sample.id: i for i, sample in enumerate(campaign.samples)}
     outcomes.sort(key=lambda o: (order[o.sample], campaign.registry.names.index(o.stage)))
     return outcomes
+
+
+# ----------------------------------------------------------------- the particle table
+
+
+def _table_is_current(
+    campaign: Campaign, group: zarr.Group, stage: Stage, sample: Sample, outcomes: list[Outcome]
+) -> bool:
+    """Whether a table stage's rows of a sample are current after this run.
+
+    Done or skipped in this run: yes; failed or blocked: no; not in this run
+    (``--only``): whatever its digest says now.
+    """
+    for outcome in outcomes:
+        if outcome.stage == stage.name and outcome.sample == sample.id:
+            return outcome.state in ("done", "skipped")
+    try:
+        return _state(group, _plan(stage, campaign, sample, group)) is Status.CURRENT
+    except (RunError, StoreError, OSError):  # its inputs are missing or broken
+        return False
+
+
+def _gather(campaign: Campaign, group: zarr.Group, outcomes: list[Outcome], echo: Echo) -> None:
+    """Gather the current rows of every sample into the particle table; say what was left out."""
+    current: dict[str, list[str]] = {}
+    left_out = []
+    for stage in campaign.registry:
+        if stage.table is None:
+            continue
+        current[stage.name] = []
+        for sample in campaign.samples:
+            if not stage.table.path(campaign.tables_dir, sample).is_file():
+                continue
+            if _table_is_current(campaign, group, stage, sample, outcomes):
+                current[stage.name].append(sample.id)
+            else:
+                left_out.append(f"{stage.name} of {sample.id}")
+    try:
+        gathered = particle_table(campaign, current)
+    except CampaignError as error:  # the samples' own tables are kept
+        echo(f"particle table not gathered: {error}")
+        return
+    note = f" (left out, not current: {', '.join(left_out)})" if left_out else ""
+    if gathered is not None:
+        echo(f"particle table: {gathered}{note}")
+    elif left_out:
+        echo(f"particle table: none, no current rows{note}")

@@ -206,6 +206,36 @@ def test_fit_of_a_campaign_reads_its_tables_cycling_and_settings(tmp_path: Path)
     assert json.loads((tables / "fit.json").read_text())["bootstrap"] == 20
 
 
+def test_fit_warns_about_every_campaign_sample_without_rows(tmp_path: Path) -> None:
+    """The table lacks c03 (its run failed): the fit goes on and says so, by name."""
+    drawn = simulate_campaign(PAPER_PARAMETERS, Material(), seed=3)
+    rows = drawn.particles[drawn.particles["sample"] != "c03"]
+    tables = tmp_path / "tables" / "c"
+    write_table(rows, tables / "particles.parquet", PARTICLES_SCHEMA)
+    samples = ""
+    for sample, cycles in (("c00", 0), ("c01", 1), ("c03", 3), ("c10", 10)):
+        (tmp_path / f"{sample}.h5").write_bytes(b"")
+        samples += (
+            f"[[sample]]\nid = '{sample}'\ncycles = {cycles}\ntxm = '{sample}.h5'\n"
+            "voxel_size_um = 0.03\n"
+        )
+    (tmp_path / "c.toml").write_text(
+        "[campaign]\nname = 'c'\nstore = 's.zarr'\n" + samples + "[fit]\nbootstrap = 10\n"
+    )
+    result = runner.invoke(app, ["fit", str(tmp_path / "c.toml")])
+    assert result.exit_code == 0, result.output
+    warning = (
+        f"sample 'c03' has no rows in {tables / 'particles.parquet'}: its measure and sem "
+        "stages failed or have not run (`debond run` says which); the fit goes on without it"
+    )
+    assert f"WARNING: {warning}" in result.output
+    assert result.output.count("has no rows") == 1
+    recorded = json.loads((tables / "fit.json").read_text())["warnings"]
+    assert [w for w in recorded if w["cause"] == "sample_without_rows"] == [
+        {"cause": "sample_without_rows", "message": warning, "value": "c03"}
+    ]
+
+
 def test_fit_of_a_campaign_before_its_run_says_what_to_do(tmp_path: Path) -> None:
     (tmp_path / "raw.h5").write_bytes(b"")
     (tmp_path / "c.toml").write_text(

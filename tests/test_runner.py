@@ -501,6 +501,47 @@ def _tables(campaign_file: Path) -> Path:
     return campaign_file.parent / "tables" / campaign_file.stem
 
 
+def test_a_sample_that_fails_leaves_no_old_rows_in_the_table(
+    local_run: tuple[Path, list[Outcome]], client: Client, tmp_path: Path
+) -> None:
+    """c03's scan is replaced and its reconstruction fails: its 3D rows of the clean run
+    are not gathered again; the others' are."""
+    local_file, _ = local_run
+    shutil.copytree(local_file.parent, tmp_path / "small")
+    campaign_file = tmp_path / "small" / "campaign.toml"
+    shutil.copyfile(
+        campaign_file.parent / "raw" / "c00.h5", campaign_file.parent / "raw" / "c03.h5"
+    )
+    plan_recon = REGISTRY.get("recon").plan
+
+    def broken(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
+        plan = plan_recon(stage, campaign, sample, group)
+        if sample.id != "c03":
+            return plan
+
+        def build() -> Work:
+            raise ValueError("its reconstruction fails (made up)")
+
+        return dataclasses.replace(plan, build=build)
+
+    lines: list[str] = []
+    campaign = load_campaign(campaign_file, registry=replan("recon", broken))
+    with pytest.raises(RunError, match=r"recon of c03: .*its reconstruction fails") as info:
+        run_campaign(campaign, client, echo=lines.append)
+    assert {(o.stage, o.state) for o in info.value.outcomes if o.sample == "c03"} >= {
+        ("recon", "failed"),
+        ("measure", "blocked"),
+    }
+    assert any(line.endswith("(left out, not current: measure of c03)") for line in lines)
+    before = read_particles(_tables(local_file) / "particles.parquet")
+    after = read_particles(_tables(campaign_file) / "particles.parquet")
+    old = (before["sample"] == "c03") & (before["modality"] == "3d")
+    assert old.sum() > 0
+    assert not ((after["sample"] == "c03") & (after["modality"] == "3d")).any()
+    kept = before[(before["modality"] == "3d") & ~old].reset_index(drop=True)
+    pd.testing.assert_frame_equal(after[after["modality"] == "3d"].reset_index(drop=True), kept)
+
+
 def test_two_campaigns_in_one_folder_keep_their_own_tables(
     local_run: tuple[Path, list[Outcome]], client: Client, tmp_path: Path
 ) -> None:
