@@ -358,6 +358,7 @@ def run_command(
     from debond.runner import (
         Interrupted,
         RunError,
+        check_store_free,
         check_store_reachable,
         parse_stages,
         run_campaign,
@@ -370,6 +371,7 @@ def run_command(
         loaded.check_store()
         # the workers of `debond run` are always other processes, embedded or not
         check_store_reachable(loaded, workers_in_process=False)
+        check_store_free(loaded)
     except (CampaignError, RunError) as error:
         raise _fail(str(error)) from error
     if workers is not None and workers < 1:

@@ -43,6 +43,7 @@ After ``measure`` and ``sem`` the samples' rows are gathered into
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -72,12 +73,14 @@ from debond.storage import (
     set_sample_attrs,
     status,
 )
+from debond.storage.lock import StoreInUse, check_free, store_lock
 from debond.storage.provenance import digest
 from debond.storage.tables import DIGEST_KEY, table_status, write_table
 
 __all__ = [
     "Outcome",
     "RunError",
+    "check_store_free",
     "check_store_reachable",
     "parse_stages",
     "run_campaign",
@@ -577,6 +580,50 @@ def _stopped(outcomes: Sequence[Outcome]) -> str:
     )
 
 
+def _holding_the_store(run: Callable[..., list[Outcome]]) -> Callable[..., list[Outcome]]:
+    """`run` with the campaign checked and its store locked for the whole run.
+
+    The campaign's inputs and store are checked (nothing is written for bad
+    ones), the store is created, and its lock taken
+    (:func:`debond.storage.lock.store_lock`) before `run` starts: a second run
+    on the same store stops with :class:`RunError` naming the first one's
+    PID, host and start, instead of replacing its arrays while it writes
+    them. Tables of an earlier layout are then moved to the campaign's own
+    folder where they can only be its (:meth:`Campaign.adopt_earlier_tables`).
+    """
+
+    @functools.wraps(run)
+    def locked(
+        campaign: Campaign,
+        client: Client,
+        *,
+        stages: Sequence[str] | None = None,
+        force: bool = False,
+        echo: Echo = print,
+    ) -> list[Outcome]:
+        campaign.check_inputs()
+        campaign.check_store()
+        check_store_reachable(campaign, workers_in_process=workers_in_process(client))
+        location = campaign.store_location
+        open_store(location, mode="a")  # the lock file lies in its folder
+        try:
+            with store_lock(location, echo) as path:
+                if path is None:
+                    echo(
+                        f"store {location} is not a local folder: no lock is taken, so "
+                        "nothing stops a second run on it (start one run at a time)"
+                    )
+                adopted = campaign.adopt_earlier_tables()
+                if adopted is not None:
+                    echo(adopted)
+                return run(campaign, client, stages=stages, force=force, echo=echo)
+        except StoreInUse as error:
+            raise RunError(str(error)) from None
+
+    return locked
+
+
+@_holding_the_store
 def run_campaign(
     campaign: Campaign,
     client: Client,
@@ -619,10 +666,11 @@ def run_campaign(
         Missing raw inputs, or a store that is something else
         (:meth:`debond.campaign.Campaign.check_store`); nothing is written.
     RunError
-        A store the workers cannot see (:func:`check_store_reachable`), bad
-        input found while preparing the run (nothing is run or created), or
-        stages that failed for some samples (the other outputs are complete;
-        the message lists the failures).
+        A store the workers cannot see (:func:`check_store_reachable`), a
+        store another run holds (its lock file names that run's PID, host and
+        start; nothing is written), bad input found while preparing the run
+        (nothing is run or created), or stages that failed for some samples
+        (the other outputs are complete; the message lists the failures).
     Interrupted
         On Ctrl-C (KeyboardInterrupt): every sample's work on the cluster is
         cancelled, nothing running is marked complete, and the message says
@@ -632,9 +680,6 @@ def run_campaign(
     chosen = parse_stages(None if stages is None else list(stages), registry)
     # The embedded scheduler logs every peer-to-peer rechunk at WARNING level.
     logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
-    campaign.check_inputs()
-    campaign.check_store()
-    check_store_reachable(campaign, workers_in_process=workers_in_process(client))
     lock = threading.Lock()
 
     def say(line: str) -> None:
@@ -642,9 +687,6 @@ def run_campaign(
             echo(line)
 
     group = open_store(campaign.store_location, mode="a")
-    adopted = campaign.adopt_earlier_tables()
-    if adopted is not None:
-        echo(adopted)
     for sample in campaign.samples:
         known = {"cycles": sample.cycles, "voxel_size_um": sample.voxel_size_um}
         set_sample_attrs(group, sample.id, {k: v for k, v in known.items() if v is not None})
@@ -837,3 +879,21 @@ def _gather(campaign: Campaign, group: zarr.Group, outcomes: list[Outcome], echo
         echo(f"particle table: {gathered}{note}")
     elif left_out:
         echo(f"particle table: none, no current rows{note}")
+
+
+# ----------------------------------------------------------------- locking
+
+
+def check_store_free(campaign: Campaign) -> None:
+    """Refuse a store that another run holds now (nothing is written).
+
+    Raises
+    ------
+    RunError
+        Naming the store, the PID, host and start of the run that holds it,
+        and its lock file.
+    """
+    try:
+        check_free(campaign.store_location)
+    except StoreInUse as error:
+        raise RunError(str(error)) from None

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ import fsspec
 import h5py
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import tifffile
 import zarr
@@ -494,7 +496,7 @@ def test_a_run_killed_during_measure_resumes_to_the_same_table(
     pd.testing.assert_frame_equal(resumed, uninterrupted)
 
 
-# ----------------------------------------------------------------- tables per campaign
+# ----------------------------------------------------------------- integrity
 
 
 def _tables(campaign_file: Path) -> Path:
@@ -540,6 +542,75 @@ def test_a_sample_that_fails_leaves_no_old_rows_in_the_table(
     assert not ((after["sample"] == "c03") & (after["modality"] == "3d")).any()
     kept = before[(before["modality"] == "3d") & ~old].reset_index(drop=True)
     pd.testing.assert_frame_equal(after[after["modality"] == "3d"].reset_index(drop=True), kept)
+
+
+# ----------------------------------------------------------------- one run per store
+
+
+def test_a_second_run_on_a_store_in_use_is_refused_and_the_first_finishes(
+    local_run: tuple[Path, list[Outcome]], pristine: Path, tmp_path: Path
+) -> None:
+    """Two `debond run` processes on one campaign. The first is stopped (SIGSTOP) once it
+    holds the store, so that the second surely meets it running; then it goes on."""
+    local_file, _ = local_run
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    lock = campaign_file.parent / "store.zarr" / "debond.lock"
+    command = [str(Path(sys.executable).with_name("debond")), "run", str(campaign_file)]
+    log = tmp_path / "first.log"
+    with log.open("w") as output:
+        first = subprocess.Popen(
+            [*command, "--workers", "1"],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: its cluster dies with it
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while not lock.is_file():  # the lock file appears once the first run holds the store
+            assert first.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            second = subprocess.run(command, capture_output=True, text=True, timeout=240)
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
+        assert first.wait(timeout=600) == 0, log.read_text()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=60)
+    assert second.returncode == 2, second.stdout + second.stderr
+    expected = f"store {lock.parent} is in use by PID {first.pid} on {socket.gethostname()} since "
+    assert expected in " ".join(second.stderr.split()), second.stderr
+    assert "cluster:" not in second.stdout  # refused before it started a cluster
+    assert "finished in" in log.read_text() and not lock.exists()
+    for sample in SAMPLES:
+        assert np.array_equal(recon_values(campaign_file, sample), recon_values(local_file, sample))
+    pd.testing.assert_frame_equal(
+        read_particles(_tables(campaign_file) / "particles.parquet"),
+        read_particles(_tables(local_file) / "particles.parquet"),
+    )
+
+
+def test_the_lock_of_a_killed_run_is_taken_over(
+    local_run: tuple[Path, list[Outcome]], pristine: Path, client: Client, tmp_path: Path
+) -> None:
+    local_file, _ = local_run
+    campaign_file = copy_campaign(pristine, tmp_path / "small")
+    run_until(campaign_file, r"ingest +c\d\d +done")
+    lock = campaign_file.parent / "store.zarr" / "debond.lock"
+    left = json.loads(lock.read_text())  # the killed run's, naming a PID that is gone
+    assert not psutil.pid_exists(left["pid"])
+    lines: list[str] = []
+    run_campaign(load_campaign(campaign_file), client, echo=lines.append)
+    assert lines[0] == (
+        f"took over the lock {lock}: it named PID {left['pid']} on {left['host']} since "
+        f"{left['since']} ({left['command']}), which no longer runs"
+    )
+    assert not lock.exists()
+    for sample in SAMPLES:
+        assert np.array_equal(recon_values(campaign_file, sample), recon_values(local_file, sample))
 
 
 def test_two_campaigns_in_one_folder_keep_their_own_tables(
