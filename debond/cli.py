@@ -495,6 +495,58 @@ def init_command(
     typer.echo(f"then: debond run {result.path} --dry-run")
 
 
+@app.command("status")
+def status_command(
+    campaign: Annotated[Path, typer.Argument(help="The campaign file (TOML).")],
+    verify: Annotated[
+        bool,
+        typer.Option(
+            help="Also read and decode every chunk of the arrays a run would keep (as long "
+            "as reading them all); one that fails loses its completion marker, so that "
+            "`debond run` redoes it."
+        ),
+    ] = False,
+) -> None:
+    """Each stage of each sample: missing, incomplete, damaged, stale or current.
+
+    Damaged arrays are named with their missing or undecodable chunks; exits
+    with 1 when one is damaged.
+
+    Example:
+
+    \b
+      debond status campaign.toml --verify
+    """
+    from debond.campaign import CampaignError, load_campaign
+    from debond.runner import RunError, campaign_status, check_store_free
+    from debond.storage import Status, StoreError
+
+    try:
+        loaded = load_campaign(campaign, check_files=False)
+        for problem in loaded.missing_inputs():
+            typer.echo(f"missing input: {problem}")
+        try:
+            check_store_free(loaded)
+        except RunError as error:
+            typer.echo(str(error))
+        rows = campaign_status(loaded, verify=verify)
+    except (CampaignError, RunError, StoreError) as error:
+        raise _fail(str(error)) from error
+    for row in rows:
+        detail = f": {row.detail}" if row.detail else ""
+        typer.echo(f"{row.stage:<7} {row.sample:<10} {row.state.value}{detail}")
+    counts = {state: sum(row.state is state for row in rows) for state in Status}
+    summary = ", ".join(f"{n} {state.value}" for state, n in counts.items() if n)
+    redo = len(rows) - counts[Status.CURRENT]
+    typer.echo(
+        f"{summary}: `debond run` would run {redo} of {len(rows)} stages"
+        if redo
+        else f"{summary}: nothing to run"
+    )
+    if counts[Status.DAMAGED]:
+        raise typer.Exit(code=1)
+
+
 @app.command("params")
 def params_command(
     section: Annotated[

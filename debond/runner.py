@@ -43,6 +43,7 @@ After ``measure`` and ``sem`` the samples' rows are gathered into
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -67,6 +68,8 @@ from debond.storage import (
     PendingWrite,
     Status,
     StoreError,
+    StoreNotFound,
+    chunk_damage,
     find_array,
     open_store,
     prepare_write,
@@ -74,12 +77,14 @@ from debond.storage import (
     status,
 )
 from debond.storage.lock import StoreInUse, check_free, store_lock
-from debond.storage.provenance import digest
+from debond.storage.provenance import clear_completion, digest
 from debond.storage.tables import DIGEST_KEY, table_status, write_table
 
 __all__ = [
     "Outcome",
     "RunError",
+    "StageStatus",
+    "campaign_status",
     "check_store_free",
     "check_store_reachable",
     "parse_stages",
@@ -254,11 +259,11 @@ def check_store_reachable(campaign: Campaign, *, workers_in_process: bool) -> No
 
 
 def _state(group: zarr.Group, plan: Plan) -> Status:
-    """The least finished of the plan's outputs."""
+    """The least finished of the plan's outputs (a damaged one is redone like an incomplete)."""
     name = plan.stage.name
     if plan.table is not None:
         return table_status(plan.table, name, plan.parameters, plan.inputs)
-    order = [Status.MISSING, Status.INCOMPLETE, Status.STALE, Status.CURRENT]
+    order = [Status.MISSING, Status.INCOMPLETE, Status.DAMAGED, Status.STALE, Status.CURRENT]
     states = [
         status(find_array(group, plan.sample.id, output), name, plan.parameters, plan.inputs)
         for output in plan.outputs
@@ -313,7 +318,20 @@ def _decide(group: zarr.Group, plan: Plan, force: bool) -> str | None:
     state = _state(group, plan)
     if state is Status.CURRENT and not force:
         return None
+    if state is Status.DAMAGED and not force:
+        return _damage(group, plan)
     return "forced" if force else state.value
+
+
+def _damage(group: zarr.Group, plan: Plan, deep: bool = False) -> str:
+    """``damaged: <array>: <what>`` for each of the plan's outputs whose chunks are damaged."""
+    found = []
+    for output in plan.outputs:
+        array = find_array(group, plan.sample.id, output)
+        problem = None if array is None else chunk_damage(array, deep=deep)
+        if problem is not None:
+            found.append(f"samples/{plan.sample.id}/{output}: {problem}")
+    return "damaged: " + "; ".join(found)
 
 
 def _skipped(plan: Plan, echo: Echo) -> Outcome:
@@ -897,3 +915,112 @@ def check_store_free(campaign: Campaign) -> None:
         check_free(campaign.store_location)
     except StoreInUse as error:
         raise RunError(str(error)) from None
+
+
+# ----------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    """Where one stage of one sample stands, for ``debond status``.
+
+    Attributes
+    ----------
+    stage, sample : str
+    state : Status
+        The least finished of its outputs (:func:`debond.storage.status`).
+    detail : str
+        What is damaged, or why it cannot be planned yet.
+    """
+
+    stage: str
+    sample: str
+    state: Status
+    detail: str = ""
+
+
+def _verified(group: zarr.Group, plan: Plan) -> str | None:
+    """Decode every chunk of a current plan's arrays; withdraw the marker of those that fail.
+
+    An array whose chunk does not decode is not complete: without its marker
+    the next run redoes it, and what was made from it.
+    """
+    found = []
+    for output in plan.outputs:
+        array = find_array(group, plan.sample.id, output)
+        problem = None if array is None else chunk_damage(array, deep=True)
+        if array is not None and problem is not None:
+            clear_completion(array)
+            found.append(f"samples/{plan.sample.id}/{output}: {problem}")
+    if not found:
+        return None
+    return "; ".join(found) + " (its completion marker is withdrawn: `debond run` redoes it)"
+
+
+def _stage_status(
+    campaign: Campaign, group: zarr.Group, stage: Stage, sample: Sample, verify: bool
+) -> StageStatus:
+    """The state of one stage of one sample, its damage named, deep-checked if asked."""
+    try:
+        plan = _plan(stage, campaign, sample, group)
+        state = _state(group, plan)
+    except (RunError, OSError) as error:  # an input it needs is not there yet
+        exists = any(find_array(group, sample.id, name) is not None for name in stage.writes)
+        return StageStatus(
+            stage.name, sample.id, Status.STALE if exists else Status.MISSING, str(error)
+        )
+    if state is Status.DAMAGED:
+        detail = _damage(group, plan, deep=verify).removeprefix("damaged: ")
+        return StageStatus(stage.name, sample.id, state, detail)
+    if state is Status.CURRENT and verify:
+        bad = _verified(group, plan)
+        if bad is not None:
+            return StageStatus(stage.name, sample.id, Status.DAMAGED, bad)
+    return StageStatus(stage.name, sample.id, state)
+
+
+def campaign_status(campaign: Campaign, *, verify: bool = False) -> list[StageStatus]:
+    """Every stage of every sample: missing, incomplete, damaged, stale or current.
+
+    Parameters
+    ----------
+    campaign : Campaign
+    verify : bool
+        Also read and decode every chunk of the arrays a run would keep
+        (:func:`debond.storage.chunk_damage` with ``deep=True``): as expensive
+        as reading them all. An array with a chunk that does not decode loses
+        its completion marker, so that the next run redoes it; the store's
+        lock is held meanwhile. Default: list the chunks only (cheap).
+
+    Returns
+    -------
+    list of StageStatus
+        In stage order, then sample order.
+
+    Raises
+    ------
+    RunError
+        With ``verify``, a store that another run holds.
+    """
+    location = campaign.store_location
+    try:
+        group = open_store(location, mode="r+" if verify else "r")
+    except StoreNotFound:
+        chains = _chains(campaign, campaign.registry.names)
+        return [
+            StageStatus(stage.name, chain.sample.id, Status.MISSING, "no store yet")
+            for chain in chains
+            for stage in chain.stages
+        ]
+    try:
+        with store_lock(location) if verify else contextlib.nullcontext():
+            found = [
+                _stage_status(campaign, group, stage, chain.sample, verify)
+                for chain in _chains(campaign, campaign.registry.names)
+                for stage in chain.stages
+            ]
+    except StoreInUse as error:
+        raise RunError(str(error)) from None
+    order = {sample.id: i for i, sample in enumerate(campaign.samples)}
+    names = campaign.registry.names
+    return sorted(found, key=lambda s: (names.index(s.stage), order[s.sample]))

@@ -349,3 +349,13 @@ def test_the_demo_segmented_by_its_size_prior_closes_the_loop(tmp_path: Path) ->
         assert abs(p["value"] - true) <= p["upper"] - p["lower"], (name, p, true)
     kappa = fitted["parameters"]["kappa0"]
     assert kappa["lower"] <= fitted["truth"]["kappa0"] <= kappa["upper"]
+
+
+def test_status_of_a_campaign_never_run_says_everything_is_missing(tmp_path: Path) -> None:
+    path = _campaign(tmp_path, "s.zarr")
+    result = runner.invoke(app, ["status", str(path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "ingest  a          missing: no store yet"
+    assert lines[-1] == "6 missing: `debond run` would run 6 of 6 stages"
+    assert not (tmp_path / "s.zarr").exists()

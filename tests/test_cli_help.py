@@ -19,6 +19,7 @@ COMMANDS = (
     ("fit",),
     ("report",),
     ("run",),
+    ("status",),
     ("init",),
     ("params",),
     ("synth",),

@@ -499,8 +499,71 @@ def test_a_run_killed_during_measure_resumes_to_the_same_table(
 # ----------------------------------------------------------------- integrity
 
 
+def _chunk(store: Path, sample: str, name: str) -> Path:
+    """The chunk file of a small-campaign array (each array is one chunk)."""
+    return store / "samples" / sample / name / "c" / "0" / "0" / "0"
+
+
 def _tables(campaign_file: Path) -> Path:
     return campaign_file.parent / "tables" / campaign_file.stem
+
+
+def test_lost_and_garbled_chunks_are_redone_with_what_was_made_from_them(
+    local_run: tuple[Path, list[Outcome]], client: Client, tmp_path: Path
+) -> None:
+    """A deleted chunk and a garbage one (another size) are found by a listing; a changed
+    byte (the same size) by decoding, which withdraws the marker. The run redoes those
+    stages and the stages after them, and the results equal the clean run's."""
+    local_file, _ = local_run
+    shutil.copytree(local_file.parent, tmp_path / "small")
+    campaign_file = tmp_path / "small" / "campaign.toml"
+    store = campaign_file.parent / "store.zarr"
+    _chunk(store, "c03", "recon").unlink()
+    _chunk(store, "c01", "phases").write_bytes(b"garbage")
+    flipped = bytearray(_chunk(store, "c00", "particles").read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    _chunk(store, "c00", "particles").write_bytes(bytes(flipped))
+
+    cheap = CliRunner().invoke(app, ["status", str(campaign_file)])
+    assert cheap.exit_code == 1, cheap.output
+    assert "recon   c03        damaged: samples/c03/recon: 1 of 1 chunks missing: c/0/0/0\n" in (
+        cheap.output
+    )
+    assert "segment c01        damaged: samples/c01/phases: its chunks changed since" in (
+        cheap.output
+    )
+    assert "segment c03        stale" in cheap.output  # its input is damaged
+    assert "label   c00        current" in cheap.output  # the same size: a listing cannot see it
+    deep = CliRunner().invoke(app, ["status", str(campaign_file), "--verify"])
+    assert deep.exit_code == 1, deep.output
+    assert re.search(
+        r"segment c01 +damaged: samples/c01/phases: 1 chunk\(s\) do not decode: c/0/0/0 \(",
+        deep.output,
+    )
+    assert re.search(
+        r"label   c00 +damaged: samples/c00/particles: 1 chunk\(s\) do not decode: c/0/0/0 "
+        r"\(.*checksum.*\(its completion marker is withdrawn: `debond run` redoes it\)",
+        deep.output,
+    )
+
+    outcomes = run(campaign_file, client)
+    assert {(o.stage, o.sample) for o in outcomes if o.state == "done"} == {
+        *(("recon", "c03"), ("segment", "c03"), ("label", "c03"), ("measure", "c03")),
+        *(("segment", "c01"), ("label", "c01"), ("measure", "c01")),
+        *(("label", "c00"), ("measure", "c00")),
+    }
+    assert {o.state for o in outcomes} == {"done", "skipped"}
+    for sample in SAMPLES:
+        for name in ("recon", "sample", "phases", "particles"):
+            assert np.array_equal(
+                recon_values(campaign_file, sample, name), recon_values(local_file, sample, name)
+            )
+    pd.testing.assert_frame_equal(
+        read_particles(_tables(campaign_file) / "particles.parquet"),
+        read_particles(_tables(local_file) / "particles.parquet"),
+    )
+    again = CliRunner().invoke(app, ["status", str(campaign_file), "--verify"])
+    assert again.exit_code == 0 and again.output.endswith("28 current: nothing to run\n")
 
 
 def test_a_sample_that_fails_leaves_no_old_rows_in_the_table(
