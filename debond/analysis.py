@@ -157,9 +157,16 @@ def fit_inputs(campaign: Campaign) -> FitInputs:
     campaign.require_cycles("the fit")
     table = campaign.tables_dir / "particles.parquet"
     if not table.is_file():
+        earlier = ", ".join(path.name for path in campaign.earlier_tables())
+        note = (
+            f" (tables of an earlier version lie directly in {table.parent.parent}: {earlier}; "
+            "the run moves them here when this is the folder's only campaign file)"
+            if earlier
+            else ""
+        )
         raise FileNotFoundError(
             f"{table} does not exist; run `debond run {campaign.path}` first to measure "
-            "the particles"
+            f"the particles{note}"
         )
     particles = read_particles(table)
     return FitInputs(

@@ -529,7 +529,7 @@ def status_command(
             check_store_free(loaded)
         except RunError as error:
             typer.echo(str(error))
-        rows = campaign_status(loaded, verify=verify)
+        rows = campaign_status(loaded, verify=verify, echo=typer.echo)
     except (CampaignError, RunError, StoreError) as error:
         raise _fail(str(error)) from error
     for row in rows:

@@ -979,7 +979,9 @@ def _stage_status(
     return StageStatus(stage.name, sample.id, state)
 
 
-def campaign_status(campaign: Campaign, *, verify: bool = False) -> list[StageStatus]:
+def campaign_status(
+    campaign: Campaign, *, verify: bool = False, echo: Echo = print
+) -> list[StageStatus]:
     """Every stage of every sample: missing, incomplete, damaged, stale or current.
 
     Parameters
@@ -991,6 +993,8 @@ def campaign_status(campaign: Campaign, *, verify: bool = False) -> list[StageSt
         as reading them all. An array with a chunk that does not decode loses
         its completion marker, so that the next run redoes it; the store's
         lock is held meanwhile. Default: list the chunks only (cheap).
+    echo : callable
+        Told when ``verify`` takes over a stale lock.
 
     Returns
     -------
@@ -1013,7 +1017,7 @@ def campaign_status(campaign: Campaign, *, verify: bool = False) -> list[StageSt
             for stage in chain.stages
         ]
     try:
-        with store_lock(location) if verify else contextlib.nullcontext():
+        with store_lock(location, echo) if verify else contextlib.nullcontext():
             found = [
                 _stage_status(campaign, group, stage, chain.sample, verify)
                 for chain in _chains(campaign, campaign.registry.names)

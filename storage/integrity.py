@@ -136,11 +136,9 @@ def _stored_sizes(array: zarr.Array) -> dict[str, int]:
     prefix = f"{array.path}/" if array.path else ""
     if isinstance(store, LocalStore):
         return dict(_local_sizes(Path(store.root) / array.path))
-    if isinstance(store, FsspecStore):
+    if isinstance(store, FsspecStore):  # its filesystem is asynchronous, as zarr requires
         root = f"{store.path.rstrip('/')}/{prefix}"
-        found = store.fs.find(root, detail=True) if not store.fs.async_impl else None
-        if found is None:
-            found = sync(store.fs._find(root, detail=True))
+        found = sync(store.fs._find(root, detail=True))
         return {path[len(root) :]: int(info.get("size") or 0) for path, info in found.items()}
     return sync(_store_sizes(store, prefix))
 

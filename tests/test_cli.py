@@ -247,6 +247,24 @@ def test_fit_of_a_campaign_before_its_run_says_what_to_do(tmp_path: Path) -> Non
     assert "particles.parquet does not exist; run `debond run" in result.output
 
 
+def test_fit_of_a_campaign_with_tables_of_an_earlier_version_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    drawn = simulate_campaign(PAPER_PARAMETERS, Material(), seed=3)
+    write_table(drawn.particles, tmp_path / "tables" / "particles.parquet", PARTICLES_SCHEMA)
+    (tmp_path / "raw.h5").write_bytes(b"")
+    (tmp_path / "c.toml").write_text(
+        "[campaign]\nname = 'c'\nstore = 's.zarr'\n"
+        "[[sample]]\nid = 'a'\ncycles = 1\ntxm = 'raw.h5'\nvoxel_size_um = 0.03\n"
+    )
+    result = runner.invoke(app, ["fit", str(tmp_path / "c.toml")])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert f"{tmp_path / 'tables' / 'c' / 'particles.parquet'} does not exist" in text
+    assert f"tables of an earlier version lie directly in {tmp_path / 'tables'}: " in text
+    assert "particles.parquet; the run moves them here" in text
+
+
 def test_params_lists_every_key_of_a_section_from_the_schema() -> None:
     from debond.schema import parameter_table
 

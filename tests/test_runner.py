@@ -701,6 +701,30 @@ def test_two_campaigns_in_one_folder_keep_their_own_tables(
     )
 
 
+def test_a_folder_of_an_earlier_version_keeps_its_tables(
+    local_run: tuple[Path, list[Outcome]], client: Client, tmp_path: Path
+) -> None:
+    """Its tables directly in tables/: the run moves them to the campaign's folder, and
+    every stage, the table stages included, is current."""
+    local_file, _ = local_run
+    folder = tmp_path / "small"
+    shutil.copytree(local_file.parent, folder)
+    for entry in list(_tables(folder / "campaign.toml").iterdir()):
+        entry.rename(folder / "tables" / entry.name)
+    _tables(folder / "campaign.toml").rmdir()
+    lines: list[str] = []
+    outcomes = run_campaign(load_campaign(folder / "campaign.toml"), client, echo=lines.append)
+    assert lines[0] == (
+        "moved the tables of an earlier version (particles.parquet, samples, sections) from "
+        f"{folder / 'tables'} into {folder / 'tables' / 'campaign'}, this campaign's own"
+    )
+    assert {o.state for o in outcomes} == {"skipped"}
+    pd.testing.assert_frame_equal(
+        read_particles(folder / "tables" / "campaign" / "particles.parquet"),
+        read_particles(_tables(local_file) / "particles.parquet"),
+    )
+
+
 # ----------------------------------------------------------------- bad input
 
 
