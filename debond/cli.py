@@ -410,6 +410,7 @@ _DRY_RUN_WORDS = {
     "missing": "run: output missing",
     "incomplete": "resume: output incomplete (a run stopped); the stage is redone",
     "stale": "rerun: output stale",
+    "damaged:": "redo: output damaged:",
     "forced": "run: --force",
     "current": "skip: current",
 }
@@ -502,8 +503,8 @@ def status_command(
         bool,
         typer.Option(
             help="Also read and decode every chunk of the arrays a run would keep (as long "
-            "as reading them all); one that fails loses its completion marker, so that "
-            "`debond run` redoes it."
+            "as reading them all); what fails is recorded in the array's completion marker, "
+            "so that `debond run` redoes it and what was made from it."
         ),
     ] = False,
 ) -> None:

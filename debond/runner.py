@@ -77,7 +77,7 @@ from debond.storage import (
     status,
 )
 from debond.storage.lock import StoreInUse, check_free, store_lock
-from debond.storage.provenance import clear_completion, digest
+from debond.storage.provenance import REPAIRED_KEY, digest, mark_damaged
 from debond.storage.tables import DIGEST_KEY, table_status, write_table
 
 __all__ = [
@@ -840,6 +840,8 @@ def preview_run(
                 array = find_array(group, sample, output)
                 if array is not None:
                     remade[array.path] = {"kind": "array", "path": array.path, "digest": stamp}
+                    if chunk_damage(array) is not None:  # rewritten as repaired: see array_identity
+                        remade[array.path][REPAIRED_KEY] = "by this run"
             runs = runs or stage.name
             outcomes.append(Outcome(stage.name, sample, "run", detail=reason))
     for declared in campaign.samples:
@@ -940,21 +942,22 @@ class StageStatus:
 
 
 def _verified(group: zarr.Group, plan: Plan) -> str | None:
-    """Decode every chunk of a current plan's arrays; withdraw the marker of those that fail.
+    """Decode every chunk of a current plan's arrays; record the damage of those that fail.
 
-    An array whose chunk does not decode is not complete: without its marker
-    the next run redoes it, and what was made from it.
+    An array whose chunk does not decode is not complete: with the damage in
+    its marker (:func:`debond.storage.mark_damaged`), the next run redoes it,
+    and what was made from it.
     """
     found = []
     for output in plan.outputs:
         array = find_array(group, plan.sample.id, output)
         problem = None if array is None else chunk_damage(array, deep=True)
         if array is not None and problem is not None:
-            clear_completion(array)
+            mark_damaged(array, problem)
             found.append(f"samples/{plan.sample.id}/{output}: {problem}")
     if not found:
         return None
-    return "; ".join(found) + " (its completion marker is withdrawn: `debond run` redoes it)"
+    return "; ".join(found) + " (recorded in its completion marker: `debond run` redoes it)"
 
 
 def _stage_status(

@@ -22,7 +22,8 @@ number of chunks stored and a digest of their keys and sizes
 (:mod:`debond.storage.integrity`), and :func:`status` lists the chunks again
 (cheap: no chunk is read), so an array that lost a chunk, or whose chunk was
 rewritten or truncated, is ``DAMAGED`` and redone. :func:`chunk_damage` with
-``deep=True`` decodes every chunk as well.
+``deep=True`` decodes every chunk as well, and :func:`mark_damaged` records
+what it found in the marker, so that the array is ``DAMAGED`` from then on.
 
 Inputs are identified by :func:`identify`:
 
@@ -31,10 +32,13 @@ Inputs are identified by :func:`identify`:
 - a folder (a TIFF stack): the number of files, their total size and a digest
   of the listing of names, sizes and modification times;
 - a list of files (SEM images): the identity of each;
-- a Zarr array written by a stage: its own provenance digest and the time
-  it was completed (:func:`array_identity`), so a change upstream makes
-  everything downstream stale, and so does an upstream array written again
-  (e.g. redone after damage: what was made from the old one is redone too);
+- a Zarr array written by a stage: its own provenance digest
+  (:func:`array_identity`), so a change upstream makes everything downstream
+  stale. An array redone as it was (after an interrupted write, which
+  nothing could read) leaves what follows it current; one written over a
+  damaged array is marked repaired, and that mark enters its identity: what
+  was made from the damaged one may have read its missing chunk as zeros,
+  and is redone;
 - a mapping: taken as an identity already (e.g. ``{"seed": 3}``).
 
 Locations are recorded under the key ``"path"`` but left out of digests, so a
@@ -66,6 +70,11 @@ from debond.storage.integrity import Listing, damage, listing
 PROVENANCE_KEY = "provenance"
 #: Attribute holding the completion marker, written after every chunk.
 COMPLETE_KEY = "complete"
+#: Attribute of an array written over a damaged one (the time it replaced it);
+#: its completion marker carries it, and so does its identity as an input.
+REPAIRED_KEY = "repaired"
+#: Key of a completion marker recording damage found by a deep check.
+DAMAGED_KEY = "damaged"
 #: Bytes read from each end of an input file for its identity hash (1 MiB).
 HASHED_END_BYTES = 1 << 20
 #: The installed debond's version (package metadata, i.e. pyproject.toml), recorded
@@ -413,11 +422,15 @@ def completion(array: zarr.Array) -> dict[str, Any] | None:
     return marker if isinstance(marker, dict) else None
 
 
-def _listing_damage(array: zarr.Array, marker: dict[str, Any]) -> str | None:
-    """What the chunk listing shows against the marker's record (None: nothing, or no record).
+def _recorded_damage(array: zarr.Array, marker: dict[str, Any]) -> str | None:
+    """Damage recorded in the marker by a deep check, or found by listing the chunks.
 
-    Markers written before chunk listings were recorded cannot be checked so.
+    None when there is none; markers written before chunk listings were
+    recorded cannot be checked by a listing.
     """
+    found = marker.get(DAMAGED_KEY)
+    if isinstance(found, str):
+        return found
     recorded = Listing.from_marker(marker)
     return None if recorded is None else damage(array, recorded)
 
@@ -438,21 +451,37 @@ def chunk_damage(array: zarr.Array, *, deep: bool = False) -> str | None:
     Returns
     -------
     str or None
-        One line naming the missing or undecodable chunks; None when the
-        array is intact (or not complete).
+        One line naming the missing or undecodable chunks (or the damage a
+        deep check recorded, :func:`mark_damaged`); None when the array is
+        intact (or not complete).
     """
     marker = completion(array)
     if marker is None:
         return None
-    return damage(array, Listing.from_marker(marker), deep=deep)
+    if not deep:
+        return _recorded_damage(array, marker)
+    found = damage(array, Listing.from_marker(marker), deep=True)
+    recorded = marker.get(DAMAGED_KEY)
+    return found if found is not None or not isinstance(recorded, str) else recorded
+
+
+def mark_damaged(array: zarr.Array, found: str) -> None:
+    """Record in a complete array's marker what a deep check found wrong with it.
+
+    The array is ``DAMAGED`` from then on (:func:`status`): the next run
+    redoes it, as when a listing shows the damage, and what was made from it.
+    """
+    marker = completion(array)
+    if marker is not None:
+        array.attrs[COMPLETE_KEY] = marker | {DAMAGED_KEY: found}
 
 
 def array_identity(array: zarr.Array, name: str = "input") -> dict[str, Any]:
-    """Identity of an input array: its path, provenance digest and completion time.
+    """Identity of an input array: its path and provenance digest (and its repair mark).
 
-    The completion time makes an array written again (with the same
-    provenance, e.g. redone after damage) a changed input of what was made
-    from it.
+    An array written over a damaged one carries the time it replaced it
+    (``"repaired"``): what was made from the damaged array is then a stale
+    output of a changed input.
 
     Raises
     ------
@@ -468,14 +497,14 @@ def array_identity(array: zarr.Array, name: str = "input") -> dict[str, Any]:
             f"input {name!r}: {_describe(array)} is not complete (no completion marker); "
             "run the stage that writes it first"
         )
-    found = _listing_damage(array, marker)
+    found = _recorded_damage(array, marker)
     if found is not None:
         raise DamagedArray(
             f"input {name!r}: {_describe(array)} is damaged: {found}; "
             "run the stage that writes it again"
         )
     identity = {"kind": "array", "path": array.path, "digest": marker["digest"]}
-    return identity | ({"completed": marker["at"]} if "at" in marker else {})
+    return identity | ({REPAIRED_KEY: marker[REPAIRED_KEY]} if REPAIRED_KEY in marker else {})
 
 
 #: What an input may be: a path or URL, a list of them, a Zarr array or an identity.
@@ -628,7 +657,8 @@ def mark_complete(array: zarr.Array) -> dict[str, Any]:
     dict
         The marker, ``{"digest": <provenance digest>, "at": <UTC time>,
         "chunks": <number of chunks stored>, "listing_sha256": <digest of
-        their keys and sizes>}``.
+        their keys and sizes>}``, and ``"repaired"`` for an array written
+        over a damaged one (its attribute of that name).
 
     Raises
     ------
@@ -643,6 +673,9 @@ def mark_complete(array: zarr.Array) -> dict[str, Any]:
             "create_volume(..., stage=..., parameters=..., inputs=...) or call record() first"
         )
     marker = {"digest": provenance.digest, "at": now(), **listing(array).to_json()}
+    repaired = _read_attrs(array).get(REPAIRED_KEY)
+    if repaired is not None:
+        marker[REPAIRED_KEY] = repaired
     array.attrs[COMPLETE_KEY] = marker
     return marker
 
@@ -703,7 +736,7 @@ def status(
         or marker.get("digest") != recorded.get("digest")
     ):
         return Status.INCOMPLETE
-    if _listing_damage(array, marker) is not None:
+    if _recorded_damage(array, marker) is not None:
         return Status.DAMAGED
     try:
         expected = digest(stage, parameters, inputs, version)

@@ -71,6 +71,7 @@ from debond.storage.provenance import (
     COMPLETE_KEY,
     PACKAGE_VERSION,
     PROVENANCE_KEY,
+    REPAIRED_KEY,
     ArrayExists,
     ArrayNotFound,
     IncompleteArray,
@@ -80,9 +81,11 @@ from debond.storage.provenance import (
     Status,
     StoreFormatError,
     StoreNotFound,
+    chunk_damage,
     clear_completion,
     make_provenance,
     mark_complete,
+    now,
     status,
     store_location,
     to_json_value,
@@ -113,7 +116,7 @@ CUBE_SIDE = (64, 128)
 #: zstd level of the Blosc compressor (1–9; 3 favours speed).
 CLEVEL = 3
 #: Attributes that the module sets itself and ``attrs=`` may not override.
-RESERVED_ATTRS = ("voxel_size_um", "purpose", PROVENANCE_KEY, COMPLETE_KEY)
+RESERVED_ATTRS = ("voxel_size_um", "purpose", PROVENANCE_KEY, COMPLETE_KEY, REPAIRED_KEY)
 #: The metadata file of a Zarr v3 node; the root one marks a debond store.
 ZARR_JSON = "zarr.json"
 #: Modes of :func:`open_store`.
@@ -621,7 +624,10 @@ def create_volume(
         ``record(array, make_provenance(...))`` is called.
     overwrite : bool
         Replace an existing array (its completion marker is removed first,
-        then the array with all its chunks). Default False.
+        then the array with all its chunks). Default False. A complete array
+        with damaged chunks (:func:`~debond.storage.provenance.chunk_damage`)
+        is replaced by one marked repaired, which changes its identity as an
+        input, so that what was made from it is redone.
     clevel : int
         zstd level, 1–9.
 
@@ -658,6 +664,7 @@ def create_volume(
 
     group = _as_group(store, "a")
     existing = group.get(path)
+    repaired = None
     if existing is not None:
         if not isinstance(existing, zarr.Array):
             raise StoreFormatError(
@@ -669,9 +676,13 @@ def create_volume(
                 f"{'complete' if COMPLETE_KEY in existing.attrs else 'incomplete'}); "
                 "pass overwrite=True to replace it"
             )
+        # written over a damaged array: what was made from it is redone (array_identity)
+        repaired = now() if chunk_damage(existing) is not None else None
         clear_completion(existing)
 
     attributes: dict[str, Any] = {"voxel_size_um": voxel, "purpose": purpose, **extra}
+    if repaired is not None:
+        attributes[REPAIRED_KEY] = repaired
     if provenance is not None:
         attributes[PROVENANCE_KEY] = provenance.to_json()
     return group.create_array(

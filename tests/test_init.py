@@ -115,7 +115,7 @@ def test_init_then_the_marked_choices_give_a_campaign_that_runs(
 
     result = runner.invoke(app, ["run", str(path), "--workers", "2"])
     assert result.exit_code == 0, result.output
-    table = pd.read_parquet(folder / "tables" / "particles.parquet")
+    table = pd.read_parquet(folder / "tables" / "campaign" / "particles.parquet")
     assert set(table["sample"]) == set(samples)
     assert set(table["modality"]) == {"3d", "2d"}
     assert dict(zip(table["sample"], table["cycles"], strict=True)) == {

@@ -44,7 +44,7 @@ from debond.pipeline.segment import CBD, SILICON, segment
 from debond.pipeline.sem import analyse_sem
 from debond.pipeline.stereology import sections_to_spheres, unfold_radii
 from debond.report import write_report
-from debond.runner import Outcome, RunError, parse_stages, run_campaign
+from debond.runner import Outcome, RunError, parse_stages, preview_run, run_campaign
 from debond.stages import REGISTRY
 from debond.stages.base import Plan, Registry, Stage, Work
 from debond.storage import get_array, list_arrays, list_samples, open_store, open_volume
@@ -512,7 +512,7 @@ def test_lost_and_garbled_chunks_are_redone_with_what_was_made_from_them(
     local_run: tuple[Path, list[Outcome]], client: Client, tmp_path: Path
 ) -> None:
     """A deleted chunk and a garbage one (another size) are found by a listing; a changed
-    byte (the same size) by decoding, which withdraws the marker. The run redoes those
+    byte (the same size) by decoding, which records it in the marker. The run redoes those
     stages and the stages after them, and the results equal the clean run's."""
     local_file, _ = local_run
     shutil.copytree(local_file.parent, tmp_path / "small")
@@ -542,12 +542,15 @@ def test_lost_and_garbled_chunks_are_redone_with_what_was_made_from_them(
     )
     assert re.search(
         r"label   c00 +damaged: samples/c00/particles: 1 chunk\(s\) do not decode: c/0/0/0 "
-        r"\(.*checksum.*\(its completion marker is withdrawn: `debond run` redoes it\)",
+        r"\(.*checksum.*\(recorded in its completion marker: `debond run` redoes it\)",
         deep.output,
     )
 
+    foreseen = preview_run(load_campaign(campaign_file))
     outcomes = run(campaign_file, client)
-    assert {(o.stage, o.sample) for o in outcomes if o.state == "done"} == {
+    redone = {(o.stage, o.sample) for o in outcomes if o.state == "done"}
+    assert {(o.stage, o.sample) for o in foreseen if o.state == "run"} == redone
+    assert redone == {
         *(("recon", "c03"), ("segment", "c03"), ("label", "c03"), ("measure", "c03")),
         *(("segment", "c01"), ("label", "c01"), ("measure", "c01")),
         *(("label", "c00"), ("measure", "c00")),

@@ -16,12 +16,13 @@ from debond.storage import (
     Status,
     chunk_damage,
     identify,
+    mark_damaged,
     open_store,
     status,
     write_volume,
 )
 from debond.storage.integrity import Listing, listing, undecodable_chunks
-from debond.storage.provenance import COMPLETE_KEY, completion
+from debond.storage.provenance import COMPLETE_KEY, REPAIRED_KEY, clear_completion, completion
 
 PARAMETERS = {"classes": 5}
 
@@ -52,6 +53,21 @@ def _phases(location: str) -> zarr.Array:
         chunks=(2, 4, 4),
         stage="segment",
         parameters=PARAMETERS,
+    )
+
+
+def _phases_again(location: str) -> zarr.Array:
+    """The same array written again over the one there."""
+    return write_volume(
+        location,
+        "c01",
+        "phases",
+        np.asarray(open_store(location)["samples/c01/phases"][...]),
+        voxel_size_um=0.05,
+        chunks=(2, 4, 4),
+        stage="segment",
+        parameters=PARAMETERS,
+        overwrite=True,
     )
 
 
@@ -93,6 +109,31 @@ def test_a_deleted_chunk_is_damage_named_by_its_key(location: str) -> None:
     assert status(downstream, "label", {}, {"phases": array}) is Status.STALE
 
 
+def test_what_was_made_from_a_damaged_array_is_redone_after_it(location: str) -> None:
+    """Written over a damaged array, an array is marked repaired: what was made from the
+    damaged one (which may have read its lost chunk as zeros) is stale. Written over an
+    interrupted one, which nothing could read, it leaves what follows it current."""
+    array = _phases(location)
+    inputs = {"phases": array}
+    downstream = write_volume(
+        location, "c01", "particles", np.zeros((6, 4, 4), np.int32), voxel_size_um=0.05,
+        stage="label", inputs=inputs,
+    )  # fmt: skip
+    before = identify(inputs)["phases"]
+    assert REPAIRED_KEY not in before
+    clear_completion(array)  # an interrupted write
+    array = _phases_again(location)
+    assert identify({"phases": array})["phases"] == before
+    assert status(downstream, "label", {}, {"phases": array}) is Status.CURRENT
+    _fs(location).rm(_chunk(location, "c/0/0/0"))  # damage
+    array = _phases_again(location)
+    marker = completion(array)
+    assert marker is not None and isinstance(marker[REPAIRED_KEY], str)
+    assert identify({"phases": array})["phases"] == before | {REPAIRED_KEY: marker[REPAIRED_KEY]}
+    assert status(array, "segment", PARAMETERS, None) is Status.CURRENT
+    assert status(downstream, "label", {}, {"phases": array}) is Status.STALE
+
+
 def test_a_garbage_chunk_is_damage_and_does_not_decode(location: str) -> None:
     array = _phases(location)
     _fs(location).pipe_file(_chunk(location, "c/1/0/0"), b"not a zstd chunk")
@@ -116,6 +157,11 @@ def test_a_changed_byte_is_found_only_by_the_deep_check(location: str) -> None:
     found = chunk_damage(array, deep=True)
     assert found is not None and found.startswith("1 chunk(s) do not decode: c/2/0/0 (")
     assert "checksum" in found
+    mark_damaged(array, found)  # recorded: from now on the array is damaged for everyone
+    assert status(array, "segment", PARAMETERS, None) is Status.DAMAGED
+    assert chunk_damage(array) == found
+    with pytest.raises(DamagedArray, match=r"c/2/0/0"):
+        identify({"phases": array})
 
 
 def test_a_marker_written_before_listings_is_not_checked(location: str) -> None:
