@@ -843,7 +843,7 @@ def test_a_memory_store_serves_an_in_process_cluster(pristine: Path, tmp_path: P
     campaign_file = _with_store(copy_campaign(pristine, tmp_path / "small"), url)
     try:
         with (
-            LocalCluster(processes=False, n_workers=1, dashboard_address=None) as local,
+            LocalCluster(processes=False, n_workers=1, dashboard_address="127.0.0.1:0") as local,
             Client(local) as in_process,
         ):
             run(campaign_file, in_process, stages=["ingest"])

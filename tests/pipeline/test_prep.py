@@ -505,7 +505,7 @@ def test_to_sinograms_uses_p2p_under_a_distributed_client() -> None:
     distributed = pytest.importorskip("distributed")
     x = np.random.default_rng(4).random((12, 5, 4))
     with distributed.Client(
-        processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None
+        processes=False, n_workers=1, threads_per_worker=2, dashboard_address="127.0.0.1:0"
     ):
         sino = to_sinograms(da.from_array(x, chunks=(2, 5, 4)), rows_per_chunk=2)
         assert any("rechunk-p2p" in name for name in sino.dask.layers)
