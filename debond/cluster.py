@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, WorkerPlugin
 from distributed.comm.addressing import parse_address, parse_host_port
 from distributed.security import Security
 
@@ -133,6 +133,20 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class _QuietCancellations(WorkerPlugin):
+    """On every embedded worker: a task cancelled mid-run is not logged as a warning.
+
+    When a run is stopped or a sample fails, its tasks are cancelled on
+    purpose; the worker's state machine would print "Async instruction …
+    ended with CancelledError" for each. Its errors are still logged.
+    """
+
+    name = "debond-quiet-cancellations"
+
+    def setup(self, worker: object) -> None:
+        logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
+
+
 @contextmanager
 def _sigint_ignored() -> Iterator[None]:
     """SIGINT ignored while the embedded workers start, so that they inherit it.
@@ -233,6 +247,7 @@ def cluster(
     levels = [logger.level for logger in loggers]
     try:
         with local, Client(local) as client:
+            client.register_plugin(_QuietCancellations())
             if echo is not None:
                 echo(f"cluster: embedded, {n_workers} workers, dashboard {client.dashboard_link}")
             try:
