@@ -55,7 +55,7 @@ class FitInputs:
     Attributes
     ----------
     table : Path
-        ``tables/particles.parquet``.
+        ``tables/<campaign>/particles.parquet``.
     particles : DataFrame
         Every row of the particle table.
     capacity : DataFrame or None

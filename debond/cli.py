@@ -230,9 +230,9 @@ def fit_command(
 ) -> None:
     """Fit α0, κ0, δ0, ζ0 to particle gaps and capacity data, with bootstrap.
 
-    Given a campaign file, reads its tables/particles.parquet (written by
+    Given a campaign file, reads its tables/<campaign>/particles.parquet (written by
     `debond run`), its cycling data and recipe, its material and its [fit]
-    section, and writes tables/fit.json, tables/bootstrap.parquet and
+    section, and writes tables/<campaign>/fit.json, bootstrap.parquet and
     figures/.
 
     Example:

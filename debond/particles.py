@@ -1,7 +1,7 @@
 """The particle table: the samples' 3D rows and their SEM sections, gathered.
 
 After ``measure`` and ``sem`` the per-sample tables are gathered into
-``tables/particles.parquet`` (DESIGN.md, "Tables"): the 3D rows as they are,
+``tables/<campaign>/particles.parquet`` (DESIGN.md, "Tables"): the 3D rows as they are,
 the SEM sections converted stereologically into spheres
 (:mod:`debond.pipeline.stereology`). A sample with SEM images alone brings
 2D rows only. The ``cycles`` column is the campaign file's, as it is now:

@@ -1124,7 +1124,7 @@ def write_report(campaign: Campaign, *, echo: Callable[[str], None] = print) -> 
 
     Notes
     -----
-    Without ``tables/fit.json`` the page holds the samples and the image
+    Without ``tables/<campaign>/fit.json`` the page holds the samples and the image
     quality only, and says to run ``debond fit``.
     """
     group = _open_run(campaign)

@@ -38,7 +38,7 @@ For each stage and sample the runner
    their writes on the cluster, and marks them complete.
 
 After ``measure`` and ``sem`` the samples' rows are gathered into
-``tables/particles.parquet`` (:mod:`debond.particles`).
+``tables/<campaign>/particles.parquet`` (:mod:`debond.particles`).
 """
 
 from __future__ import annotations

@@ -1474,8 +1474,8 @@ def score_run(campaign_path: str | os.PathLike[str]) -> Score:
     """Score a finished ``debond run`` of a scan written by :func:`write_scan`.
 
     Reads the store's ``phases`` (:func:`debond.storage.open_volume`) and the
-    sample's measured rows (``tables/samples/scan.parquet``, else the scan's
-    3D rows of ``tables/particles.parquet``); only the rows the fit would use
+    sample's measured rows (``tables/<campaign>/samples/scan.parquet``, else the scan's
+    3D rows of ``tables/<campaign>/particles.parquet``); only the rows the fit would use
     (:func:`debond.storage.tables.usable_rows`) count as reported.
 
     Parameters
