@@ -44,11 +44,10 @@ After ``measure`` and ``sem`` the samples' rows are gathered into
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_threads
 from dataclasses import dataclass, field
@@ -598,50 +597,38 @@ def _stopped(outcomes: Sequence[Outcome]) -> str:
     )
 
 
-def _holding_the_store(run: Callable[..., list[Outcome]]) -> Callable[..., list[Outcome]]:
-    """`run` with the campaign checked and its store locked for the whole run.
+@contextlib.contextmanager
+def _holding_the_store(campaign: Campaign, client: Client, echo: Echo) -> Iterator[None]:
+    """The campaign checked and its store locked for the whole run.
 
     The campaign's inputs and store are checked (nothing is written for bad
     ones), the store is created, and its lock taken
-    (:func:`debond.storage.lock.store_lock`) before `run` starts: a second run
-    on the same store stops with :class:`RunError` naming the first one's
+    (:func:`debond.storage.lock.store_lock`) before the run starts: a second
+    run on the same store stops with :class:`RunError` naming the first one's
     PID, host and start, instead of replacing its arrays while it writes
     them. Tables of an earlier layout are then moved to the campaign's own
     folder where they can only be its (:meth:`Campaign.adopt_earlier_tables`).
     """
-
-    @functools.wraps(run)
-    def locked(
-        campaign: Campaign,
-        client: Client,
-        *,
-        stages: Sequence[str] | None = None,
-        force: bool = False,
-        echo: Echo = print,
-    ) -> list[Outcome]:
-        campaign.check_inputs()
-        campaign.check_store()
-        check_store_reachable(campaign, workers_in_process=workers_in_process(client))
-        location = campaign.store_location
-        open_store(location, mode="a")  # the lock file lies in its folder
-        try:
-            with store_lock(location, echo) as path:
-                if path is None:
-                    echo(
-                        f"store {location} is not a local folder: no lock is taken, so "
-                        "nothing stops a second run on it (start one run at a time)"
-                    )
-                adopted = campaign.adopt_earlier_tables()
-                if adopted is not None:
-                    echo(adopted)
-                return run(campaign, client, stages=stages, force=force, echo=echo)
-        except StoreInUse as error:
-            raise RunError(str(error)) from None
-
-    return locked
+    campaign.check_inputs()
+    campaign.check_store()
+    check_store_reachable(campaign, workers_in_process=workers_in_process(client))
+    location = campaign.store_location
+    open_store(location, mode="a")  # the lock file lies in its folder
+    try:
+        with store_lock(location, echo) as path:
+            if path is None:
+                echo(
+                    f"store {location} is not a local folder: no lock is taken, so "
+                    "nothing stops a second run on it (start one run at a time)"
+                )
+            adopted = campaign.adopt_earlier_tables()
+            if adopted is not None:
+                echo(adopted)
+            yield
+    except StoreInUse as error:
+        raise RunError(str(error)) from None
 
 
-@_holding_the_store
 def run_campaign(
     campaign: Campaign,
     client: Client,
@@ -694,53 +681,54 @@ def run_campaign(
         cancelled, nothing running is marked complete, and the message says
         what finished.
     """
-    registry = campaign.registry
-    chosen = parse_stages(None if stages is None else list(stages), registry)
-    # The embedded scheduler logs every peer-to-peer rechunk at WARNING level.
-    logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
-    lock = threading.Lock()
+    with _holding_the_store(campaign, client, echo):
+        registry = campaign.registry
+        chosen = parse_stages(None if stages is None else list(stages), registry)
+        # The embedded scheduler logs every peer-to-peer rechunk at WARNING level.
+        logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
+        lock = threading.Lock()
 
-    def say(line: str) -> None:
-        with lock:
-            echo(line)
+        def say(line: str) -> None:
+            with lock:
+                echo(line)
 
-    group = open_store(campaign.store_location, mode="a")
-    for sample in campaign.samples:
-        known = {"cycles": sample.cycles, "voxel_size_um": sample.voxel_size_um}
-        set_sample_attrs(group, sample.id, {k: v for k, v in known.items() if v is not None})
-    for line in _absent(campaign, chosen):
-        say(line)
-    chains = _chains(campaign, chosen)
-    _prepare(campaign, group, chains, force, say)
-    outcomes: list[Outcome] = []
-    flight = _Flight(outcomes=[o for chain in chains for o in chain.skipped])
-    pool = ThreadPoolExecutor(CHAINS_IN_FLIGHT, thread_name_prefix="debond-sample")
-    try:
-        running = [
-            pool.submit(_run_chain, campaign, client, group, chain, force, say, flight)
-            for chain in chains
-        ]
-        for future in running:
-            outcomes.extend(future.result())
-    except KeyboardInterrupt:
-        flight.recall(client)
-        wait_threads(running, timeout=INTERRUPT_GRACE_S)
-        raise Interrupted(_stopped(flight.outcomes), flight.outcomes) from None
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    order = {sample.id: i for i, sample in enumerate(campaign.samples)}
-    outcomes.sort(key=lambda o: (registry.names.index(o.stage), order[o.sample]))
-    if any(registry.get(name).table is not None for name in chosen):
-        _gather(campaign, group, outcomes, echo)
-    failed = [o for o in outcomes if o.state == "failed"]
-    if failed:
-        lines = [f"{o.stage} of {o.sample}: {o.detail}" for o in failed]
-        raise RunError(
-            f"{len(lines)} stage(s) failed; every other output is complete:\n  "
-            + "\n  ".join(lines),
-            outcomes,
-        )
-    return outcomes
+        group = open_store(campaign.store_location, mode="a")
+        for sample in campaign.samples:
+            known = {"cycles": sample.cycles, "voxel_size_um": sample.voxel_size_um}
+            set_sample_attrs(group, sample.id, {k: v for k, v in known.items() if v is not None})
+        for line in _absent(campaign, chosen):
+            say(line)
+        chains = _chains(campaign, chosen)
+        _prepare(campaign, group, chains, force, say)
+        outcomes: list[Outcome] = []
+        flight = _Flight(outcomes=[o for chain in chains for o in chain.skipped])
+        pool = ThreadPoolExecutor(CHAINS_IN_FLIGHT, thread_name_prefix="debond-sample")
+        try:
+            running = [
+                pool.submit(_run_chain, campaign, client, group, chain, force, say, flight)
+                for chain in chains
+            ]
+            for future in running:
+                outcomes.extend(future.result())
+        except KeyboardInterrupt:
+            flight.recall(client)
+            wait_threads(running, timeout=INTERRUPT_GRACE_S)
+            raise Interrupted(_stopped(flight.outcomes), flight.outcomes) from None
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        order = {sample.id: i for i, sample in enumerate(campaign.samples)}
+        outcomes.sort(key=lambda o: (registry.names.index(o.stage), order[o.sample]))
+        if any(registry.get(name).table is not None for name in chosen):
+            _gather(campaign, group, outcomes, echo)
+        failed = [o for o in outcomes if o.state == "failed"]
+        if failed:
+            lines = [f"{o.stage} of {o.sample}: {o.detail}" for o in failed]
+            raise RunError(
+                f"{len(lines)} stage(s) failed; every other output is complete:\n  "
+                + "\n  ".join(lines),
+                outcomes,
+            )
+        return outcomes
 
 
 def preview_run(
