@@ -71,6 +71,7 @@ from typing import Any, NamedTuple
 import cc3d
 import dask
 import dask.array as da
+import numba
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 from scipy import ndimage, sparse
@@ -86,9 +87,11 @@ from debond.storage import default_chunks
 
 __all__ = [
     "CONNECTIVITIES",
+    "LABEL_BLOCK_VOXELS",
     "MAX_SPLIT_VOXELS",
     "NECK_FRACTION",
     "Labels",
+    "coarse_chunks",
     "label",
     "label_kernel",
     "label_particles",
@@ -124,6 +127,13 @@ H_FLOOR = 0.5
 #: distance transform, maxima and watershed need about 40 bytes per box voxel:
 #: 2**25 voxels (a 322³ box) take about 1.3 GB.
 MAX_SPLIT_VOXELS = 2**25
+
+#: :func:`label_particles`' ``block_voxels``: the mask's chunks are joined into labelling
+#: blocks of at least about this many voxels (128³). A block costs a few tasks and a
+#: few milliseconds of scheduling whatever its size, so 64³ chunks (a quarter of a
+#: millisecond of cc3d each) spend most of their time in scheduling; a 128³ block holds
+#: 2 MB of mask and 2–8 MB of labels while it is labelled.
+LABEL_BLOCK_VOXELS = 2**21
 
 
 def _meta(dtype: Any, ndim: int = 3) -> np.ndarray:
@@ -178,28 +188,87 @@ def _check_zero_one(block: np.ndarray, name: str) -> None:
 # ----------------------------------------------------------------- kernel
 
 
-def _first_appearances(labels: np.ndarray, n: int) -> np.ndarray | None:
-    """Flat C-order index of the first voxel of labels 1..n, or None when the labels are
-    not numbered in order of first appearance."""
-    flat = labels.ravel()
-    if n == 0:
-        return np.empty(0, np.int64)
-    running = np.maximum.accumulate(flat)
-    rises = np.flatnonzero(running[1:] != running[:-1]) + 1
-    if flat[0] != 0:
-        rises = np.concatenate([[0], rises])
-    # n rises from 0 that reach n are steps of one: labels appear in the order 1, 2, …, n.
-    if len(rises) != n or int(running[-1]) != n:
+@numba.njit(cache=True, nogil=True)
+def _block_stats_loop(
+    labels: np.ndarray, n: int, boxes: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:  # pragma: no cover - compiled
+    """One pass over a (Z, Y, X) block of labels 0..n: voxels, flat C-order index of the
+    first voxel and half-open box (z0, z1, y0, y1, x0, x1; only with ``boxes``) of each
+    label 0..n, and whether labels 1..n appear in that order."""
+    counts = np.zeros(n + 1, np.int64)
+    first = np.full(n + 1, -1, np.int64)
+    box = np.zeros((6, n + 1), np.int64)
+    highest = 0
+    ordered = True
+    nz, ny, nx = labels.shape
+    flat = 0
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                value = labels[z, y, x]
+                if value != 0:
+                    if counts[value] == 0:
+                        first[value] = flat
+                        if value != highest + 1:
+                            ordered = False
+                        highest = max(highest, value)
+                        if boxes:
+                            box[0, value], box[1, value] = z, z + 1
+                            box[2, value], box[3, value] = y, y + 1
+                            box[4, value], box[5, value] = x, x + 1
+                    elif boxes:
+                        box[1, value] = z + 1  # z only grows
+                        box[2, value] = min(box[2, value], y)
+                        box[3, value] = max(box[3, value], y + 1)
+                        box[4, value] = min(box[4, value], x)
+                        box[5, value] = max(box[5, value], x + 1)
+                    counts[value] += 1
+                flat += 1
+    return counts, first, box, ordered
+
+
+@numba.njit(cache=True, nogil=True)
+def _lookup_loop(labels: np.ndarray, table: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """``table[labels]`` for a (Z, Y, X) block (one pass, no intermediate index array)."""
+    out = np.empty(labels.shape, table.dtype)
+    nz, ny, nx = labels.shape
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                out[z, y, x] = table[labels[z, y, x]]
+    return out
+
+
+def _block_stats(
+    labels: np.ndarray, n: int, boxes: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Voxels (n,), flat C-order index of the first voxel (n,) and half-open boxes
+    (6, n) of labels 1..n of a block (boxes zero unless asked), all int64; None when
+    the labels are not numbered in order of first appearance."""
+    counts, first, box, ordered = _block_stats_loop(np.ascontiguousarray(labels), n, boxes)
+    if not ordered:
         return None
-    return rises.astype(np.int64)
+    return counts[1:], first[1:], box[:, 1:]
 
 
-def _label_block(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int, np.ndarray]:
-    """cc3d labels of one block numbered in order of first appearance in C order, their
-    number and the flat C-order index of each label's first voxel (int64)."""
+def _narrow(labels: np.ndarray, n: int) -> np.ndarray:
+    """``labels`` (0..n) in the narrowest unsigned integer dtype that holds ``n``."""
+    for dtype in (np.uint8, np.uint16):
+        if n <= np.iinfo(dtype).max:
+            return labels.astype(dtype)
+    return labels.astype(np.uint32, copy=False)
+
+
+def _label_block(
+    mask: np.ndarray, connectivity: int, boxes: bool = False
+) -> tuple[np.ndarray, int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """cc3d labels of one block numbered in order of first appearance in C order, in the
+    narrowest unsigned dtype that holds their number (:func:`_narrow`), their number
+    and their :func:`_block_stats` (voxels, first voxel, boxes if asked; local)."""
     block = np.ascontiguousarray(mask)
     if block.size == 0:
-        return np.zeros(block.shape, np.int32), 0, np.empty(0, np.int64)
+        empty = np.empty(0, np.int64)
+        return np.zeros(block.shape, np.uint8), 0, (empty, empty, np.empty((6, 0), np.int64))
     if connectivity == 26 and min(block.shape) == 1:
         # On a block one voxel thick, 26 and 18 are the same neighbourhood; cc3d 4.1
         # fails ("cannot be mapped to union-find array") on some such blocks with 26.
@@ -211,17 +280,18 @@ def _label_block(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int, 
     n = int(n)
     if n > _INT32_MAX:
         raise ValueError(f"mask block of shape {block.shape} has {n} components, over int32")
-    labels = labels.view(np.int32)
-    first = _first_appearances(labels, n)
-    if first is None:  # cc3d numbers so today; keep the contract if a version does not
+    labels = _narrow(labels, n)
+    stats = _block_stats(labels, n, boxes)
+    if stats is None:  # cc3d numbers so today; keep the contract if a version does not
         values, first_index = np.unique(labels.ravel(), return_index=True)
         keep = values != 0
         order = np.argsort(first_index[keep])
-        table = np.zeros(n + 1, np.int32)
-        table[values[keep][order]] = np.arange(1, n + 1, dtype=np.int32)
+        table = np.zeros(n + 1, labels.dtype)
+        table[values[keep][order]] = np.arange(1, n + 1, dtype=labels.dtype)
         labels = table[labels]
-        first = first_index[keep][order].astype(np.int64)
-    return labels, n, first
+        stats = _block_stats(labels, n, boxes)
+        assert stats is not None
+    return labels, n, stats
 
 
 def label_kernel(mask: np.ndarray, connectivity: int = 6) -> tuple[np.ndarray, int]:
@@ -265,7 +335,7 @@ def label_kernel(mask: np.ndarray, connectivity: int = 6) -> tuple[np.ndarray, i
     _check_binary_dtype(mask.dtype, "mask")
     _check_zero_one(mask, "mask")
     labels, n, _ = _label_block(mask, connectivity)
-    return labels, n
+    return labels.astype(np.int32), n
 
 
 # ------------------------------------------------------------ block tasks
@@ -281,14 +351,6 @@ class _Block(NamedTuple):
     faces: tuple[np.ndarray, ...]  # 6 planes of local labels: axis 0 first, last, axis 1 …
 
 
-def _narrow(labels: np.ndarray, n: int) -> np.ndarray:
-    """``labels`` (0..n) in the narrowest unsigned integer dtype that holds ``n``."""
-    for dtype in (np.uint8, np.uint16):
-        if n <= np.iinfo(dtype).max:
-            return labels.astype(dtype)
-    return labels.view(np.uint32)
-
-
 def _block_kernel(
     mask: np.ndarray, connectivity: int, boxes: bool, block_info: dict[Any, Any] | None = None
 ) -> np.ndarray:
@@ -296,7 +358,7 @@ def _block_kernel(
     faces (a :class:`_Block` boxed in a (1, 1, 1) object array). Bounding boxes are
     measured only with ``boxes`` (the splitting needs them); else their rows are 0."""
     _check_zero_one(mask, "mask")
-    labels, n, first = _label_block(mask, connectivity)
+    labels, n, (volumes, first, local_boxes) = _label_block(mask, connectivity, boxes)
     assert block_info is not None
     location, shape = block_info[0]["array-location"], block_info[0]["shape"]
     coords = np.unravel_index(first, labels.shape)
@@ -304,15 +366,11 @@ def _block_kernel(
         tuple(c + start for c, (start, _) in zip(coords, location, strict=True)), shape
     )
     stats = np.zeros((_N_STATS, n), np.int64)
-    stats[0] = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    stats[0] = volumes
     stats[1] = global_first
     if boxes:
-        for j, box in enumerate(ndimage.find_objects(labels, max_label=n)):
-            if box is None:  # pragma: no cover - labels 1..n all occur
-                continue
-            for axis, (s, (start, _)) in enumerate(zip(box, location, strict=True)):
-                stats[2 + 2 * axis, j] = s.start + start
-                stats[3 + 2 * axis, j] = s.stop + start
+        origin = np.repeat([start for start, _ in location], 2)
+        stats[2:] = local_boxes + origin[:, None]
     faces = tuple(
         np.ascontiguousarray(np.take(labels, side, axis=axis))
         for axis in range(3)
@@ -325,7 +383,7 @@ def _block_kernel(
         if touches
     ]
     border = np.unique(np.concatenate([face.ravel() for face in outer] + [np.zeros(1, np.int32)]))
-    return _boxed(_Block(_narrow(labels, n), stats, border[1:], faces))
+    return _boxed(_Block(labels, stats, border[1:], faces))
 
 
 def _faces_kernel(block: np.ndarray) -> np.ndarray:
@@ -446,7 +504,7 @@ def _relabel_kernel(
     n = kept.stats.shape[1]
     block_table = table[start : start + n + 1].copy()
     block_table[0] = 0  # provisional labels of this block are start+1 .. start+n
-    return block_table[kept.labels]
+    return _lookup_loop(kept.labels, block_table)
 
 
 # ------------------------------------------------------------ splitting
@@ -774,6 +832,7 @@ def label(
     radius_range_um: tuple[float, float] | None = None,
     voxel_size_um: float | None = None,
     max_split_voxels: int = MAX_SPLIT_VOXELS,
+    block_voxels: int | None = None,
 ) -> Labels:
     """Connected components of a 3-D mask, block-wise, labels unique over the volume.
 
@@ -836,11 +895,17 @@ def label(
         most box voxels one splitting task holds (default
         :data:`MAX_SPLIT_VOXELS`, 2**25, about 1.3 GB per task); larger
         components (percolating networks) stay whole.
+    block_voxels : int, optional
+        Label blocks of at least about this many voxels: along each axis,
+        consecutive chunks of ``mask`` are joined until a block's edge
+        reaches ``block_voxels ** (1/3)`` (:func:`coarse_chunks`; the result
+        does not depend on it). None (default): the chunks of ``mask``.
 
     Returns
     -------
     Labels
-        ``labels`` (lazy int32, the chunks of ``mask``), ``count`` N,
+        ``labels`` (lazy int32, the chunks of the labelling blocks: those of
+        ``mask``, joined where ``block_voxels`` asks), ``count`` N,
         ``volumes`` (N,) int64 voxels and ``touches_border`` (N,) bool, entry
         ``i`` for label ``i + 1``; ``components`` (before splitting; None
         when nothing was tried) and ``split`` (components cut in pieces).
@@ -853,7 +918,7 @@ def label(
         more, more than 2**31 − 1 provisional labels; ``connectivity`` not 6,
         18 or 26; ``min_volume_voxels`` negative; ``radius_range_um`` not
         two radii with 0 < lo ≤ hi; ``voxel_size_um`` not > 0 where a prior
-        is given; ``max_split_voxels`` < 1.
+        is given; ``max_split_voxels`` or ``block_voxels`` < 1.
     TypeError
         ``mask`` neither boolean nor integer; ``min_volume_voxels`` not an
         integer; ``split_touching`` not a bool.
@@ -885,6 +950,10 @@ def label(
             "mask must have known chunk sizes; got unknown (NaN) ones. "
             "Call mask.compute_chunk_sizes() first"
         )
+    if block_voxels is not None:
+        coarse = coarse_chunks(array.chunks, block_voxels)
+        if coarse != array.chunks:
+            array = array.rechunk(coarse)
     if int(np.prod(array.numblocks)) >= 2**31:
         raise ValueError(f"mask must have fewer than 2**31 blocks; got {array.numblocks} blocks")
     largest = int(np.prod([max(c) for c in array.chunks], dtype=np.int64))
@@ -1155,6 +1224,59 @@ def _split_components(
     )
 
 
+def coarse_chunks(
+    chunks: tuple[tuple[int, ...], ...], block_voxels: int
+) -> tuple[tuple[int, ...], ...]:
+    """Chunks of whole consecutive input chunks, at least ``block_voxels`` per block.
+
+    Along each axis, consecutive chunks are joined until their sum reaches the
+    edge ``ceil(block_voxels ** (1/3))``; a last group shorter than that joins
+    the one before it. Every new boundary is an old one, so rechunking to the
+    result only concatenates chunks.
+
+    Parameters
+    ----------
+    chunks : tuple of 3 tuples of int
+        A Dask array's chunks, voxels.
+    block_voxels : int
+        The least voxels a block should hold, ≥ 1.
+
+    Returns
+    -------
+    tuple of 3 tuples of int
+        The joined chunks (the input where no chunk is joined).
+
+    Examples
+    --------
+    >>> coarse_chunks(((64,) * 4, (64,) * 4, (64, 64, 64, 10)), 128**3)
+    ((128, 128), (128, 128), (202,))
+    """
+    if (
+        isinstance(block_voxels, bool)
+        or not isinstance(block_voxels, int | np.integer)
+        or block_voxels < 1
+    ):
+        raise ValueError(
+            f"block_voxels must be an integer number of voxels ≥ 1; got {block_voxels!r}"
+        )
+    edge = math.ceil(round(block_voxels ** (1.0 / 3.0), 9))
+    joined: list[tuple[int, ...]] = []
+    for sizes in chunks:
+        groups: list[int] = []
+        held = edge
+        for size in sizes:
+            if held >= edge:
+                groups.append(0)
+                held = 0
+            groups[-1] += int(size)
+            held += int(size)
+        if len(groups) > 1 and groups[-1] < edge:
+            last = groups.pop()
+            groups[-1] += last
+        joined.append(tuple(groups))
+    return tuple(joined)
+
+
 def label_particles(
     phases: da.Array,
     *,
@@ -1164,6 +1286,7 @@ def label_particles(
     min_volume_voxels: int = 27,
     split_touching: bool = True,
     max_split_voxels: int = MAX_SPLIT_VOXELS,
+    block_voxels: int = LABEL_BLOCK_VOXELS,
 ) -> Labels:
     """The label stage: the silicon particles of a phase volume, touching ones split.
 
@@ -1187,6 +1310,9 @@ def label_particles(
     max_split_voxels : int
         A component whose bounding box holds more voxels stays whole (and is
         flagged by the measure stage); bounds a splitting task's memory.
+    block_voxels : int
+        The phases' chunks are joined into labelling blocks of at least about
+        this many voxels (default :data:`LABEL_BLOCK_VOXELS`, 128³).
 
     Returns
     -------
@@ -1200,4 +1326,5 @@ def label_particles(
         radius_range_um=radius_range_um,
         voxel_size_um=voxel_size_um,
         max_split_voxels=max_split_voxels,
+        block_voxels=block_voxels,
     )

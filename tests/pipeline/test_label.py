@@ -337,6 +337,33 @@ def test_label_equals_scipy_for_any_chunking(data: st.DataObject) -> None:
     check_against_scipy(rng.random(shape) < density, chunks, connectivity)
 
 
+def test_joined_blocks_equal_scipy_and_keep_whole_chunks() -> None:
+    mask = blobs((20, 23, 26), seed=3) | spiral((20, 23, 26))
+    expected, _ = reference(mask, 18)
+    chunks = ((4,) * 5, (5, 5, 5, 5, 3), (7, 7, 7, 5))
+    lazy = da.from_array(mask, chunks=chunks)
+    for block_voxels in (1, 100, 1000, 10**6):
+        result = label(lazy, connectivity=18, block_voxels=block_voxels)
+        np.testing.assert_array_equal(result.labels.compute(), expected)
+        edges = [set(np.cumsum(c)) for c in chunks]
+        for axis, sizes in enumerate(result.labels.chunks):
+            assert set(np.cumsum(sizes)) <= edges[axis]  # whole chunks, joined
+            if block_voxels >= 1000:  # an edge of 10 or more: every axis joins chunks
+                assert len(sizes) < len(chunks[axis])
+        if block_voxels == 1:  # an edge of 1: nothing to join
+            assert result.labels.chunks == chunks
+
+
+def test_coarse_chunks_reach_the_edge_and_join_a_short_last_group() -> None:
+    from debond.pipeline.label import coarse_chunks
+
+    # edge 5 (cube root of 125): 2+2+2 reaches it, the last 2+1 is short and joins it
+    assert coarse_chunks(((2, 2, 2, 2, 1), (9,), (1,) * 10), 125) == ((9,), (9,), (5, 5))
+    assert coarse_chunks(((3, 3),), 1) == ((3, 3),)
+    with pytest.raises(ValueError, match="block_voxels"):
+        coarse_chunks(((3,),), 0)
+
+
 # -------------------------------------------------- min volume, border, input
 
 
