@@ -20,6 +20,12 @@ joins the chunks into labelling blocks of at least 128³ voxels
   (``labels.compute()``, 4 bytes a voxel over the workers' sockets), for a
   result in the same place as the references'.
 
+CPU time: the CPU seconds of the worker processes and of this process (client
+and scheduler) over each run, against scipy's; ``scipy CPU / (pipeline CPU /
+2)`` is the speed the pipeline would have with a free core per worker, a
+figure that the load of other processes on a shared machine does not move
+(wall times do: a worker waiting for a core counts).
+
 Where the time goes: one further run per chunking under
 ``distributed.get_task_stream`` gives the workers' compute seconds per task
 kind (block labelling, faces, pairs, lookup), and the run's wall time is
@@ -56,6 +62,7 @@ from typing import Any
 import cc3d
 import dask.array as da
 import numpy as np
+import psutil
 from common import MIB, Timing, machine_info, print_table, source_digests, write_result
 from distributed import Client, LocalCluster, get_task_stream, wait
 from numpy.typing import NDArray
@@ -99,6 +106,18 @@ def timed(func: Any) -> tuple[float, Any]:
     start = time.perf_counter()
     value = func()
     return time.perf_counter() - start, value
+
+
+def _cpu_seconds() -> float:
+    """This process's CPU time (user + system, all threads), seconds."""
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
+
+
+def cluster_cpu_seconds(client: Client) -> float:
+    """CPU seconds of every worker process and of this process (client and scheduler)."""
+    workers: dict[str, float] = client.run(_cpu_seconds)
+    return sum(workers.values()) + _cpu_seconds()
 
 
 def pipeline_run(mask: da.Array) -> tuple[float, float, float, da.Array, int]:
@@ -185,12 +204,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             identical[chunk] = bool(np.array_equal(got, reference))
             del labels, got
         for _ in range(args.repeats):
+            cpu = _cpu_seconds()
             seconds, _ = timed(lambda: scipy_label(mask))
             times["scipy"].append(seconds)
+            times["scipy:cpu"].append(_cpu_seconds() - cpu)
             seconds, _ = timed(lambda: cc3d_label(mask))
             times["cc3d"].append(seconds)
             for chunk in args.chunks:
+                cpu = cluster_cpu_seconds(client)
                 call, lookup, total, labels, found = pipeline_run(persisted[chunk])
+                times[f"{chunk}:cpu"].append(cluster_cpu_seconds(client) - cpu)
                 gather, _ = timed(labels.compute)
                 times[f"{chunk}:label_call"].append(call)
                 times[f"{chunk}:lookup"].append(lookup)
@@ -226,6 +249,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "speed_vs_scipy": scipy_s / gathered,
                 "speed_vs_cc3d": cc3d_s / gathered,
             },
+            # CPU seconds of the workers, the client and the scheduler together, and the
+            # speed against scipy were the 2 workers given a free core each.
+            "cpu_s": timing[f"{chunk}:cpu"].as_dict(),
+            "cpu_speed_vs_scipy_per_2_cores": timing["scipy:cpu"].median
+            / (timing[f"{chunk}:cpu"].median / WORKERS),
             "label_call_median_s": timing[f"{chunk}:label_call"].median,
             "lookup_median_s": timing[f"{chunk}:lookup"].median,
             "identical_to_scipy": identical[chunk],
@@ -250,7 +278,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "threads_per_worker": 1,
             "repeats": args.repeats,
         },
-        "scipy": timing["scipy"].as_dict() | {"voxels_per_s": voxels / scipy_s},
+        "scipy": timing["scipy"].as_dict()
+        | {"voxels_per_s": voxels / scipy_s, "cpu_s": timing["scipy:cpu"].as_dict()},
         "cc3d": timing["cc3d"].as_dict() | {"voxels_per_s": voxels / cc3d_s},
         "pipeline": pipeline,
         "goal": {"speed_vs_scipy_on_workers": GOAL_VS_SCIPY},
@@ -285,6 +314,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{kind} {v['seconds']:.3f} s / {v['tasks']}" for kind, v in profile["tasks"].items()
         )
         print(f"{chunk}³: wall {profile['wall_s']:.3f} s; task seconds / tasks: {parts}")
+        print(
+            f"{chunk}³: CPU {entry['cpu_s']['median_s']:.3f} s (scipy "
+            f"{timing['scipy:cpu'].median:.3f} s): {entry['cpu_speed_vs_scipy_per_2_cores']:.2f}× "
+            "scipy on 2 free cores"
+        )
     print(f"load average at start {machine.get('load_average_1_5_15_min')}, end {os.getloadavg()}")
     print(f"mask {mask.nbytes / MIB:.0f} MiB, {count} components")
     if not args.no_write:
