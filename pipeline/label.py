@@ -1286,9 +1286,11 @@ def label_particles(
     min_volume_voxels: int = 27,
     split_touching: bool = True,
     max_split_voxels: int = MAX_SPLIT_VOXELS,
-    block_voxels: int = LABEL_BLOCK_VOXELS,
 ) -> Labels:
     """The label stage: the silicon particles of a phase volume, touching ones split.
+
+    The phases' chunks are joined into labelling blocks of at least
+    :data:`LABEL_BLOCK_VOXELS` (128³) voxels (:func:`label`'s ``block_voxels``).
 
     Parameters
     ----------
@@ -1310,9 +1312,6 @@ def label_particles(
     max_split_voxels : int
         A component whose bounding box holds more voxels stays whole (and is
         flagged by the measure stage); bounds a splitting task's memory.
-    block_voxels : int
-        The phases' chunks are joined into labelling blocks of at least about
-        this many voxels (default :data:`LABEL_BLOCK_VOXELS`, 128³).
 
     Returns
     -------
@@ -1326,5 +1325,5 @@ def label_particles(
         radius_range_um=radius_range_um,
         voxel_size_um=voxel_size_um,
         max_split_voxels=max_split_voxels,
-        block_voxels=block_voxels,
+        block_voxels=LABEL_BLOCK_VOXELS,
     )
