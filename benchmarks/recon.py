@@ -29,6 +29,11 @@ What is measured
    cluster closes. (Not ``ru_maxrss``: on Linux it survives ``exec``, so a
    spawned worker would report its parent's peak.)
 
+CPU time: the CPU seconds of the worker processes and of this process (client
+and scheduler) per run against the loop's, ``loop CPU / pipeline CPU``: the
+per-core efficiency were every worker given a free core, which the load of
+other processes on a shared machine does not move (wall times do).
+
 Where the pipeline's time goes: Dask's task stream records how long the
 workers spent computing tasks. Reported per run: the kernel time per slice
 (the workers' time in the reconstruction tasks, summed over repeats and
@@ -54,7 +59,7 @@ other) and ignores the axis offset; SIRT uses the same shifted
 pipeline, so their results are compared too (max |Δ|). Reported: slices/s of
 loop and pipeline, the ratio pipeline / loop on 1 worker, and the per-core
 efficiency on w workers, (pipeline slices/s) / (w × loop slices/s). The
-project's goal is a per-core efficiency ≥ 0.9; whether it is met is recorded,
+project's goal is a per-core efficiency ≥ 0.95; whether it is met is recorded,
 never asserted.
 
 ASTRA CPU SIRT seconds per iteration (for the README): the loop's time per
@@ -129,8 +134,8 @@ import debond.pipeline.prep as prep
 import debond.pipeline.recon as recon
 
 NAME = "recon"
-#: The project's goal: pipeline slices/s per worker ≥ 0.9 × the loop's slices/s.
-GOAL_PER_CORE = 0.9
+#: The project's goal: pipeline slices/s per worker ≥ 0.95 × the loop's slices/s.
+GOAL_PER_CORE = 0.95
 #: Rotation axis offset from the detector centre, pixels (off-centre on purpose).
 AXIS_OFFSET_PX = 1.37
 #: Median window edge, pixels (the paper's 7×7).
@@ -398,6 +403,18 @@ def task_seconds(stream: list[dict[str, Any]], token: str) -> float:
     return sum(stop - start for _, start, stop in intervals)
 
 
+def process_cpu_seconds() -> float:
+    """This process's CPU time (user + system, all threads), seconds."""
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
+
+
+def cluster_cpu_seconds(client: Client) -> float:
+    """CPU seconds of every worker process and of this process (client and scheduler)."""
+    workers: dict[str, float] = client.run(process_cpu_seconds)
+    return sum(workers.values()) + process_cpu_seconds()
+
+
 def run_pipeline_case(
     client: Client,
     pids: Mapping[str, int],
@@ -405,11 +422,12 @@ def run_pipeline_case(
     angles: NDArray[np.float64],
     case: Case,
     repeats: int,
-) -> tuple[Timing, NDArray[np.float32], RssSampler, int, float]:
+) -> tuple[Timing, NDArray[np.float32], RssSampler, int, float, float]:
     """Time ``reconstruct(...).compute()`` on the client's cluster, sampling worker RSS.
 
     Returns the timing, the last volume, the RSS sampler, the number of
-    reconstruction tasks and the seconds the workers spent in them (all repeats).
+    reconstruction tasks, the seconds the workers spent in them (all repeats)
+    and the CPU seconds per run of the workers, client and scheduler.
     """
     stack = da.from_array(sinos, chunks=(case.rows_per_chunk, -1, -1))
     tasks = len(stack.chunks[0])
@@ -418,9 +436,11 @@ def run_pipeline_case(
         return np.asarray(pipeline_volume(stack, angles, case, case.iterations).compute())
 
     token = pipeline_volume(stack, angles, case, case.iterations).name.rsplit("-", 1)[-1]
+    cpu = cluster_cpu_seconds(client)
     with RssSampler(pids) as sampler, get_task_stream(client) as stream:
         timing, volume = time_repeats(compute, repeats)
-    return timing, volume, sampler, tasks, task_seconds(stream.data, token)
+    cpu = (cluster_cpu_seconds(client) - cpu) / repeats
+    return timing, volume, sampler, tasks, task_seconds(stream.data, token), cpu
 
 
 # ----------------------------------------------------------------- median
@@ -508,12 +528,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     astra_loop(np.ones((1, 30, 32), np.float32), angles_rad(30), warm, 1)
     astra_loop(np.ones((1, 30, 32), np.float32), angles_rad(30), Case("fbp", 32, 30, 1, 1), 1)
     loops: dict[str, Timing] = {}
+    loop_cpu: dict[str, float] = {}
     loop_volumes: dict[str, NDArray[np.float32]] = {}
     for case in cases:
         sinos, angles = case_data(case)
+        cpu = process_cpu_seconds()
         loops[case.key], loop_volumes[case.key] = time_repeats(
             functools.partial(astra_loop, sinos, angles, case, case.iterations), repeats
         )
+        loop_cpu[case.key] = (process_cpu_seconds() - cpu) / repeats
     # One slice of the largest SIRT case with one iteration: marginal time per iteration.
     sirt_case = max((c for c in cases if c.algorithm == "sirt"), key=lambda c: c.size)
     sirt_sinos, sirt_angles = case_data(sirt_case)
@@ -556,7 +579,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             idle = rss_now(pids)
             for case in cases:
                 sinos, angles = case_data(case)
-                timing, volume, sampler, tasks, busy = run_pipeline_case(
+                timing, volume, sampler, tasks, busy, cpu = run_pipeline_case(
                     client, pids, sinos, angles, case, repeats
                 )
                 agreement = (
@@ -571,6 +594,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "peak_rss_bytes": sampler.peak_bytes,
                     "rss_samples": sampler.samples,
                     "max_abs_difference_to_loop": agreement,
+                    "cpu_s": cpu,
                 }
             if workers == max_workers:
                 persisted = client.persist(lazy_projections)
@@ -634,6 +658,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "kernel_over_loop": (loop.median / case.slices) / kernel_per_slice,
                 "busy_fraction": run["task_seconds"] / (workers * sum(run["timing"].times)),
                 "max_abs_difference_to_loop": run["max_abs_difference_to_loop"],
+                # CPU seconds per run (workers, client, scheduler) against the loop's:
+                # the per-core efficiency on free cores, which other load does not move
+                "cpu_s": run["cpu_s"],
+                "loop_cpu_s": loop_cpu[case.key],
+                "cpu_per_core_efficiency": loop_cpu[case.key] / run["cpu_s"],
             }
             goals_met[case.key][str(workers)] = bool(per_core >= GOAL_PER_CORE)
         recon_results[case.key] = entry
@@ -735,7 +764,8 @@ def summary(payload: dict[str, Any], cases: list[Case], workers: list[int]) -> d
                 f"{runs[str(w)]['per_core_efficiency']:.2f} ({_met(runs[str(w)]['goal_met'])})"
                 for w in workers
             )
-            + f" [goal ≥ {GOAL_PER_CORE}]"
+            + f" [goal ≥ {GOAL_PER_CORE}]; in CPU time "
+            + ", ".join(f"{runs[str(w)]['cpu_per_core_efficiency']:.2f}" for w in workers)
         )
     sirt = payload["sirt_per_iteration"]
     marginal = sirt["marginal_per_iteration_s"]
@@ -816,6 +846,7 @@ def print_report(payload: dict[str, Any], cases: list[Case], workers: list[int])
                     fmt_seconds(run["median_s"]),
                     f"{run['slices_per_s']:.3g}",
                     f"{run['per_core_efficiency']:.2f}",
+                    f"{run['cpu_per_core_efficiency']:.2f}",
                     f"{run['kernel_over_loop']:.2f}",
                     f"{run['busy_fraction']:.2f}",
                     f"{run['max_peak_worker_rss_mib']:.0f} MiB",
@@ -830,6 +861,7 @@ def print_report(payload: dict[str, Any], cases: list[Case], workers: list[int])
             "median time",
             "slices/s",
             "per core",
+            "CPU per core",
             "kernel/loop",
             "busy",
             "peak worker RSS",

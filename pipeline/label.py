@@ -5,15 +5,21 @@ The ``label`` stage of DESIGN.md (phases → particles). A boolean volume (e.g.
 particle has one label, however many blocks it crosses::
 
     mask (z, y, x), chunked
-      │ 1 per block: cc3d labels 1..n_b; voxel count and first voxel of     ─┐ one
-      │   each label, its labels on the volume's outer faces, its 6 faces    │ dask.compute,
-      │ 3 per block and each forward neighbour (across a face; also an edge  │ small results
-      │   for 18, a corner for 26): the pairs of labels that touch          ─┘ gathered
+      │ 1 per block, persisted: cc3d labels 1..n_b (kept on the worker); voxel ─┐ one
+      │   count and first voxel of each label, its labels on the volume's      │ dask.compute,
+      │   outer faces, its 6 faces                                             │ small results
+      │ 3 per block and each forward neighbour (across a face; also an edge    │ gathered
+      │   for 18, a corner for 26): the pairs of labels that touch            ─┘
       │ 2 offsets: exclusive cumulative sum of n_b (blocks in C order)
       │ 4 union-find over the pairs on the client (scipy.sparse.csgraph)
       │ 5 merged volumes; components below ``min_volume_voxels`` dropped;
       │   renumbered 1..N in order of first appearance in C order of the volume
-      ▼ 6 map_blocks: cc3d again + the lookup table (one graph key) → labels, lazily
+      ▼ 6 map_blocks on the kept block labels: the lookup table (one graph key) → labels
+
+cc3d runs once per block: its labels stay where they were made, in the
+narrowest unsigned dtype that holds the block's count (1 byte a voxel for up
+to 255 labels, 2 for up to 65535), until the final labels are computed from
+them; the lookup of step 6 is the only pass over them after the merge.
 
 Touching particles (``split_touching`` with a size prior ``radius_range_um``):
 after step 5, every component that can hold two particles of the prior (more
@@ -25,9 +31,9 @@ labels); only the pieces' counts, volumes, first voxels and boxes reach the
 client, which numbers components and pieces together by first voxel in C
 order. The final labels paste, block by block, the pieces of the split
 components whose boxes meet the block (the splitting tasks run again when
-the labels are computed: nothing of the volume's size is kept between the
-passes). A component's box, and so its pieces, do not depend on the chunking.
-A component whose box exceeds ``max_split_voxels`` (a percolating network)
+the labels are computed: no piece is kept between the passes). A
+component's box, and so its pieces, do not depend on the chunking. A
+component whose box exceeds ``max_split_voxels`` (a percolating network)
 stays whole and is flagged by the measure stage.
 
 This is the approach of dask-image's ``ndmeasure.label`` (label with offsets,
@@ -42,9 +48,9 @@ What reaches the client: per block its count; per provisional label two
 integers (volume, first voxel); the touching pairs (bounded by the areas of
 the faces between blocks, unique per block pair); the labels on the
 volume's outer faces (unique per block). The faces themselves stay on the
-workers. The lookup table, one int32 per provisional label, is built on the
-client and shipped once. Nothing of the volume's size is materialised there
-(DESIGN.md, principles 1–3).
+workers, as do the block labels. The lookup table, one int32 per provisional
+label, is built on the client and shipped once. Nothing of the volume's size
+is materialised there (DESIGN.md, principles 1–3).
 
 Numbering: cc3d numbers a block's labels in order of first appearance in C
 order (checked, and enforced if a cc3d version did otherwise), and the final
@@ -65,6 +71,7 @@ from typing import Any, NamedTuple
 import cc3d
 import dask
 import dask.array as da
+import numba
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 from scipy import ndimage, sparse
@@ -80,9 +87,11 @@ from debond.storage import default_chunks
 
 __all__ = [
     "CONNECTIVITIES",
+    "LABEL_BLOCK_VOXELS",
     "MAX_SPLIT_VOXELS",
     "NECK_FRACTION",
     "Labels",
+    "coarse_chunks",
     "label",
     "label_kernel",
     "label_particles",
@@ -118,6 +127,13 @@ H_FLOOR = 0.5
 #: distance transform, maxima and watershed need about 40 bytes per box voxel:
 #: 2**25 voxels (a 322³ box) take about 1.3 GB.
 MAX_SPLIT_VOXELS = 2**25
+
+#: :func:`label_particles`' ``block_voxels``: the mask's chunks are joined into labelling
+#: blocks of at least about this many voxels (128³). A block costs a few tasks and a
+#: few milliseconds of scheduling whatever its size, so 64³ chunks (a quarter of a
+#: millisecond of cc3d each) spend most of their time in scheduling; a 128³ block holds
+#: 2 MB of mask and 2–8 MB of labels while it is labelled.
+LABEL_BLOCK_VOXELS = 2**21
 
 
 def _meta(dtype: Any, ndim: int = 3) -> np.ndarray:
@@ -172,28 +188,87 @@ def _check_zero_one(block: np.ndarray, name: str) -> None:
 # ----------------------------------------------------------------- kernel
 
 
-def _first_appearances(labels: np.ndarray, n: int) -> np.ndarray | None:
-    """Flat C-order index of the first voxel of labels 1..n, or None when the labels are
-    not numbered in order of first appearance."""
-    flat = labels.ravel()
-    if n == 0:
-        return np.empty(0, np.int64)
-    running = np.maximum.accumulate(flat)
-    rises = np.flatnonzero(running[1:] != running[:-1]) + 1
-    if flat[0] != 0:
-        rises = np.concatenate([[0], rises])
-    # n rises from 0 that reach n are steps of one: labels appear in the order 1, 2, …, n.
-    if len(rises) != n or int(running[-1]) != n:
+@numba.njit(cache=True, nogil=True)
+def _block_stats_loop(
+    labels: np.ndarray, n: int, boxes: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:  # pragma: no cover - compiled
+    """One pass over a (Z, Y, X) block of labels 0..n: voxels, flat C-order index of the
+    first voxel and half-open box (z0, z1, y0, y1, x0, x1; only with ``boxes``) of each
+    label 0..n, and whether labels 1..n appear in that order."""
+    counts = np.zeros(n + 1, np.int64)
+    first = np.full(n + 1, -1, np.int64)
+    box = np.zeros((6, n + 1), np.int64)
+    highest = 0
+    ordered = True
+    nz, ny, nx = labels.shape
+    flat = 0
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                value = labels[z, y, x]
+                if value != 0:
+                    if counts[value] == 0:
+                        first[value] = flat
+                        if value != highest + 1:
+                            ordered = False
+                        highest = max(highest, value)
+                        if boxes:
+                            box[0, value], box[1, value] = z, z + 1
+                            box[2, value], box[3, value] = y, y + 1
+                            box[4, value], box[5, value] = x, x + 1
+                    elif boxes:
+                        box[1, value] = z + 1  # z only grows
+                        box[2, value] = min(box[2, value], y)
+                        box[3, value] = max(box[3, value], y + 1)
+                        box[4, value] = min(box[4, value], x)
+                        box[5, value] = max(box[5, value], x + 1)
+                    counts[value] += 1
+                flat += 1
+    return counts, first, box, ordered
+
+
+@numba.njit(cache=True, nogil=True)
+def _lookup_loop(labels: np.ndarray, table: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """``table[labels]`` for a (Z, Y, X) block (one pass, no intermediate index array)."""
+    out = np.empty(labels.shape, table.dtype)
+    nz, ny, nx = labels.shape
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                out[z, y, x] = table[labels[z, y, x]]
+    return out
+
+
+def _block_stats(
+    labels: np.ndarray, n: int, boxes: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Voxels (n,), flat C-order index of the first voxel (n,) and half-open boxes
+    (6, n) of labels 1..n of a block (boxes zero unless asked), all int64; None when
+    the labels are not numbered in order of first appearance."""
+    counts, first, box, ordered = _block_stats_loop(np.ascontiguousarray(labels), n, boxes)
+    if not ordered:
         return None
-    return rises.astype(np.int64)
+    return counts[1:], first[1:], box[:, 1:]
 
 
-def _label_block(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int, np.ndarray]:
-    """cc3d labels of one block numbered in order of first appearance in C order, their
-    number and the flat C-order index of each label's first voxel (int64)."""
+def _narrow(labels: np.ndarray, n: int) -> np.ndarray:
+    """``labels`` (0..n) in the narrowest unsigned integer dtype that holds ``n``."""
+    for dtype in (np.uint8, np.uint16):
+        if n <= np.iinfo(dtype).max:
+            return labels.astype(dtype)
+    return labels.astype(np.uint32, copy=False)
+
+
+def _label_block(
+    mask: np.ndarray, connectivity: int, boxes: bool = False
+) -> tuple[np.ndarray, int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """cc3d labels of one block numbered in order of first appearance in C order, in the
+    narrowest unsigned dtype that holds their number (:func:`_narrow`), their number
+    and their :func:`_block_stats` (voxels, first voxel, boxes if asked; local)."""
     block = np.ascontiguousarray(mask)
     if block.size == 0:
-        return np.zeros(block.shape, np.int32), 0, np.empty(0, np.int64)
+        empty = np.empty(0, np.int64)
+        return np.zeros(block.shape, np.uint8), 0, (empty, empty, np.empty((6, 0), np.int64))
     if connectivity == 26 and min(block.shape) == 1:
         # On a block one voxel thick, 26 and 18 are the same neighbourhood; cc3d 4.1
         # fails ("cannot be mapped to union-find array") on some such blocks with 26.
@@ -205,17 +280,18 @@ def _label_block(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int, 
     n = int(n)
     if n > _INT32_MAX:
         raise ValueError(f"mask block of shape {block.shape} has {n} components, over int32")
-    labels = labels.view(np.int32)
-    first = _first_appearances(labels, n)
-    if first is None:  # cc3d numbers so today; keep the contract if a version does not
+    labels = _narrow(labels, n)
+    stats = _block_stats(labels, n, boxes)
+    if stats is None:  # cc3d numbers so today; keep the contract if a version does not
         values, first_index = np.unique(labels.ravel(), return_index=True)
         keep = values != 0
         order = np.argsort(first_index[keep])
-        table = np.zeros(n + 1, np.int32)
-        table[values[keep][order]] = np.arange(1, n + 1, dtype=np.int32)
+        table = np.zeros(n + 1, labels.dtype)
+        table[values[keep][order]] = np.arange(1, n + 1, dtype=labels.dtype)
         labels = table[labels]
-        first = first_index[keep][order].astype(np.int64)
-    return labels, n, first
+        stats = _block_stats(labels, n, boxes)
+        assert stats is not None
+    return labels, n, stats
 
 
 def label_kernel(mask: np.ndarray, connectivity: int = 6) -> tuple[np.ndarray, int]:
@@ -259,44 +335,47 @@ def label_kernel(mask: np.ndarray, connectivity: int = 6) -> tuple[np.ndarray, i
     _check_binary_dtype(mask.dtype, "mask")
     _check_zero_one(mask, "mask")
     labels, n, _ = _label_block(mask, connectivity)
-    return labels, n
+    return labels.astype(np.int32), n
 
 
 # ------------------------------------------------------------ block tasks
 
 
 class _Block(NamedTuple):
-    """What the reduction keeps of one labelled block (its labels are not kept)."""
+    """One labelled block: its local labels (kept on the worker that made them), its
+    statistics, its labels on the volume's outer faces and its six faces."""
 
+    labels: np.ndarray  # local labels 0..n, the narrowest unsigned dtype that holds n
     stats: np.ndarray  # (8, n) int64: voxels, global C-order index of the first voxel, box
     border: np.ndarray  # local labels on the volume's outer faces, unique
     faces: tuple[np.ndarray, ...]  # 6 planes of local labels: axis 0 first, last, axis 1 …
 
 
 def _block_kernel(
-    mask: np.ndarray, connectivity: int, block_info: dict[Any, Any] | None = None
+    mask: np.ndarray, connectivity: int, boxes: bool, block_info: dict[Any, Any] | None = None
 ) -> np.ndarray:
-    """Label one block and keep its statistics, border labels and faces (a :class:`_Block`
-    boxed in a (1, 1, 1) object array)."""
+    """Label one block (cc3d, once) and keep its labels, statistics, border labels and
+    faces (a :class:`_Block` boxed in a (1, 1, 1) object array). Bounding boxes are
+    measured only with ``boxes`` (the splitting needs them); else their rows are 0."""
     _check_zero_one(mask, "mask")
-    labels, n, first = _label_block(mask, connectivity)
+    labels, n, (volumes, first, local_boxes) = _label_block(mask, connectivity, boxes)
     assert block_info is not None
     location, shape = block_info[0]["array-location"], block_info[0]["shape"]
     coords = np.unravel_index(first, labels.shape)
     global_first = np.ravel_multi_index(
         tuple(c + start for c, (start, _) in zip(coords, location, strict=True)), shape
     )
-    volumes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    stats = np.empty((_N_STATS, n), np.int64)
+    stats = np.zeros((_N_STATS, n), np.int64)
     stats[0] = volumes
     stats[1] = global_first
-    for j, box in enumerate(ndimage.find_objects(labels, max_label=n)):
-        if box is None:  # pragma: no cover - labels 1..n all occur
-            continue
-        for axis, (s, (start, _)) in enumerate(zip(box, location, strict=True)):
-            stats[2 + 2 * axis, j] = s.start + start
-            stats[3 + 2 * axis, j] = s.stop + start
-    faces = tuple(np.take(labels, side, axis=axis) for axis in range(3) for side in (0, -1))
+    if boxes:
+        origin = np.repeat([start for start, _ in location], 2)
+        stats[2:] = local_boxes + origin[:, None]
+    faces = tuple(
+        np.ascontiguousarray(np.take(labels, side, axis=axis))
+        for axis in range(3)
+        for side in (0, -1)
+    )
     outer = [
         faces[2 * axis + k]
         for axis, (start, stop) in enumerate(location)
@@ -304,13 +383,13 @@ def _block_kernel(
         if touches
     ]
     border = np.unique(np.concatenate([face.ravel() for face in outer] + [np.zeros(1, np.int32)]))
-    return _boxed(_Block(stats, border[1:], faces))
+    return _boxed(_Block(labels, stats, border[1:], faces))
 
 
-def _summary_kernel(block: np.ndarray) -> np.ndarray:
-    """The statistics and border labels of a :func:`_block_kernel` result, boxed."""
+def _faces_kernel(block: np.ndarray) -> np.ndarray:
+    """The six faces of a :func:`_block_kernel` result, boxed (what neighbours read)."""
     kept: _Block = block.item()
-    return _boxed((kept.stats, kept.border))
+    return _boxed(kept.faces)
 
 
 def _forward_offsets(connectivity: int) -> list[tuple[int, int, int]]:
@@ -334,10 +413,14 @@ def _side_slices(step: int, length: int) -> tuple[slice, slice]:
 
 
 def _touching_pairs(
-    lower: _Block, upper: _Block, offset: tuple[int, int, int], connectivity: int
+    lower: tuple[np.ndarray, ...],
+    upper: tuple[np.ndarray, ...],
+    offset: tuple[int, int, int],
+    connectivity: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Local labels ``(a, b)`` of ``lower`` and ``upper`` (the block at ``offset`` from
-    it) that touch under ``connectivity``, one row per touching voxel pair found.
+    """Local labels ``(a, b)`` of ``lower`` and ``upper`` (the faces of two blocks, the
+    second at ``offset`` from the first) that touch under ``connectivity``, one row per
+    touching voxel pair found.
 
     The regions that can touch are the lower block's last plane along the first
     nonzero axis of ``offset`` against the upper block's first plane, narrowed
@@ -347,8 +430,8 @@ def _touching_pairs(
     """
     axis = next(a for a, o in enumerate(offset) if o)
     others = [a for a in range(3) if a != axis]
-    region_lower = lower.faces[2 * axis + 1]
-    region_upper = upper.faces[2 * axis]
+    region_lower = lower[2 * axis + 1]
+    region_upper = upper[2 * axis]
     index_lower: list[slice] = []
     index_upper: list[slice] = []
     for other in others:
@@ -389,36 +472,39 @@ def _pairs_kernel(
     offsets: list[tuple[int, int, int]],
     connectivity: int,
 ) -> np.ndarray:
-    """Pairs of packed labels ``block << 32 | local`` that touch between one block and its
-    forward neighbours: unique rows of an (m, 2) int64 array, boxed."""
+    """What the client needs of one block: its statistics, its border labels and the
+    pairs of packed labels ``block << 32 | local`` that touch between it and its forward
+    neighbours (unique rows of an (m, 2) int64 array), boxed as one tuple.
+
+    ``lower`` is the block itself (:func:`_block_kernel`, so the task runs where its
+    labels are), ``uppers`` its neighbours' faces (:func:`_faces_kernel`)."""
     block: _Block = lower.item()
     found = [np.empty((0, 2), np.int64)]
     for upper, upper_id, offset in zip(uppers, upper_ids, offsets, strict=True):
-        a, b = _touching_pairs(block, upper.item(), offset, connectivity)
+        a, b = _touching_pairs(block.faces, upper.item(), offset, connectivity)
         if len(a):
             # Unique (a, b) through one 64-bit key each: np.unique(axis=0) is much slower.
             keys = np.unique((a.astype(np.uint64) << np.uint64(_SHIFT)) | b.astype(np.uint64))
             a = (keys >> np.uint64(_SHIFT)).astype(np.int64)
             b = (keys & np.uint64(_LOCAL_MASK)).astype(np.int64)
             found.append(np.stack([(lower_id << _SHIFT) | a, (upper_id << _SHIFT) | b], axis=1))
-    return _boxed(np.concatenate(found))
+    return _boxed((block.stats, block.border, np.concatenate(found)))
 
 
 def _relabel_kernel(
-    mask: np.ndarray,
+    block: np.ndarray,
     starts: np.ndarray,
     table: np.ndarray,
-    connectivity: int,
     block_id: tuple[int, ...] | None = None,
 ) -> np.ndarray:
-    """Final labels of one block: cc3d again, then ``table[start + local]``."""
-    _check_zero_one(mask, "mask")
-    labels, n, _ = _label_block(mask, connectivity)
+    """Final labels of one block: ``table[start + local]`` on its kept local labels."""
+    kept: _Block = block.item()
     assert block_id is not None
     start = int(starts[block_id])
+    n = kept.stats.shape[1]
     block_table = table[start : start + n + 1].copy()
     block_table[0] = 0  # provisional labels of this block are start+1 .. start+n
-    return block_table[labels]
+    return _lookup_loop(kept.labels, block_table)
 
 
 # ------------------------------------------------------------ splitting
@@ -662,8 +748,8 @@ class Labels:
     ----------
     labels : (Z, Y, X) dask array of int32
         0 for background, 1..count for the particles; the shape and chunks of
-        the mask. Lazy: computing it runs cc3d on every block once more and
-        applies the lookup table.
+        the mask. Lazy: computing it applies the lookup table to the block
+        labels that :func:`label` kept (persisted) on the workers.
     count : int
         Number of particles N (after dropping small ones).
     volumes : (N,) ndarray of int64
@@ -746,6 +832,7 @@ def label(
     radius_range_um: tuple[float, float] | None = None,
     voxel_size_um: float | None = None,
     max_split_voxels: int = MAX_SPLIT_VOXELS,
+    block_voxels: int | None = None,
 ) -> Labels:
     """Connected components of a 3-D mask, block-wise, labels unique over the volume.
 
@@ -760,11 +847,12 @@ def label(
     generate_binary_structure(3, r))[0]`` (r = 1, 2, 3 for 6, 18, 26) for
     any chunking.
 
-    This function computes once (``dask.compute`` on the current scheduler):
-    the per-block counts, volumes, touching pairs and border labels, all
-    small. The returned ``labels`` stay lazy and run cc3d on every block
-    again when computed (no labelled volume is stored between the two
-    passes; ``persist`` the mask if it is expensive to recompute).
+    This function labels every block once and persists the block labels
+    (``dask.persist`` on the current scheduler: they stay on the workers of
+    a distributed cluster, in the narrowest unsigned dtype that holds the
+    block's count), then computes the per-block counts, volumes, touching
+    pairs and border labels, all small. The returned ``labels`` stay lazy:
+    computing them applies the lookup table to the kept block labels.
 
     With ``split_touching`` and a size prior (``radius_range_um`` and
     ``voxel_size_um``), the components that can hold two particles of the
@@ -807,11 +895,17 @@ def label(
         most box voxels one splitting task holds (default
         :data:`MAX_SPLIT_VOXELS`, 2**25, about 1.3 GB per task); larger
         components (percolating networks) stay whole.
+    block_voxels : int, optional
+        Label blocks of at least about this many voxels: along each axis,
+        consecutive chunks of ``mask`` are joined until a block's edge
+        reaches ``block_voxels ** (1/3)`` (:func:`coarse_chunks`; the result
+        does not depend on it). None (default): the chunks of ``mask``.
 
     Returns
     -------
     Labels
-        ``labels`` (lazy int32, the chunks of ``mask``), ``count`` N,
+        ``labels`` (lazy int32, the chunks of the labelling blocks: those of
+        ``mask``, joined where ``block_voxels`` asks), ``count`` N,
         ``volumes`` (N,) int64 voxels and ``touches_border`` (N,) bool, entry
         ``i`` for label ``i + 1``; ``components`` (before splitting; None
         when nothing was tried) and ``split`` (components cut in pieces).
@@ -824,7 +918,7 @@ def label(
         more, more than 2**31 − 1 provisional labels; ``connectivity`` not 6,
         18 or 26; ``min_volume_voxels`` negative; ``radius_range_um`` not
         two radii with 0 < lo ≤ hi; ``voxel_size_um`` not > 0 where a prior
-        is given; ``max_split_voxels`` < 1.
+        is given; ``max_split_voxels`` or ``block_voxels`` < 1.
     TypeError
         ``mask`` neither boolean nor integer; ``min_volume_voxels`` not an
         integer; ``split_touching`` not a bool.
@@ -856,6 +950,10 @@ def label(
             "mask must have known chunk sizes; got unknown (NaN) ones. "
             "Call mask.compute_chunk_sizes() first"
         )
+    if block_voxels is not None:
+        coarse = coarse_chunks(array.chunks, block_voxels)
+        if coarse != array.chunks:
+            array = array.rechunk(coarse)
     if int(np.prod(array.numblocks)) >= 2**31:
         raise ValueError(f"mask must have fewer than 2**31 blocks; got {array.numblocks} blocks")
     largest = int(np.prod([max(c) for c in array.chunks], dtype=np.int64))
@@ -868,20 +966,26 @@ def label(
     box = _meta(object)
     token = dask.base.tokenize(array.name, connectivity)
 
-    # Steps 1 and 3 run in one compute; 1: label every block, keep its counts, volumes,
-    # first voxels, border labels and faces (the faces stay on the workers).
+    # 1: label every block once and keep its labels where they were made (persisted:
+    # futures on a distributed cluster, in memory otherwise), with its counts, volumes,
+    # first voxels, border labels and faces.
     blocks = da.map_blocks(
         _block_kernel,
         array,
         connectivity,
+        prior is not None,
         chunks=_one_per_block(array),
         dtype=object,
         meta=box,
         name=f"label-blocks-{token}",
     )
-    summaries = da.map_blocks(_summary_kernel, blocks, dtype=object, meta=box)
-    # 3: per block, the pairs of labels touching its forward neighbours across faces,
-    # edges and corners (the graph grows linearly with the number of blocks).
+    (blocks,) = dask.persist(blocks)
+    faces = da.map_blocks(
+        _faces_kernel, blocks, dtype=object, meta=box, name=f"label-faces-{token}"
+    )
+    # 3: per block, its statistics and the pairs of labels touching its forward
+    # neighbours across faces, edges and corners (the graph grows linearly with the
+    # number of blocks); only these small results reach the client.
     offsets = _forward_offsets(connectivity)
     pairs_name = f"label-pairs-{token}"
     layer: dict[Any, Any] = {}
@@ -895,31 +999,31 @@ def label(
         layer[(pairs_name, *index)] = (
             _pairs_kernel,
             (blocks.name, *index),
-            [(blocks.name, *n) for _, n in neighbours],
+            [(faces.name, *n) for _, n in neighbours],
             int(np.ravel_multi_index(index, grid)),
             [int(np.ravel_multi_index(n, grid)) for _, n in neighbours],
             [o for o, _ in neighbours],
             connectivity,
         )
-    pairs_graph = HighLevelGraph.from_collections(pairs_name, layer, dependencies=[blocks])
+    pairs_graph = HighLevelGraph.from_collections(pairs_name, layer, dependencies=[blocks, faces])
     pairs_array = da.Array(pairs_graph, pairs_name, chunks=blocks.chunks, dtype=object, meta=box)
-    summary, pairs_boxes = dask.compute(summaries, pairs_array)
+    (per_block_boxes,) = dask.compute(pairs_array)
+    per_block = per_block_boxes.ravel()  # (stats, border, pairs) of each block in C order
 
     # 2: offsets of the blocks' provisional labels (blocks in C order).
-    per_block = summary.ravel()  # (stats, border) of each block
-    counts = np.array([stats.shape[1] for stats, _ in per_block], np.int64)
+    counts = np.array([stats.shape[1] for stats, _, _ in per_block], np.int64)
     total = int(counts.sum())
     if total > _INT32_MAX:
         raise ValueError(f"mask has {total} provisional labels; at most 2**31 − 1 are supported")
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     stats_provisional = np.concatenate(
-        [stats for stats, _ in per_block] + [np.empty((_N_STATS, 0), np.int64)], axis=1
+        [stats for stats, _, _ in per_block] + [np.empty((_N_STATS, 0), np.int64)], axis=1
     )
     volumes_provisional, first_provisional = stats_provisional[:2]
 
     # 4: union-find over the pairs (connected components of the graph whose nodes are the
     # provisional labels 0..total and whose edges are the pairs).
-    packed = np.concatenate([pairs for pairs in pairs_boxes.ravel()] + [np.empty((0, 2), np.int64)])
+    packed = np.concatenate([pairs for _, _, pairs in per_block] + [np.empty((0, 2), np.int64)])
     edges = starts[packed >> _SHIFT] + (packed & _LOCAL_MASK)
     adjacency = sparse.coo_matrix(
         (np.ones(len(edges), np.int32), (edges[:, 0], edges[:, 1])), shape=(total + 1, total + 1)
@@ -949,7 +1053,7 @@ def label(
     border = np.concatenate(
         [
             start + border.astype(np.int64)
-            for start, (_, border) in zip(starts, per_block, strict=True)
+            for start, (_, border, _) in zip(starts, per_block, strict=True)
         ]
         + [np.empty(0, np.int64)]
     )
@@ -962,10 +1066,10 @@ def label(
     table_key = dask.delayed(table, name=f"label-table-{token}", pure=True)
     labels = da.map_blocks(
         _relabel_kernel,
-        array,
+        blocks,
         starts_key,
         table_key,
-        connectivity,
+        chunks=array.chunks,
         dtype=np.int32,
         meta=_meta(np.int32),
         name=f"label-{token}",
@@ -1120,6 +1224,59 @@ def _split_components(
     )
 
 
+def coarse_chunks(
+    chunks: tuple[tuple[int, ...], ...], block_voxels: int
+) -> tuple[tuple[int, ...], ...]:
+    """Chunks of whole consecutive input chunks, at least ``block_voxels`` per block.
+
+    Along each axis, consecutive chunks are joined until their sum reaches the
+    edge ``ceil(block_voxels ** (1/3))``; a last group shorter than that joins
+    the one before it. Every new boundary is an old one, so rechunking to the
+    result only concatenates chunks.
+
+    Parameters
+    ----------
+    chunks : tuple of 3 tuples of int
+        A Dask array's chunks, voxels.
+    block_voxels : int
+        The least voxels a block should hold, ≥ 1.
+
+    Returns
+    -------
+    tuple of 3 tuples of int
+        The joined chunks (the input where no chunk is joined).
+
+    Examples
+    --------
+    >>> coarse_chunks(((64,) * 4, (64,) * 4, (64, 64, 64, 10)), 128**3)
+    ((128, 128), (128, 128), (202,))
+    """
+    if (
+        isinstance(block_voxels, bool)
+        or not isinstance(block_voxels, int | np.integer)
+        or block_voxels < 1
+    ):
+        raise ValueError(
+            f"block_voxels must be an integer number of voxels ≥ 1; got {block_voxels!r}"
+        )
+    edge = math.ceil(round(block_voxels ** (1.0 / 3.0), 9))
+    joined: list[tuple[int, ...]] = []
+    for sizes in chunks:
+        groups: list[int] = []
+        held = edge
+        for size in sizes:
+            if held >= edge:
+                groups.append(0)
+                held = 0
+            groups[-1] += int(size)
+            held += int(size)
+        if len(groups) > 1 and groups[-1] < edge:
+            last = groups.pop()
+            groups[-1] += last
+        joined.append(tuple(groups))
+    return tuple(joined)
+
+
 def label_particles(
     phases: da.Array,
     *,
@@ -1131,6 +1288,9 @@ def label_particles(
     max_split_voxels: int = MAX_SPLIT_VOXELS,
 ) -> Labels:
     """The label stage: the silicon particles of a phase volume, touching ones split.
+
+    The phases' chunks are joined into labelling blocks of at least
+    :data:`LABEL_BLOCK_VOXELS` (128³) voxels (:func:`label`'s ``block_voxels``).
 
     Parameters
     ----------
@@ -1165,4 +1325,5 @@ def label_particles(
         radius_range_um=radius_range_um,
         voxel_size_um=voxel_size_um,
         max_split_voxels=max_split_voxels,
+        block_voxels=LABEL_BLOCK_VOXELS,
     )

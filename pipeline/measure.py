@@ -15,7 +15,8 @@ based on a ray tracing approach", Supplementary Note 7)::
       ▼
     one row per particle: centroid, bounding box, equivalent radius
       │ measure_gaps         bounding box ± margin cropped from phases, labels,
-      │                      sample; many particles per task (dask.delayed)
+      │                      sample; many particles per task (dask.delayed),
+      │                      grouped by block, fed each block they meet once
       │ ray_gaps_kernel      all rays of one particle at once (NumPy)
       ▼
     particle, centroid_*_um, radius_um, gap_mean_um, gap_std_um, n_rays, touches_border,
@@ -526,29 +527,60 @@ def ray_gaps_kernel(
 # ---------------------------------------------------------------- measure
 
 
+def _crop(
+    blocks: Sequence[tuple[tuple[int, int, int], np.ndarray]],
+    lo: Sequence[int],
+    hi: Sequence[int],
+) -> np.ndarray:
+    """The box ``[lo, hi)`` (global voxel indices) cut from the blocks that cover it, each
+    given with the global index of its first voxel."""
+    out = np.empty(tuple(b - a for a, b in zip(lo, hi, strict=True)), blocks[0][1].dtype)
+    for origin, block in blocks:
+        inside_out, inside_block = [], []
+        for axis in range(3):
+            start = max(lo[axis], origin[axis])
+            stop = min(hi[axis], origin[axis] + block.shape[axis])
+            if start >= stop:
+                break
+            inside_out.append(slice(start - lo[axis], stop - lo[axis]))
+            inside_block.append(slice(start - origin[axis], stop - origin[axis]))
+        else:
+            out[tuple(inside_out)] = block[tuple(inside_block)]
+    return out
+
+
 def _measure_batch(
-    jobs: list[tuple[int, tuple[float, float, float], tuple[int, int, int]]],
-    crops: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    jobs: list[tuple[int, tuple[float, float, float], tuple[int, int, int], tuple[int, int, int]]],
+    origins: list[tuple[int, int, int]],
+    phase_blocks: list[np.ndarray],
+    label_blocks: list[np.ndarray],
+    sample_blocks: list[np.ndarray] | None,
     directions: np.ndarray,
     max_length_vox: float,
     step_vox: float,
     volume_shape: tuple[int, int, int],
 ) -> np.ndarray:
-    """Rays of a batch of particles: (k, 3) float64 of gap mean, std (voxels), valid rays."""
+    """Rays of a batch of particles: (k, 3) float64 of gap mean, std (voxels), valid rays.
+
+    ``jobs``: per particle its label, centroid and crop ``[lo, hi)``; the crops are cut
+    here from the input blocks that cover them (``origins``: each block's first voxel),
+    so every block reaches the task once, whatever number of its particles' crops
+    it meets."""
     out = np.empty((len(jobs), 3))
-    for row, ((particle, centroid, origin), (phases, labels, sample)) in enumerate(
-        zip(jobs, crops, strict=True)
-    ):
+    phases_at = list(zip(origins, phase_blocks, strict=True))
+    labels_at = list(zip(origins, label_blocks, strict=True))
+    sample_at = None if sample_blocks is None else list(zip(origins, sample_blocks, strict=True))
+    for row, (particle, centroid, lo, hi) in enumerate(jobs):
         gaps = ray_gaps_kernel(
-            phases,
-            labels,
+            _crop(phases_at, lo, hi),
+            _crop(labels_at, lo, hi),
             particle,
             centroid,
             directions,
             max_length_vox=max_length_vox,
             step_vox=step_vox,
-            sample_crop=sample,
-            crop_origin=origin,
+            sample_crop=None if sample_at is None else _crop(sample_at, lo, hi),
+            crop_origin=lo,
             volume_shape=volume_shape,
         )
         valid = gaps[np.isfinite(gaps)]
@@ -601,10 +633,13 @@ def measure_gaps(
        ``phases`` holds CBD at all, in one ``dask.compute``.
     2. Each particle's bounding box widened by ``margin = ceil(L + 0.25) + 2``
        voxels (``L`` the maximum ray length in voxels), clipped to the volume,
-       is sliced from ``phases``, ``labels`` and ``sample``; ``particles_per_task``
-       particles go to one ``dask.delayed`` task, which receives its crops as
-       Dask-array slices and runs :func:`ray_gaps_kernel` for each with
-       ``n_rays`` :func:`fibonacci_directions` and steps of 0.25 voxel.
+       is its crop. Particles are ordered by the block of ``labels`` that holds
+       their centroid (then by label) and ``particles_per_task`` of them go to
+       one ``dask.delayed`` task, which receives the blocks of ``phases``,
+       ``labels`` and ``sample`` (rechunked to the labels' chunks) that their
+       crops meet, each once, cuts the crops from them and runs
+       :func:`ray_gaps_kernel` for each with ``n_rays``
+       :func:`fibonacci_directions` and steps of 0.25 voxel.
     3. Per particle the valid rays' gaps are averaged.
 
     Particles that cannot be measured honestly are flagged, not measured
@@ -628,9 +663,12 @@ def measure_gaps(
     the same for any chunking of the inputs, so the table is too.
     **Computes** (with the active Dask scheduler) and returns the table.
 
-    A task holds its particles' crops (bounding box + margin each) at once:
-    isolated particles, as silicon in these electrodes, give small crops, but
-    a particle spanning the volume (a percolating network) is cropped whole.
+    A task holds the input blocks its particles' crops meet (bounding box +
+    margin each) and one particle's crops at a time: particles sharing a
+    block share its transfer, which is why they are grouped by block (cutting
+    the crops as Dask-array slices moved every crop between workers twice).
+    A particle spanning the volume (a percolating network) would need every
+    block; such particles are flagged (``spans_box``), not traced.
 
     Parameters
     ----------
@@ -649,9 +687,10 @@ def measure_gaps(
         True inside the sample (e.g. the milled cylinder); rays that reach a
         voxel outside it before the CBD are not counted. None: the whole volume.
     particles_per_task : int
-        Particles measured by one task, ≥ 1. Default 16: a task holds all its
-        crops, each the particle's box plus the longest ray on every side
-        (about 8 MB per particle for 3 µm rays at 0.06 µm voxels).
+        Particles measured by one task, ≥ 1. Default 16: a task holds the
+        input blocks that its particles' crops meet (each the particle's box
+        plus the longest ray on every side: 116³ voxels for 3 µm rays at
+        0.06 µm voxels, meeting up to 27 blocks of 64³ or 8 of 128³).
     radius_range_um : (lo, hi) floats, optional
         Size prior of the silicon particles, equivalent radii in µm,
         0 < lo ≤ hi (hi may be inf); particles above ``OVERSIZE_FACTOR × hi``
@@ -731,6 +770,11 @@ def measure_gaps(
                 f"{sample_volume.dtype}"
             )
 
+    # The rays' tasks take whole blocks, cut at the labels' chunks.
+    if phase_volume.chunks != label_volume.chunks:
+        phase_volume = phase_volume.rechunk(label_volume.chunks)
+    if sample_volume is not None and sample_volume.chunks != label_volume.chunks:
+        sample_volume = sample_volume.rechunk(label_volume.chunks)
     # Optimise once: both computations below then see the same task for every
     # input key (a distributed scheduler warns, and may fail, when a later graph
     # brings another definition of a key it has already seen).
@@ -784,30 +828,58 @@ def measure_gaps(
     oversized = props["radius_um"].to_numpy() > OVERSIZE_FACTOR * largest
     traced = np.flatnonzero(~(spans | oversized))
 
+    # Batches of particles whose centroids share a block (then by label), each task fed
+    # the input blocks that its particles' crops meet: a block travels once per task.
+    edges = [np.cumsum((0, *c)) for c in label_volume.chunks]
+    home = np.stack(
+        [np.searchsorted(edges[a][1:-1], centroids[traced, a], side="right") for a in range(3)],
+        axis=1,
+    )
+    traced = traced[np.lexsort((particles[traced], *home.T[::-1]))]
+    grids = {
+        "phases": phase_volume.to_delayed(),
+        "labels": label_volume.to_delayed(),
+        "sample": None if sample_volume is None else sample_volume.to_delayed(),
+    }
     measure = dask.delayed(_measure_batch, pure=True)
     batches = []
     for first in range(0, len(traced), int(particles_per_task)):
         jobs = []
-        crops = []
+        needed: set[tuple[int, int, int]] = set()
         for row in traced[first : first + int(particles_per_task)]:
             lo = [max(0, int(bbox[row, 2 * a]) - margin) for a in range(3)]
             hi = [min(shape[a], int(bbox[row, 2 * a + 1]) + margin) for a in range(3)]
-            box = tuple(slice(lo[a], hi[a]) for a in range(3))
             jobs.append(
                 (
                     int(particles[row]),
                     (float(centroids[row, 0]), float(centroids[row, 1]), float(centroids[row, 2])),
                     (lo[0], lo[1], lo[2]),
+                    (hi[0], hi[1], hi[2]),
                 )
             )
-            crops.append(
-                (
-                    phase_volume[box],
-                    label_volume[box],
-                    None if sample_volume is None else sample_volume[box],
+            ranges = [
+                range(
+                    int(np.searchsorted(edges[a], lo[a], side="right")) - 1,
+                    int(np.searchsorted(edges[a], hi[a], side="left")),
                 )
+                for a in range(3)
+            ]
+            needed.update((i, j, k) for i in ranges[0] for j in ranges[1] for k in ranges[2])
+        indices = sorted(needed)
+        sample_grid = grids["sample"]
+        batches.append(
+            measure(
+                jobs,
+                [tuple(int(edges[a][index[a]]) for a in range(3)) for index in indices],
+                [grids["phases"][index] for index in indices],
+                [grids["labels"][index] for index in indices],
+                None if sample_grid is None else [sample_grid[index] for index in indices],
+                directions,
+                max_length_vox,
+                step,
+                shape,
             )
-        batches.append(measure(jobs, crops, directions, max_length_vox, step, shape))
+        )
     results = np.full((len(props), 3), np.nan)
     results[:, 2] = 0
     if batches:

@@ -868,7 +868,9 @@ def _shift_columns(sinograms: NDArray[np.floating], shift: float) -> NDArray[np.
     An exact band-limited (Fourier) shift of the sinograms padded by their edge
     values (columns + ⌈|shift|⌉ on each side), so a sub-pixel shift neither
     blurs (as interpolation would, by an amount that depends on the fraction)
-    nor wraps around.
+    nor wraps around. The right side's padding is extended to the next length
+    that the FFT factors fast (``scipy.fft.next_fast_len``): 3 × 256 + 4 =
+    772 = 4 × 193 took 3.5 times as long as 800.
 
     Parameters
     ----------
@@ -882,10 +884,10 @@ def _shift_columns(sinograms: NDArray[np.floating], shift: float) -> NDArray[np.
     """
     n_columns = sinograms.shape[-1]
     pad = n_columns + math.ceil(abs(shift))
-    widths = [(0, 0)] * (sinograms.ndim - 1) + [(pad, pad)]
+    size = sp_fft.next_fast_len(n_columns + 2 * pad, real=True)
+    widths = [(0, 0)] * (sinograms.ndim - 1) + [(pad, size - n_columns - pad)]
     # Single precision: the result is float32 anyway, and the transforms take half the time.
     padded = np.pad(np.asarray(sinograms, dtype=np.float32), widths, mode="edge")
-    size = padded.shape[-1]
     ramp = np.exp(2j * np.pi * sp_fft.rfftfreq(size) * shift).astype(np.complex64)
     moved = sp_fft.irfft(sp_fft.rfft(padded, axis=-1) * ramp, size, axis=-1)
     return np.asarray(moved[..., pad : pad + n_columns], dtype=np.float32)

@@ -337,6 +337,33 @@ def test_label_equals_scipy_for_any_chunking(data: st.DataObject) -> None:
     check_against_scipy(rng.random(shape) < density, chunks, connectivity)
 
 
+def test_joined_blocks_equal_scipy_and_keep_whole_chunks() -> None:
+    mask = blobs((20, 23, 26), seed=3) | spiral((20, 23, 26))
+    expected, _ = reference(mask, 18)
+    chunks = ((4,) * 5, (5, 5, 5, 5, 3), (7, 7, 7, 5))
+    lazy = da.from_array(mask, chunks=chunks)
+    for block_voxels in (1, 100, 1000, 10**6):
+        result = label(lazy, connectivity=18, block_voxels=block_voxels)
+        np.testing.assert_array_equal(result.labels.compute(), expected)
+        edges = [set(np.cumsum(c)) for c in chunks]
+        for axis, sizes in enumerate(result.labels.chunks):
+            assert set(np.cumsum(sizes)) <= edges[axis]  # whole chunks, joined
+            if block_voxels >= 1000:  # an edge of 10 or more: every axis joins chunks
+                assert len(sizes) < len(chunks[axis])
+        if block_voxels == 1:  # an edge of 1: nothing to join
+            assert result.labels.chunks == chunks
+
+
+def test_coarse_chunks_reach_the_edge_and_join_a_short_last_group() -> None:
+    from debond.pipeline.label import coarse_chunks
+
+    # edge 5 (cube root of 125): 2+2+2 reaches it, the last 2+1 is short and joins it
+    assert coarse_chunks(((2, 2, 2, 2, 1), (9,), (1,) * 10), 125) == ((9,), (9,), (5, 5))
+    assert coarse_chunks(((3, 3),), 1) == ((3, 3),)
+    with pytest.raises(ValueError, match="block_voxels"):
+        coarse_chunks(((3,),), 0)
+
+
 # -------------------------------------------------- min volume, border, input
 
 
@@ -460,26 +487,36 @@ def lazy_spheres(shape: tuple[int, int, int], chunks: tuple[int, int, int]) -> d
     )
 
 
-def test_label_computes_once_and_returns_lazy_labels() -> None:
+def test_label_runs_cc3d_once_per_block_and_returns_lazy_labels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     shape, chunks = (20, 22, 24), (6, 7, 8)
     mask = lazy_spheres(shape, chunks)
     computes: list[int] = []
     counting = Callback(start=lambda dsk: computes.append(len(dsk)))
+    calls: list[tuple[int, ...]] = []
+    connected_components = cc3d.connected_components
 
+    def counted(block: np.ndarray, **options: Any) -> Any:
+        calls.append(block.shape)
+        return connected_components(block, **options)
+
+    monkeypatch.setattr(cc3d, "connected_components", counted)
     with dask.config.set(scheduler="threads"), counting:
         result = label(mask, connectivity=18, min_volume_voxels=3)
-        assert len(computes) == 1  # the reductions
+        assert len(computes) == 2  # the block labels persisted, then the reductions
         assert isinstance(result.labels, da.Array)
         assert result.labels.chunks == mask.chunks and result.labels.dtype == np.int32
         got = result.labels.compute()
-        assert len(computes) == 2
+        assert len(computes) == 3
+    assert len(calls) == mask.npartitions  # one cc3d pass per block, none for the labels
     np.testing.assert_array_equal(got, reference_kept(mask.compute(scheduler="sync"), 18, 3))
 
-    # The graph of `labels`: the mask's tasks, one task per block and the two tables,
-    # each a single key that every block's task refers to; no task holds anything of the
-    # volume's size.
+    # The graph of `labels`: the kept block labels, one lookup task per block and the two
+    # tables, each a single key that every block's task refers to; the mask is not
+    # computed again, and no task holds anything of the volume's size.
     graph = dict(result.labels.__dask_graph__())
-    assert len(graph) == len(dict(mask.__dask_graph__())) + mask.npartitions + 2
+    assert len(graph) == 2 * mask.npartitions + 2
     tables = [key for key in graph if isinstance(key, str) and key.startswith("label-")]
     assert len(tables) == 2
     ours = [key for key in graph if isinstance(key, tuple) and key[0] == result.labels.name]
@@ -687,16 +724,17 @@ def test_a_component_over_max_split_voxels_is_left_whole() -> None:
     assert split(mask, max_split_voxels=24 * 24 * 36).count == 2
 
 
-def test_split_computes_twice_and_returns_lazy_labels() -> None:
+def test_split_computes_three_times_and_returns_lazy_labels() -> None:
     mask = balls((24, 24, 36), [((12, 12, 9), 8.0), ((12, 12, 24), 8.0), ((4, 4, 33), 2.0)])
     computes: list[int] = []
     counting = Callback(start=lambda dsk: computes.append(len(dsk)))
     with dask.config.set(scheduler="threads"), counting:
         result = split(mask, chunks=(7, 9, 11))
-        assert len(computes) == 2  # the reductions, then the pieces' statistics
+        # the block labels persisted, the reductions, then the pieces' statistics
+        assert len(computes) == 3
         assert isinstance(result.labels, da.Array) and result.labels.dtype == np.int32
         got = result.labels.compute()
-        assert len(computes) == 3
+        assert len(computes) == 4
     assert result.count == 3 and result.components == 2 and result.split == 1
     np.testing.assert_array_equal(np.bincount(got.ravel())[1:], result.volumes)
 

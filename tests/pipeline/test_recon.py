@@ -14,6 +14,7 @@ import dask.array as da
 import numpy as np
 import pytest
 from scipy import ndimage
+from scipy.fft import next_fast_len
 
 from debond.pipeline.centre import find_centre
 from debond.pipeline.recon import ALGORITHMS, reconstruct, reconstruct_block
@@ -55,10 +56,12 @@ def vec_geometry(angles: np.ndarray, n_columns: int, centre: float) -> dict[str,
 
 def fourier_shifted(sinograms: np.ndarray, shift: float) -> np.ndarray:
     """out[..., c] = in[..., c + shift] by scipy.ndimage.fourier_shift of the sinograms
-    edge-padded by (columns + ⌈|shift|⌉) each side (the padding recon documents)."""
+    edge-padded by (columns + ⌈|shift|⌉) each side, the right side up to the next fast
+    FFT length (the padding recon documents)."""
     n = sinograms.shape[-1]
     pad = n + math.ceil(abs(shift))
-    padded = np.pad(sinograms.astype(np.float64), [(0, 0), (0, 0), (pad, pad)], mode="edge")
+    right = next_fast_len(n + 2 * pad, real=True) - n - pad
+    padded = np.pad(sinograms.astype(np.float64), [(0, 0), (0, 0), (pad, right)], mode="edge")
     moved = ndimage.fourier_shift(np.fft.fft(padded, axis=-1), (0, 0, -shift))
     return np.fft.ifft(moved, axis=-1).real[..., pad : pad + n].astype(np.float32)
 

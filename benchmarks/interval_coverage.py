@@ -1,5 +1,9 @@
 """Benchmark: how often the fit's intervals hold the true parameters (coverage).
 
+Named ``interval_coverage`` so that it does not shadow the ``coverage`` package for
+the other benchmarks (``benchmarks/`` leads their ``sys.path``; Numba imports
+``coverage`` when it is installed).
+
 What is measured
 ----------------
 ``--datasets`` independent data sets are drawn from the exact model at the
@@ -22,7 +26,7 @@ Accuracy, not speed: the wall time per data set is recorded beside it.
 
 Usage
 -----
-``python benchmarks/coverage.py [--datasets 200] [--bootstrap 200] [--sizes paper,demo]``;
+``python benchmarks/interval_coverage.py [--datasets 200] [--bootstrap 200] [--sizes paper,demo]``;
 the result goes to ``benchmarks/results/coverage.json``.
 """
 
