@@ -75,8 +75,11 @@ class TaskCounts(SchedulerPlugin):
     """
 
     name = "debond-task-counts"
+    #: The scheduler's handler that answers :meth:`look` (a remote call; nothing logged).
+    handler = "debond_progress"
 
-    def __init__(self) -> None:
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
         self.total: dict[str, int] = {}
         self.done: dict[str, int] = {}
         self.waiting: dict[Any, str] = {}  # task key → its name, until it finishes
@@ -104,31 +107,30 @@ class TaskCounts(SchedulerPlugin):
         elif finish == "forgotten":
             del self.waiting[key]
 
-    def counts(self, labels: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """``{name: (done, total)}`` for the names asked (0, 0 for one not seen yet)."""
-        return {label: (self.done.get(label, 0), self.total.get(label, 0)) for label in labels}
+    def look(self, labels: Sequence[str] = (), forget: Sequence[str] = ()) -> dict[str, Any]:
+        """The counts of ``labels`` and each worker's memory; then drop those of ``forget``.
 
-    def forget(self, labels: Sequence[str]) -> None:
-        """Drop the counts of finished names (their tasks are all done or cancelled)."""
-        for label in labels:
+        Returns
+        -------
+        dict
+            ``counts``: ``{name: [done, total]}`` (0, 0 for a name not seen
+            yet); ``memory``: ``{worker address: process RSS in bytes}`` as
+            the workers last reported it.
+        """
+        counts = {label: [self.done.get(label, 0), self.total.get(label, 0)] for label in labels}
+        for label in forget:  # finished: their tasks are all done or cancelled
             self.total.pop(label, None)
             self.done.pop(label, None)
+        memory = {w.address: int(w.memory.process) for w in self.scheduler.workers.values()}
+        return {"counts": counts, "memory": memory}
 
 
 def _install(dask_scheduler: Any) -> None:
-    """Add :class:`TaskCounts` to the scheduler unless it is there (another run's, kept)."""
+    """Add :class:`TaskCounts` and its handler to the scheduler, unless there (another run's)."""
     if TaskCounts.name not in dask_scheduler.plugins:
-        dask_scheduler.add_plugin(TaskCounts())
-
-
-def _look(labels: Sequence[str], forget: Sequence[str], dask_scheduler: Any) -> dict[str, Any]:
-    """The counts of ``labels`` and each worker's memory (process RSS, bytes)."""
-    plugin = dask_scheduler.plugins.get(TaskCounts.name)
-    counts = plugin.counts(labels) if plugin is not None else {}
-    if plugin is not None:
-        plugin.forget(forget)
-    memory = {w.address: int(w.memory.process) for w in dask_scheduler.workers.values()}
-    return {"counts": counts, "memory": memory}
+        plugin = TaskCounts(dask_scheduler)
+        dask_scheduler.add_plugin(plugin)
+        dask_scheduler.handlers[TaskCounts.handler] = plugin.look
 
 
 # ----------------------------------------------------------------- records
@@ -380,6 +382,11 @@ class Tracker:
         if self.display is not None:
             self.display.close()
 
+    def seen(self) -> list[StageRecord]:
+        """The records so far, copied (the samples' threads may still add to them)."""
+        with self._lock:
+            return list(self.records)
+
     def _label(self, stage: str, sample: str) -> str:
         return f"{self.run}/{stage}/{sample}"
 
@@ -408,10 +415,11 @@ class Tracker:
 
     def _look(self, labels: list[str], forget: list[str]) -> None:
         """Ask the scheduler for counts and memory; update the records of ``labels``."""
-        if self.problem is not None and not labels:
+        if self.problem is not None:  # the scheduler has no counts to give
             return
         try:
-            seen = self.client.run_on_scheduler(_look, labels, forget)
+            call = getattr(self.client.scheduler, TaskCounts.handler)
+            seen = self.client.sync(call, labels=labels, forget=forget)
         except Exception:  # the cluster is closing or lost: the run says so itself
             return
         peak = max(seen["memory"].values(), default=0)

@@ -716,48 +716,63 @@ def run_campaign(
     """
     with _holding_the_store(campaign, client, echo):
         chosen = parse_stages(None if stages is None else list(stages), campaign.registry)
-        log = log_path(campaign.path)
-        header = run_header(
-            when=dt.datetime.now(dt.UTC),
-            command=command or describe_command(sys.argv),
-            campaign=campaign,
-            stages=chosen,
-            cluster=cluster_lines(client),
-        )
-        append(log, header)
-        started = time.perf_counter()
-        outcomes: list[Outcome] = []
-        ending = "stopped"
-        with Tracker(client, display) as tracker:
+        with (
+            Tracker(client, display) as tracker,
+            _logged(campaign, client, chosen, command, tracker) as outcomes,
+        ):
             if tracker.problem is not None:
                 echo(f"progress: {tracker.problem}")
-            try:
-                outcomes = _run_chosen(campaign, client, chosen, force, echo, tracker)
-                ending = "finished"
-                return outcomes
-            except RunError as error:
-                outcomes = error.outcomes
-                ending = str(error).splitlines()[0]
-                raise
-            except BaseException as error:
-                ending = f"stopped by {type(error).__name__}: {error}"
-                raise
-            finally:
-                order = {sample.id: i for i, sample in enumerate(campaign.samples)}
-                names = campaign.registry.names
-                listed = sorted(outcomes, key=lambda o: (names.index(o.stage), order[o.sample]))
-                note = f"{tracker.problem}\n" if tracker.problem else ""
-                append(
-                    log,
-                    note
-                    + run_summary(
-                        listed,
-                        tracker.records,
-                        ending=ending,
-                        seconds=time.perf_counter() - started,
-                        peak_bytes=tracker.peak_bytes,
-                    ),
-                )
+            outcomes += _run_chosen(campaign, client, chosen, force, echo, tracker)
+        return outcomes
+
+
+@contextlib.contextmanager
+def _logged(
+    campaign: Campaign,
+    client: Client,
+    chosen: Sequence[str],
+    command: str | None,
+    tracker: Tracker,
+) -> Iterator[list[Outcome]]:
+    """The run's section of the campaign's log: its header now, what happened at the end.
+
+    Yields the list the run fills with its outcomes; a :class:`RunError`
+    (failures, an interruption) brings its own. However the run ends, the
+    log gets each stage of each sample, and the ending.
+    """
+    log = log_path(campaign.path)
+    header = run_header(
+        when=dt.datetime.now(dt.UTC),
+        command=command or describe_command(sys.argv),
+        campaign=campaign,
+        stages=chosen,
+        cluster=cluster_lines(client),
+    )
+    append(log, header)
+    started = time.perf_counter()
+    outcomes: list[Outcome] = []
+    ending = "finished"
+    try:
+        yield outcomes
+    except RunError as error:
+        outcomes[:] = error.outcomes
+        ending = str(error).splitlines()[0]
+        raise
+    except BaseException as error:
+        ending = f"stopped by {type(error).__name__}: {error}"
+        raise
+    finally:
+        order = {sample.id: i for i, sample in enumerate(campaign.samples)}
+        names = campaign.registry.names
+        listed = sorted(outcomes, key=lambda o: (names.index(o.stage), order[o.sample]))
+        summary = run_summary(
+            listed,
+            tracker.seen(),
+            ending=ending,
+            seconds=time.perf_counter() - started,
+            peak_bytes=tracker.peak_bytes,
+        )
+        append(log, (f"{tracker.problem}\n" if tracker.problem else "") + summary)
 
 
 def _run_chosen(

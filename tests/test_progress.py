@@ -151,6 +151,19 @@ def test_a_running_stage_is_shown_in_lines_every_tenth(client: Client) -> None:
     assert {(m["stage"], m["sample"], m["total"]) for m in parsed if m} == {("prep", "c00", "60")}
 
 
+def test_a_running_stage_is_a_bar_on_a_terminal(client: Client) -> None:
+    screen = io.StringIO()
+    display = BarDisplay(Console(file=screen, force_terminal=True, width=100))
+    with Tracker(client, display, interval_s=0.05) as tracker:
+        display.echo("recon   c01        running")
+        with tracker.stage("recon", "c01"):
+            wait(client.map(slow, range(40), seconds=0.05, pure=False))
+    out = screen.getvalue()
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)  # the bars' colours and cursor moves
+    assert "recon   c01        running" in plain
+    assert re.search(r"recon +c01 +[━╺]+ +\d+/40 tasks", plain), plain
+
+
 # ----------------------------------------------------------------- the dashboard
 
 
