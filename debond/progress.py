@@ -292,7 +292,9 @@ class BarDisplay:
         self._lock = threading.Lock()
 
     def echo(self, line: str) -> None:
-        self.progress.console.print(line, markup=False, highlight=False, emoji=False)
+        self.progress.console.print(
+            line, markup=False, highlight=False, emoji=False, soft_wrap=True
+        )
 
     def show(self, records: Sequence[StageRecord]) -> None:
         with self._lock:
