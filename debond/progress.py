@@ -362,8 +362,8 @@ class Tracker:
         self.peak_bytes = 0
         self.workers_seen: set[str] = set()
         self.problem: str | None = None  # why the scheduler cannot count, if it cannot
-        self._running: dict[str, StageRecord] = {}
-        self._finished: list[str] = []
+        self._running: dict[str, StageRecord] = {}  # by their names on the scheduler
+        self._named: dict[str, StageRecord] = {}  # every one, running or not
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -405,6 +405,7 @@ class Tracker:
         with self._lock:
             self.records.append(record)
             self._running[label] = record
+            self._named[label] = record
         try:
             with dask.annotate(**{ANNOTATION: label}):
                 yield record
@@ -430,11 +431,7 @@ class Tracker:
             self.peak_bytes = max(self.peak_bytes, peak)
             self.workers_seen.update(seen["memory"])
             for label in labels:
-                record = self._running.get(label) or next(
-                    (r for r in self.records if self._label(r.stage, r.sample) == label), None
-                )
-                if record is None:
-                    continue
+                record = self._named[label]
                 record.done, record.total = seen["counts"].get(label, (record.done, record.total))
                 record.peak_bytes = max(record.peak_bytes, peak)
                 if record.running:
