@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -15,6 +16,7 @@ from debond import __version__
 
 if TYPE_CHECKING:
     from debond.campaign import Campaign
+    from debond.progress import Display
 
 # Help texts are plain text (rich_markup_mode=None): Rich markup would swallow the
 # campaign sections they name, such as [fit].
@@ -345,8 +347,19 @@ def run_command(
             "write nothing, start no cluster."
         ),
     ] = False,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            help="Show each running stage's tasks done out of the total: bars with the time "
+            "left in a terminal, else a line every 10 %. --no-progress: only the lines of "
+            "stages starting and ending."
+        ),
+    ] = True,
 ) -> None:
     """Run the image stages for every sample, resumably (complete, current outputs are kept).
+
+    Each run appends what it ran, where, its timings and its workers' memory peaks to
+    the campaign's log, <campaign>.log beside the campaign file.
 
     Example:
 
@@ -384,9 +397,19 @@ def run_command(
         _dry_run(loaded, stages, force)
         return
     started = time.perf_counter()
+    display = _progress_display() if progress else None
+    echo = typer.echo if display is None else display.echo
     try:
         with cluster(scheduler, workers=workers, echo=typer.echo) as client:
-            outcomes = run_campaign(loaded, client, stages=stages, force=force, echo=typer.echo)
+            outcomes = run_campaign(
+                loaded,
+                client,
+                stages=stages,
+                force=force,
+                echo=echo,
+                display=display,
+                command=_run_command_line(campaign, scheduler, workers, only, force, progress),
+            )
     except Interrupted as stopped:
         typer.secho(str(stopped), fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(code=130) from None
@@ -403,6 +426,33 @@ def run_command(
         f"finished in {time.perf_counter() - started:.1f} s: {counts['done']} done, "
         f"{counts['skipped']} skipped (current)"
     )
+
+
+def _run_command_line(
+    campaign: Path,
+    scheduler: str | None,
+    workers: int | None,
+    only: str | None,
+    force: bool,
+    progress: bool,
+) -> str:
+    """The ``debond run`` command as given, for the run's log."""
+    from debond.runlog import describe_command
+
+    given = {"--scheduler": scheduler, "--workers": workers, "--only": only}
+    words = ["debond", "run", str(campaign)]
+    words += [
+        word for key, value in given.items() if value is not None for word in (key, str(value))
+    ]
+    words += ["--force"] * force + ["--no-progress"] * (not progress)
+    return describe_command(words)
+
+
+def _progress_display() -> Display:
+    """Bars on a terminal, else a plain line every 10 % (a log or a pipe reads it whole)."""
+    from debond.progress import BarDisplay, LineDisplay
+
+    return BarDisplay() if sys.stdout.isatty() else LineDisplay(typer.echo)
 
 
 #: What a dry run's decisions mean, by the runner's reason (``after …`` is handled apart).

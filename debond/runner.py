@@ -44,7 +44,9 @@ After ``measure`` and ``sem`` the samples' rows are gathered into
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -61,6 +63,8 @@ from debond.campaign import Campaign, CampaignError, Sample
 from debond.cluster import workers_in_process
 from debond.particles import particle_table
 from debond.pipeline.ingest import IngestError
+from debond.progress import Display, Tracker
+from debond.runlog import append, cluster_lines, describe_command, log_path, run_header, run_summary
 from debond.stages import REGISTRY
 from debond.stages.base import Plan, Registry, Stage, StageError, Work
 from debond.storage import (
@@ -159,6 +163,13 @@ class _Flight:
     futures: set[Any] = field(default_factory=set)
     outcomes: list[Outcome] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    tracker: Tracker | None = None
+
+    def tracked(self, plan: Plan) -> contextlib.AbstractContextManager[Any]:
+        """Around one stage of a sample: its tasks counted and its memory watched, if tracked."""
+        if self.tracker is None:
+            return contextlib.nullcontext()
+        return self.tracker.stage(plan.stage.name, plan.sample.id)
 
     def fly(self, futures: Sequence[Any]) -> None:
         with self.lock:
@@ -385,12 +396,13 @@ def _execute(
     note = f"; {work.detail}" if work.detail else ""
     _say(plan, echo, f"running (output {reason}{note})")
     started = time.perf_counter()
-    futures = client.compute(collections)
-    flight.fly(futures)
-    if flight.stop.is_set():  # stopped while this was being submitted
-        client.cancel(futures)
-    wait(futures)
-    flight.land(futures)
+    with flight.tracked(plan):
+        futures = client.compute(collections)
+        flight.fly(futures)
+        if flight.stop.is_set():  # stopped while this was being submitted
+            client.cancel(futures)
+        wait(futures)
+        flight.land(futures)
     seconds = time.perf_counter() - started
     if flight.stop.is_set():
         client.cancel(futures)
@@ -420,7 +432,8 @@ def _run_table(plan: Plan, work: Work, reason: str, echo: Echo, flight: _Flight)
     _say(plan, echo, f"running (output {reason})")
     started = time.perf_counter()
     try:
-        rows = work.table()
+        with flight.tracked(plan):
+            rows = work.table()
         if flight.stop.is_set():
             return Outcome(name, sample, "interrupted", time.perf_counter() - started)
         stamp = digest(name, plan.parameters, plan.inputs)
@@ -636,6 +649,8 @@ def run_campaign(
     stages: Sequence[str] | None = None,
     force: bool = False,
     echo: Echo = print,
+    display: Display | None = None,
+    command: str | None = None,
 ) -> list[Outcome]:
     """Run stages for every sample of a campaign on a Dask cluster, resumably.
 
@@ -658,7 +673,17 @@ def run_campaign(
         Recompute outputs even when they are current.
     echo : callable
         Receives one line per stage and sample (progress); called from the
-        threads that run the samples, one line at a time.
+        threads that run the samples, one line at a time. With a
+        :class:`~debond.progress.BarDisplay`, pass its ``echo``, so that the
+        lines print above the bars.
+    display : Display, optional
+        Shown the tasks done out of the total of each running stage of a
+        sample, twice a second (:mod:`debond.progress`: bars in a terminal,
+        a line every 10 % elsewhere). Default: no progress beyond ``echo``'s
+        lines.
+    command : str, optional
+        What started the run, for its log (default: this process's command
+        line).
 
     Returns
     -------
@@ -680,55 +705,131 @@ def run_campaign(
         On Ctrl-C (KeyboardInterrupt): every sample's work on the cluster is
         cancelled, nothing running is marked complete, and the message says
         what finished.
+
+    Notes
+    -----
+    Every run that takes the store's lock appends a section to the
+    campaign's log, ``<campaign>.log`` beside the campaign file
+    (:mod:`debond.runlog`): the command, the cluster and its workers, then,
+    however the run ends, each stage of each sample with its wall time, its
+    tasks and the peak worker memory while it ran.
     """
     with _holding_the_store(campaign, client, echo):
-        registry = campaign.registry
-        chosen = parse_stages(None if stages is None else list(stages), registry)
-        # The embedded scheduler logs every peer-to-peer rechunk at WARNING level.
-        logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
-        lock = threading.Lock()
-
-        def say(line: str) -> None:
-            with lock:
-                echo(line)
-
-        group = open_store(campaign.store_location, mode="a")
-        for sample in campaign.samples:
-            known = {"cycles": sample.cycles, "voxel_size_um": sample.voxel_size_um}
-            set_sample_attrs(group, sample.id, {k: v for k, v in known.items() if v is not None})
-        for line in _absent(campaign, chosen):
-            say(line)
-        chains = _chains(campaign, chosen)
-        _prepare(campaign, group, chains, force, say)
-        outcomes: list[Outcome] = []
-        flight = _Flight(outcomes=[o for chain in chains for o in chain.skipped])
-        pool = ThreadPoolExecutor(CHAINS_IN_FLIGHT, thread_name_prefix="debond-sample")
-        try:
-            running = [
-                pool.submit(_run_chain, campaign, client, group, chain, force, say, flight)
-                for chain in chains
-            ]
-            for future in running:
-                outcomes.extend(future.result())
-        except KeyboardInterrupt:
-            flight.recall(client)
-            wait_threads(running, timeout=INTERRUPT_GRACE_S)
-            raise Interrupted(_stopped(flight.outcomes), flight.outcomes) from None
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-        order = {sample.id: i for i, sample in enumerate(campaign.samples)}
-        outcomes.sort(key=lambda o: (registry.names.index(o.stage), order[o.sample]))
-        if any(registry.get(name).table is not None for name in chosen):
-            _gather(campaign, group, outcomes, echo)
-        failed = [o for o in outcomes if o.state == "failed"]
-        if failed:
-            lines = [f"{o.stage} of {o.sample}: {o.detail}" for o in failed]
-            raise RunError(
-                f"{len(lines)} stage(s) failed; every other output is complete:\n  "
-                + "\n  ".join(lines),
-                outcomes,
-            )
+        chosen = parse_stages(None if stages is None else list(stages), campaign.registry)
+        with (
+            Tracker(client, display) as tracker,
+            _logged(campaign, client, chosen, command, tracker) as outcomes,
+        ):
+            if tracker.problem is not None:
+                echo(f"progress: {tracker.problem}")
+            outcomes += _run_chosen(campaign, client, chosen, force, echo, tracker)
         return outcomes
+
+
+@contextlib.contextmanager
+def _logged(
+    campaign: Campaign,
+    client: Client,
+    chosen: Sequence[str],
+    command: str | None,
+    tracker: Tracker,
+) -> Iterator[list[Outcome]]:
+    """The run's section of the campaign's log: its header now, what happened at the end.
+
+    Yields the list the run fills with its outcomes; a :class:`RunError`
+    (failures, an interruption) brings its own. However the run ends, the
+    log gets each stage of each sample, and the ending.
+    """
+    log = log_path(campaign.path)
+    header = run_header(
+        when=dt.datetime.now(dt.UTC),
+        command=command or describe_command(sys.argv),
+        campaign=campaign,
+        stages=chosen,
+        cluster=cluster_lines(client),
+    )
+    append(log, header)
+    started = time.perf_counter()
+    outcomes: list[Outcome] = []
+    ending = "finished"
+    try:
+        yield outcomes
+    except RunError as error:
+        outcomes[:] = error.outcomes
+        ending = str(error).splitlines()[0]
+        raise
+    except BaseException as error:
+        ending = f"stopped by {type(error).__name__}: {error}"
+        raise
+    finally:
+        order = {sample.id: i for i, sample in enumerate(campaign.samples)}
+        names = campaign.registry.names
+        listed = sorted(outcomes, key=lambda o: (names.index(o.stage), order[o.sample]))
+        summary = run_summary(
+            listed,
+            tracker.seen(),
+            ending=ending,
+            seconds=time.perf_counter() - started,
+            peak_bytes=tracker.peak_bytes,
+        )
+        append(log, (f"{tracker.problem}\n" if tracker.problem else "") + summary)
+
+
+def _run_chosen(
+    campaign: Campaign,
+    client: Client,
+    chosen: Sequence[str],
+    force: bool,
+    echo: Echo,
+    tracker: Tracker | None,
+) -> list[Outcome]:
+    """:func:`run_campaign` once the store is held: every chain, then the particle table."""
+    registry = campaign.registry
+    # The embedded scheduler logs every peer-to-peer rechunk at WARNING level.
+    logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with lock:
+            echo(line)
+
+    group = open_store(campaign.store_location, mode="a")
+    for sample in campaign.samples:
+        known = {"cycles": sample.cycles, "voxel_size_um": sample.voxel_size_um}
+        set_sample_attrs(group, sample.id, {k: v for k, v in known.items() if v is not None})
+    for line in _absent(campaign, chosen):
+        say(line)
+    chains = _chains(campaign, chosen)
+    _prepare(campaign, group, chains, force, say)
+    outcomes: list[Outcome] = []
+    flight = _Flight(outcomes=[o for chain in chains for o in chain.skipped], tracker=tracker)
+    pool = ThreadPoolExecutor(CHAINS_IN_FLIGHT, thread_name_prefix="debond-sample")
+    try:
+        running = [
+            pool.submit(_run_chain, campaign, client, group, chain, force, say, flight)
+            for chain in chains
+        ]
+        for future in running:
+            outcomes.extend(future.result())
+    except KeyboardInterrupt:
+        flight.recall(client)
+        wait_threads(running, timeout=INTERRUPT_GRACE_S)
+        raise Interrupted(_stopped(flight.outcomes), flight.outcomes) from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    order = {sample.id: i for i, sample in enumerate(campaign.samples)}
+    outcomes.sort(key=lambda o: (registry.names.index(o.stage), order[o.sample]))
+    if any(registry.get(name).table is not None for name in chosen):
+        _gather(campaign, group, outcomes, echo)
+    failed = [o for o in outcomes if o.state == "failed"]
+    if failed:
+        lines = [f"{o.stage} of {o.sample}: {o.detail}" for o in failed]
+        raise RunError(
+            f"{len(lines)} stage(s) failed; every other output is complete:\n  "
+            + "\n  ".join(lines),
+            outcomes,
+        )
+    return outcomes
 
 
 def preview_run(
