@@ -1,4 +1,4 @@
-"""Benchmark: how often the fit's intervals hold the true parameters (coverage).
+"""Benchmark: how often the fit's intervals hold the true parameters (coverage), and its speed.
 
 What is measured
 ----------------
@@ -6,8 +6,14 @@ What is measured
 paper's parameters (:func:`debond.model.synthetic.simulate_campaign`, seeds
 1000, 1001, …; 0.03 µm gap noise, 0.01 retention noise) at two sizes:
 
-- ``paper``: 15 particles per tomogram at 1, 3 and 10 cycles and the
-  10-cycle capacity series (the paper's tomograms hold 10–20 particles);
+- ``paper``: 15 particles per tomogram at 1, 3 and 10 cycles, and 40 SEM
+  sections per sample (spheres of the same population cut at random
+  heights, :func:`debond.pipeline.stereology.sample_sections`, 0.03 µm
+  noise on the in-plane gap), converted to particle-table rows as the
+  pipeline converts them (:func:`debond.particles.convert_sections`); the
+  capacity term sums over the sizes unfolded from the sections
+  (:func:`debond.analysis.section_population`), as ``debond fit`` does by
+  default. The paper's tomograms hold 10–20 particles.
 - ``demo``: 60 particles per group at 0, 1, 3 and 10 cycles, as the demo.
 
 Each is fitted with :func:`debond.model.fitting.fit` and ``--bootstrap``
@@ -18,12 +24,16 @@ limit from that bound. Coverage is the fraction of data sets whose interval
 holds the truth, with its binomial standard error. The targets: 60–76 % for
 the 16–84 % interval, 90–98 % for 2.5–97.5 %.
 
-Accuracy, not speed: the wall time per data set is recorded beside it.
+Speed, beside it: one fit of the demo table (``simulate_campaign(
+PAPER_PARAMETERS, seed=0)``) with ``--speed-bootstrap`` replicates (default
+10,000), its wall time (target: under 20 s on 2 cores). Skipped with
+``--speed-bootstrap 0``; ``benchmarks/model_bootstrap.py`` times it in detail.
 
 Usage
 -----
-``python benchmarks/coverage.py [--datasets 200] [--bootstrap 200] [--sizes paper,demo]``;
-the result goes to ``benchmarks/results/coverage.json``.
+``python benchmarks/coverage.py [--datasets 200] [--bootstrap 200] [--sizes paper,demo]
+[--method parametric] [--speed-bootstrap 10000]``; the result goes to
+``benchmarks/results/coverage.json`` (``coverage_<sizes>.json`` for other sizes).
 """
 
 from __future__ import annotations
@@ -34,16 +44,23 @@ import time
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from common import machine_info, print_table, source_digests, write_result
 
-from debond.model import PAPER_PARAMETERS, PARAMETER_NAMES, diagnostics, fit, fitting
-from debond.model.synthetic import simulate_campaign
+from debond.analysis import section_population
+from debond.model import PAPER_PARAMETERS, PARAMETER_NAMES, Material, diagnostics, fit, fitting
+from debond.model.synthetic import draw_radii, imaged_gaps, simulate_campaign
+from debond.particles import convert_sections
+from debond.pipeline.stereology import sample_sections
 
-SIZES = {
-    "paper": {"cycles": (1, 3, 10), "particles_per_sample": 15},
-    "demo": {"cycles": (0, 1, 3, 10), "particles_per_sample": 60},
+SIZES: dict[str, dict[str, Any]] = {
+    "paper": {"cycles": (1, 3, 10), "particles_per_sample": 15, "sections_per_sample": 40},
+    "demo": {"cycles": (0, 1, 3, 10), "particles_per_sample": 60, "sections_per_sample": 0},
 }
 TARGETS = {"68": (0.60, 0.76), "95": (0.90, 0.98)}
+#: Noise of a measured in-plane gap, µm; spheres per sample the sections cut.
+SECTION_GAP_NOISE_UM = 0.03
+SECTIONED_SPHERES = 400
 
 
 def holds(interval: diagnostics.Interval, truth: float, level: str) -> bool:
@@ -59,19 +76,74 @@ def holds(interval: diagnostics.Interval, truth: float, level: str) -> bool:
     return bool(low <= truth <= high)
 
 
-def coverage(size: str, datasets: int, bootstrap: int) -> dict[str, Any]:
+def sections(cycles: int, count: int, rng: np.random.Generator) -> pd.DataFrame:
+    """SEM section rows of one sample imaged after `cycles`, drawn from the model.
+
+    ``count`` sections of :data:`SECTIONED_SPHERES` spheres (radii and imaged
+    gaps drawn as :func:`simulate_campaign` draws them), in the columns of the
+    ``sem`` stage.
+    """
+    radii = draw_radii(rng, SECTIONED_SPHERES)
+    gap = imaged_gaps(radii, cycles, PAPER_PARAMETERS, Material(), rng)
+    r, g2, _ = sample_sections(radii, gap, count, rng)
+    measured = np.clip(g2 + rng.normal(0.0, SECTION_GAP_NOISE_UM, count), 0.0, None)
+    return pd.DataFrame(
+        {
+            "sample": f"s{cycles:02d}",
+            "cycles": cycles,
+            "image": "section",
+            "particle": np.arange(1, count + 1),
+            "section_radius_um": r,
+            "section_gap_um": measured,
+            "gap_std_um": np.nan,
+            "n_rays": 64,
+            "touches_border": False,
+            "centroid_y_um": 0.0,
+            "centroid_x_um": 0.0,
+        }
+    )
+
+
+def data_set(size: str, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The k-th data set of a size: particle table (3D and 2D rows) and capacity series."""
+    spec = SIZES[size]
+    sim = simulate_campaign(
+        PAPER_PARAMETERS,
+        seed=1000 + k,
+        cycles=spec["cycles"],
+        particles_per_sample=spec["particles_per_sample"],
+    )
+    particles = sim.particles.assign(n_rays=64, touches_border=False)
+    if spec["sections_per_sample"]:
+        rng = np.random.default_rng([1000 + k, 7])
+        rows = pd.concat(
+            [sections(n, spec["sections_per_sample"], rng) for n in spec["cycles"] if n > 0],
+            ignore_index=True,
+        )
+        particles = pd.concat([particles, convert_sections(rows)], ignore_index=True)
+    return particles, sim.capacity[["cycle", "retention"]]
+
+
+def coverage(size: str, datasets: int, bootstrap: int, method: str) -> dict[str, Any]:
     """Coverage of every parameter's intervals over `datasets` data sets of one size."""
     truth = {n: float(getattr(PAPER_PARAMETERS, n)) for n in PARAMETER_NAMES}
     hits = {level: {n: 0 for n in PARAMETER_NAMES} for level in TARGETS}
     one_sided = {n: 0 for n in PARAMETER_NAMES}
-    seconds = []
+    seconds, unconverged = [], []
     for k in range(datasets):
-        sim = simulate_campaign(PAPER_PARAMETERS, seed=1000 + k, **SIZES[size])  # type: ignore[arg-type]
+        particles, capacity = data_set(size, k)
         started = time.perf_counter()
+        population = section_population(particles, bootstrap, k)
         result = fit(
-            sim.particles, sim.capacity[["cycle", "retention"]], n_bootstrap=bootstrap, seed=k
+            particles,
+            capacity,
+            n_bootstrap=bootstrap,
+            seed=k,
+            population=population,
+            method=method,
         )
         seconds.append(time.perf_counter() - started)
+        unconverged.append(1.0 - float(result.samples["converged"].mean()))
         for name, interval in diagnostics.intervals(result).items():
             one_sided[name] += interval.side != "two-sided"
             for level in TARGETS:
@@ -90,10 +162,20 @@ def coverage(size: str, datasets: int, bootstrap: int) -> dict[str, Any]:
         "size": size,
         "datasets": datasets,
         "bootstrap": bootstrap,
+        "method": method,
         "rows": rows,
         "one_sided_share": {n: c / datasets for n, c in one_sided.items()},
+        "unconverged_share": float(np.mean(unconverged)),
         "seconds_per_fit": float(np.median(seconds)),
     }
+
+
+def speed(bootstrap: int, method: str) -> dict[str, Any]:
+    """Wall time of one fit of the demo table with `bootstrap` replicates, s."""
+    sim = simulate_campaign(PAPER_PARAMETERS, seed=0)
+    started = time.perf_counter()
+    fit(sim.particles, sim.capacity[["cycle", "retention"]], n_bootstrap=bootstrap, method=method)
+    return {"bootstrap": bootstrap, "seconds": time.perf_counter() - started, "target_s": 20.0}
 
 
 def main() -> None:
@@ -101,8 +183,13 @@ def main() -> None:
     parser.add_argument("--datasets", type=int, default=200)
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--sizes", default="paper,demo")
+    parser.add_argument("--method", default="parametric", choices=fitting.BOOTSTRAP_METHODS)
+    parser.add_argument("--speed-bootstrap", type=int, default=10_000)
     args = parser.parse_args()
-    results = [coverage(s, args.datasets, args.bootstrap) for s in args.sizes.split(",")]
+    results = [
+        coverage(s, args.datasets, args.bootstrap, args.method) for s in args.sizes.split(",")
+    ]
+    timing = speed(args.speed_bootstrap, args.method) if args.speed_bootstrap else None
     table = []
     for result in results:
         for key, row in result["rows"].items():
@@ -119,11 +206,23 @@ def main() -> None:
                 ]
             )
     print_table(table, ["data size", "parameter", "interval", "coverage", "target", "inside"])
+    for result in results:
+        print(
+            f"{result['size']}: {result['datasets']} data sets × {result['bootstrap']} replicates "
+            f"({result['method']}), {result['seconds_per_fit']:.2f} s a fit, "
+            f"{100 * result['unconverged_share']:.1f} % of replicates unconverged"
+        )
+    if timing is not None:
+        print(
+            f"speed: {timing['bootstrap']} replicates of the demo table in "
+            f"{timing['seconds']:.1f} s (target < {timing['target_s']:.0f} s)"
+        )
     write_result(
-        "coverage",
+        "coverage" if args.sizes == "paper,demo" else f"coverage_{args.sizes.replace(',', '_')}",
         {
             "benchmark": "coverage",
             "results": results,
+            "speed": timing,
             "machine": machine_info(),
             "sources": source_digests(fitting, diagnostics),
         },
