@@ -79,6 +79,13 @@ def test_an_old_fit_json_is_read_with_a_clear_message() -> None:
     assert "written by an earlier version" in fit_banner(old)
 
 
+def test_a_version_2_fit_json_says_its_intervals_are_not_calibrated() -> None:
+    """A healthy fit.json of layout 2 (no bootstrap_method) still gets a banner, naming why."""
+    old = {"fit_json_version": 2, "parameters": {}, "warnings": []}
+    banner = fit_banner(old)
+    assert "layout version 2" in banner and "Run debond fit again" in banner
+
+
 def _own_campaign(seed: int, kappa0: float, noise_um: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Data drawn by this test from MODEL.md: gaps integrated by the time-stepping oracle,
     disconnection with p = ζ0·d at the end of every cycle, capacity C(n) = Σr³S/Σr³."""
