@@ -32,15 +32,20 @@ PAPER_PARAMETERS, seed=0)``) with ``--speed-bootstrap`` replicates (default
 Usage
 -----
 ``python benchmarks/coverage.py [--datasets 200] [--bootstrap 200] [--sizes paper,demo]
-[--method parametric] [--speed-bootstrap 10000]``; the result goes to
+[--method parametric] [--speed-bootstrap 10000] [--records FILE [--summarise]]``;
+with ``--records`` each data set's outcome is kept as it is fitted (a run
+resumes where it stopped; ``--summarise`` prints the table of those done). The
+result goes to
 ``benchmarks/results/coverage.json`` (``coverage_<sizes>.json`` for other sizes).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -124,34 +129,36 @@ def data_set(size: str, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     return particles, sim.capacity[["cycle", "retention"]]
 
 
-def coverage(size: str, datasets: int, bootstrap: int, method: str) -> dict[str, Any]:
-    """Coverage of every parameter's intervals over `datasets` data sets of one size."""
+def fit_data_set(size: str, k: int, bootstrap: int, method: str) -> dict[str, Any]:
+    """Fit the k-th data set of a size; which intervals hold the truth, and the time."""
     truth = {n: float(getattr(PAPER_PARAMETERS, n)) for n in PARAMETER_NAMES}
-    hits = {level: {n: 0 for n in PARAMETER_NAMES} for level in TARGETS}
-    one_sided = {n: 0 for n in PARAMETER_NAMES}
-    seconds, unconverged = [], []
-    for k in range(datasets):
-        particles, capacity = data_set(size, k)
-        started = time.perf_counter()
-        population = section_population(particles, bootstrap, k)
-        result = fit(
-            particles,
-            capacity,
-            n_bootstrap=bootstrap,
-            seed=k,
-            population=population,
-            method=method,
-        )
-        seconds.append(time.perf_counter() - started)
-        unconverged.append(1.0 - float(result.samples["converged"].mean()))
-        for name, interval in diagnostics.intervals(result).items():
-            one_sided[name] += interval.side != "two-sided"
-            for level in TARGETS:
-                hits[level][name] += holds(interval, truth[name], level)
+    particles, capacity = data_set(size, k)
+    started = time.perf_counter()
+    population = section_population(particles, bootstrap, k)
+    result = fit(
+        particles, capacity, n_bootstrap=bootstrap, seed=k, population=population, method=method
+    )
+    seconds = time.perf_counter() - started
+    found = diagnostics.intervals(result)
+    return {
+        "size": size,
+        "data_set": k,
+        "seconds": seconds,
+        "unconverged": 1.0 - float(result.samples["converged"].mean()),
+        "one_sided": {n: iv.side != "two-sided" for n, iv in found.items()},
+        "holds": {
+            level: {n: holds(iv, truth[n], level) for n, iv in found.items()} for level in TARGETS
+        },
+    }
+
+
+def summarise(records: list[dict[str, Any]], bootstrap: int, method: str) -> dict[str, Any]:
+    """Coverage of every parameter's intervals over the records of one size."""
+    datasets = len(records)
     rows = {}
-    for level, counts in hits.items():
-        for name, n in counts.items():
-            p = n / datasets
+    for level in TARGETS:
+        for name in PARAMETER_NAMES:
+            p = sum(r["holds"][level][name] for r in records) / datasets
             rows[f"{name}/{level}"] = {
                 "coverage": p,
                 "standard_error": math.sqrt(max(p * (1 - p), 1e-12) / datasets),
@@ -159,15 +166,42 @@ def coverage(size: str, datasets: int, bootstrap: int, method: str) -> dict[str,
                 "inside": TARGETS[level][0] <= p <= TARGETS[level][1],
             }
     return {
-        "size": size,
+        "size": records[0]["size"],
         "datasets": datasets,
         "bootstrap": bootstrap,
         "method": method,
         "rows": rows,
-        "one_sided_share": {n: c / datasets for n, c in one_sided.items()},
-        "unconverged_share": float(np.mean(unconverged)),
-        "seconds_per_fit": float(np.median(seconds)),
+        "one_sided_share": {
+            n: sum(r["one_sided"][n] for r in records) / datasets for n in PARAMETER_NAMES
+        },
+        "unconverged_share": float(np.mean([r["unconverged"] for r in records])),
+        "seconds_per_fit": float(np.median([r["seconds"] for r in records])),
     }
+
+
+def coverage(
+    size: str, datasets: int, bootstrap: int, method: str, records: Path | None = None
+) -> dict[str, Any]:
+    """Coverage over `datasets` data sets of one size.
+
+    With ``records``, each data set's outcome is appended to that JSON-lines
+    file as it is fitted, and data sets already there are not fitted again (a
+    long run can be stopped and resumed, or summarised part way).
+    """
+    done: dict[int, dict[str, Any]] = {}
+    if records is not None and records.exists():
+        for line in records.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if record["size"] == size:
+                done[record["data_set"]] = record
+    for k in range(datasets):
+        if k in done:
+            continue
+        done[k] = fit_data_set(size, k, bootstrap, method)
+        if records is not None:
+            with records.open("a", encoding="utf-8") as stream:
+                stream.write(json.dumps(done[k]) + "\n")
+    return summarise([done[k] for k in range(datasets)], bootstrap, method)
 
 
 def speed(bootstrap: int, method: str) -> dict[str, Any]:
@@ -185,10 +219,30 @@ def main() -> None:
     parser.add_argument("--sizes", default="paper,demo")
     parser.add_argument("--method", default="parametric", choices=fitting.BOOTSTRAP_METHODS)
     parser.add_argument("--speed-bootstrap", type=int, default=10_000)
+    parser.add_argument(
+        "--records", type=Path, help="JSON-lines file of per-data-set outcomes (resumable)"
+    )
+    parser.add_argument(
+        "--summarise",
+        action="store_true",
+        help="only summarise the data sets already in --records (however many there are)",
+    )
     args = parser.parse_args()
-    results = [
-        coverage(s, args.datasets, args.bootstrap, args.method) for s in args.sizes.split(",")
-    ]
+    if args.summarise:
+        if args.records is None:
+            parser.error("--summarise needs --records")
+        lines = args.records.read_text(encoding="utf-8").splitlines()
+        everything = [json.loads(line) for line in lines]
+        results = [
+            summarise([r for r in everything if r["size"] == s], args.bootstrap, args.method)
+            for s in args.sizes.split(",")
+            if any(r["size"] == s for r in everything)
+        ]
+    else:
+        results = [
+            coverage(s, args.datasets, args.bootstrap, args.method, args.records)
+            for s in args.sizes.split(",")
+        ]
     timing = speed(args.speed_bootstrap, args.method) if args.speed_bootstrap else None
     table = []
     for result in results:

@@ -23,7 +23,7 @@ The same replicate problems solved one at a time with
 :func:`scipy.optimize.least_squares` (``trf``, the same box bounds, ``x_scale``
 = ``TYPICAL`` or ``'jac'``, ``diff_step`` = ``DIFFERENCE_STEP``, the fit's
 tolerances ``ftol`` = ``FTOL`` and ``xtol`` = ``XTOL``, starting from
-the full-data estimate like the batched solver) in a Python loop over the first
+the starting points the batched solver gets) in a Python loop over the first
 ``--reference-fits`` replicates (default 20), the loop run ``--repeats`` times
 (time per fit: the median over replicates of each replicate's median over the
 loops). Their residuals are exactly those the batched fit minimises: the
