@@ -69,7 +69,7 @@ from debond.analysis import fit_inputs
 from debond.campaign import Campaign, Sample
 from debond.model import PARAMETER_NAMES, Parameters
 from debond.model.figures import save_figure
-from debond.outputs import capacity_classes, paper_rows
+from debond.outputs import capacity_classes, earlier_intervals_note, paper_rows
 from debond.pipeline.segment import PHASE_NAMES
 from debond.storage import IncompleteArray, find_array, open_store, open_volume
 from debond.storage.tables import (
@@ -641,8 +641,10 @@ def fit_banner(document: Mapping[str, Any]) -> str:
 
     Examples
     --------
-    >>> fit_banner({"fit_json_version": 2, "warnings": []})
+    >>> fit_banner({"fit_json_version": 3, "bootstrap_method": "parametric", "warnings": []})
     ''
+    >>> "particle-resampling" in fit_banner({"fit_json_version": 2, "warnings": []})
+    True
     >>> "earlier version" in fit_banner({"parameters": {}})
     True
     """
@@ -652,10 +654,13 @@ def fit_banner(document: Mapping[str, Any]) -> str:
             "debond: it carries no diagnostics (parameters on bounds, residual scales on "
             "their floors, unconverged replicates). Run <code>debond fit</code> again.</p>"
         )
-    warnings = document["warnings"]
+    warnings = [w["message"] for w in document["warnings"]]
+    note = earlier_intervals_note(document)
+    if note:
+        warnings.append(note)
     if not warnings:
         return ""
-    items = "".join(f"<li>{html.escape(str(w['message']))}</li>" for w in warnings)
+    items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
     return (
         '<div class="warning banner"><p>⚠ This fit should not be read as a result as it '
         f"stands ({len(warnings)} warning(s)):</p><ul>{items}</ul></div>"

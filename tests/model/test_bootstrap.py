@@ -1,0 +1,81 @@
+"""The parametric bootstrap's pieces: the imaged gap's law, its draws, and the noise estimate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+
+from debond.model import PAPER_PARAMETERS, Material, fit, fitting
+from debond.model.synthetic import imaged_gaps, simulate_campaign
+from tests.model.oracle import oracle_gaps
+
+THETA = np.array([0.83, 0.02, 0.12, 0.163])
+
+
+def test_the_imaged_gap_law_follows_model_md_written_out_per_particle() -> None:
+    """Support from the time-stepping oracle; P(K = k) = p_k·∏(1 − p_j), P(K = n) = ∏(1 − p_j)."""
+    radius = np.array([0.2, 0.7, 1.4])
+    cycles = np.array([1, 3, 10])
+    support, probability = fitting.imaged_gap_law(radius, cycles, THETA, Material())
+    assert support.shape == probability.shape == (10, 3)
+    for i, (r, n) in enumerate(zip(radius, cycles, strict=True)):
+        d = oracle_gaps(r, 10, alpha0=0.83, kappa0=0.02, delta0=0.12, strain=Material().strain)
+        np.testing.assert_allclose(support[:, i], d, atol=1e-6)
+        p = np.minimum(1.0, 0.163 * d)
+        expected = np.zeros(10)
+        for k in range(1, n + 1):
+            before = np.prod(1.0 - p[: k - 1])
+            expected[k - 1] = before * p[k - 1] if k < n else before
+        np.testing.assert_allclose(probability[:, i], expected, atol=1e-6)
+        assert probability[:, i].sum() == pytest.approx(1.0)
+
+
+def test_drawn_gaps_follow_the_law_the_simulator_draws() -> None:
+    """The bootstrap's draws against debond.model.synthetic's particle-by-particle process:
+    a two-sample Kolmogorov–Smirnov test per cycle group, and the noise's standard deviation."""
+    sim = simulate_campaign(PAPER_PARAMETERS, cycles=(1, 3, 10), particles_per_sample=4, seed=0)
+    data = fitting._prepare(sim.particles, None, 48, 0.0)
+    noise = np.full(len(data.strata), 0.03)
+    drawn = fitting.simulated_gaps(data, THETA, noise, Material(), np.random.default_rng(1), 20000)
+    rng = np.random.default_rng(2)
+    cycles = np.array(data.group_cycles)[data.particle_group]
+    for i in range(data.radius.size):
+        reference = imaged_gaps(
+            np.full(20000, data.radius[i]), int(cycles[i]), PAPER_PARAMETERS, Material(), rng
+        )
+        reference = np.clip(reference + rng.normal(0.0, 0.03, reference.size), 0.0, None)
+        assert stats.ks_2samp(drawn[:, i], reference).pvalue > 1e-3, i
+
+
+def test_the_noise_estimate_maximises_the_mixture_likelihood() -> None:
+    """σ_0 from a sample drawn with known noise: close to the truth, and at the maximum
+    of the likelihood written independently (scipy.stats.norm, scalar optimiser)."""
+    rng = np.random.default_rng(3)
+    support = np.array([[0.1] * 300, [0.4] * 300])
+    probability = np.array([[0.7] * 300, [0.3] * 300])
+    which = rng.random(300) < 0.3
+    gap = np.where(which, 0.4, 0.1) + rng.normal(0.0, 0.03, 300)
+    found = fitting.noise_scale(gap, support, probability)
+
+    def loss(sigma: float) -> float:
+        like = 0.7 * stats.norm.pdf(gap, 0.1, sigma) + 0.3 * stats.norm.pdf(gap, 0.4, sigma)
+        return float(-np.log(like).sum())
+
+    best = optimize.minimize_scalar(loss, bounds=(1e-3, 0.5), method="bounded").x
+    assert found == pytest.approx(best, rel=0.03)
+    assert found == pytest.approx(0.03, rel=0.15)
+
+
+def test_an_unknown_bootstrap_method_is_named() -> None:
+    sim = simulate_campaign(PAPER_PARAMETERS, cycles=(1,), particles_per_sample=10, seed=0)
+    with pytest.raises(ValueError, match="method must be one of parametric, particles; got 'x'"):
+        fit(sim.particles, n_bootstrap=0, method="x")
+
+
+def test_both_methods_record_themselves_in_fit_json() -> None:
+    sim = simulate_campaign(PAPER_PARAMETERS, cycles=(1, 3), particles_per_sample=20, seed=0)
+    for method in fitting.BOOTSTRAP_METHODS:
+        result = fit(sim.particles, n_bootstrap=20, seed=0, method=method)
+        assert result.summary()["bootstrap_method"] == method
+        assert len(result.samples) == 20
