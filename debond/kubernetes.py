@@ -842,7 +842,7 @@ def apply(docs: Sequence[Mapping[str, Any]]) -> list[str]:
             "(KUBECONFIG or ~/.kube/config) or an in-cluster service account, or --dry-run "
             "to print the manifests"
         ) from None
-    created = []
+    created: list[str] = []
     for doc in docs:
         what = f"{doc['kind']}/{doc['metadata']['name']}"
         try:
