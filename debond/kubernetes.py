@@ -189,8 +189,8 @@ def parse_quantity(text: str, setting: str = "quantity") -> Decimal:
     """
     if not isinstance(text, str):
         raise KubernetesError(
-            f"{setting} = {text!r} is a {type(text).__name__}; expected a quoted quantity "
-            f"such as '{text}' (the Dask operator's resources are strings)"
+            f"{setting} = {text!r} is not quoted (YAML read a {type(text).__name__}); expected "
+            f"a string such as '{text}' (the Dask operator's schemas type quantities as strings)"
         )
     found = _QUANTITY.match(text)
     problem = f"{setting} = {text!r} is not a Kubernetes quantity; expected e.g. '8Gi' or '500m'"
@@ -345,6 +345,11 @@ def check_memory_limit(limit: str, container: Decimal, setting: str, container_s
             f"{setting} {limit!r} is not a size; expected e.g. '7GiB' (the worker's share "
             "of its container's memory)"
         ) from None
+    if value == 0:
+        raise KubernetesError(
+            f"{setting} {limit!r} means no limit to Dask: the worker would never spill or "
+            f"pause before the container's limit ({container_setting}) kills it; expected a size"
+        )
     if value > container:
         raise KubernetesError(
             f"{setting} {limit!r} ({value} bytes) is above {container_setting} "
@@ -741,7 +746,7 @@ def _check_container(where: str, container: Mapping[str, Any]) -> None:
         for resource, value in resources.get(part, {}).items():
             parse_quantity(value, f"{where}: resources.{part}.{resource}")
     args = [*container.get("command", []), *container.get("args", [])]
-    if "worker" not in args[:3]:
+    if not is_dask_worker(args):
         return
     memory = resources.get("limits", {}).get("memory")
     limit = option_value(args, "--memory-limit")
@@ -763,6 +768,20 @@ def _check_container(where: str, container: Mapping[str, Any]) -> None:
             f"--resources {DASK_GPU_RESOURCE}={advertised.get(DASK_GPU_RESOURCE)}; expected "
             f"as many Dask {DASK_GPU_RESOURCE} as GPUs in the container's limits"
         )
+
+
+def is_dask_worker(args: Sequence[str]) -> bool:
+    """Whether a command line starts a Dask worker (``dask worker`` or ``dask-worker``).
+
+    Examples
+    --------
+    >>> is_dask_worker(["dask", "worker", "--nthreads", "1"]), is_dask_worker(["dask-worker"])
+    (True, True)
+    >>> is_dask_worker(["debond", "run", "/data/worker.toml"])
+    False
+    """
+    names = [PurePosixPath(arg).name for arg in args[:2]]
+    return names[:1] == ["dask-worker"] or names == ["dask", "worker"]
 
 
 def _is_fraction(limit: str) -> bool:

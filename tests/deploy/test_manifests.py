@@ -38,7 +38,14 @@ from debond.kubernetes import (
     check_settings,
     parse_quantity,
 )
-from tests.deploy.conftest import K8S, crd_schemas, strict
+from tests.deploy.operator_references import (
+    K8S,
+    crd_schemas,
+    kustomizations,
+    kustomize_merge,
+    strict,
+    validators,
+)
 
 runner = CliRunner()
 #: The Kubernetes version the built-in kinds are checked against.
@@ -75,6 +82,18 @@ def submit(path: Path, *options: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+@pytest.fixture(scope="session")
+def schemas() -> dict[tuple[str, bool], jsonschema.Draft7Validator]:
+    """A validator of each operator kind's CRD schema, by (kind, strict), built once."""
+    return validators()
+
+
+@pytest.fixture(scope="session")
+def built() -> dict[str, list[dict[str, Any]]]:
+    """``deploy/k8s/``'s base and overlays, built once."""
+    return kustomizations()
+
+
 # ------------------------------------------------------------ against the CRDs
 
 
@@ -88,19 +107,37 @@ def test_the_crds_come_from_the_operator_package() -> None:
 
 
 def test_every_kustomization_validates_strictly(
-    kustomizations: dict[str, list[dict[str, Any]]], schemas: dict[Any, Any]
+    built: dict[str, list[dict[str, Any]]], schemas: dict[Any, Any]
 ) -> None:
-    assert set(kustomizations) == {"base", "overlays/cpu", "overlays/gpu"}
-    for where, docs in kustomizations.items():
+    assert set(built) == {"base", "overlays/cpu", "overlays/gpu"}
+    for where, docs in built.items():
         kinds = {doc["kind"] for doc in operator_kinds(docs)}
         assert {"DaskJob", "DaskAutoscaler"} <= kinds, where
         for doc in operator_kinds(docs):
             validate_crd(doc, schemas)
         check_manifests(docs)
-    gpu = [d for d in kustomizations["overlays/gpu"] if d["kind"] == "DaskWorkerGroup"]
+    gpu = [d for d in built["overlays/gpu"] if d["kind"] == "DaskWorkerGroup"]
     (container,) = gpu[0]["spec"]["worker"]["spec"]["containers"]
     assert container["resources"]["limits"][GPU_RESOURCE] == "1"
     assert container["args"][container["args"].index("--resources") + 1] == "GPU=1"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl")
+@pytest.mark.parametrize("folder", ["base", "overlays/cpu", "overlays/gpu"])
+def test_the_merge_without_kubectl_lists_what_kustomize_builds(
+    built: dict[str, list[dict[str, Any]]], folder: str
+) -> None:
+    """Where kubectl is missing, the merge stands in for it: the same objects, unlabelled."""
+
+    def names(docs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        return sorted((doc["kind"], doc["metadata"]["name"]) for doc in docs)
+
+    merged = kustomize_merge(K8S / folder)
+    assert names(merged) == names(built[folder])
+    if folder == "base":  # no transformer but labels: the same specs
+        specs = {(d["kind"], d["metadata"]["name"]): d["spec"] for d in built[folder]}
+        for doc in merged:
+            assert doc["spec"] == specs[doc["kind"], doc["metadata"]["name"]]
 
 
 def test_rendered_manifests_validate_strictly(
@@ -157,7 +194,10 @@ def test_an_unquoted_gpu_quantity_fails(schemas: dict[Any, Any]) -> None:
     assert limits[GPU_RESOURCE] == 1
     with pytest.raises(jsonschema.ValidationError, match="1 is not of type 'string'"):
         validate_crd(doc, schemas, strictly=False)
-    with pytest.raises(KubernetesError, match=r"resources\.limits\.nvidia\.com/gpu = 1 is a int"):
+    with pytest.raises(
+        KubernetesError,
+        match=r"resources\.limits\.nvidia\.com/gpu = 1 is not quoted \(YAML read a int\)",
+    ):
         check_manifests([doc])
 
 
@@ -219,9 +259,9 @@ def operator_objects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_what_the_operator_makes_validates(
-    kustomizations: dict[str, list[dict[str, Any]]], schemas: dict[Any, Any]
+    built: dict[str, list[dict[str, Any]]], schemas: dict[Any, Any]
 ) -> None:
-    docs = kustomizations["overlays/gpu"]
+    docs = built["overlays/gpu"]
     made = operator_objects(docs)
     kinds = sorted(doc["kind"] for doc in made)
     assert kinds == [
@@ -245,10 +285,10 @@ def test_what_the_operator_makes_validates(
 
 
 def test_a_broken_pod_fails_kubernetes_validate(
-    kustomizations: dict[str, list[dict[str, Any]]],
+    built: dict[str, list[dict[str, Any]]],
 ) -> None:
     """The reference catches what it should: a port that is not a number."""
-    made = operator_objects(copy.deepcopy(kustomizations["overlays/cpu"]))
+    made = operator_objects(copy.deepcopy(built["overlays/cpu"]))
     (scheduler,) = [
         d for d in made if d["metadata"]["name"] == "debond-scheduler" and d["kind"] == "Deployment"
     ]
@@ -317,6 +357,7 @@ def test_bad_images_are_refused(image: str, expected: str) -> None:
         ({"worker_memory": "8GB"}, r"--worker-memory = '8GB' is not a Kubernetes quantity"),
         ({"mount_path": "data"}, r"--mount-path 'data': expected an absolute path"),
         ({"threads": 0}, r"--threads must be at least 1"),
+        ({"memory_limit": "0"}, r"--memory-limit '0' means no limit to Dask"),
     ],
 )
 def test_bad_settings_are_named(changes: dict[str, Any], expected: str) -> None:

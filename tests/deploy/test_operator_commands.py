@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from debond.cli import app
 from debond.kubernetes import SCHEDULER_PORT, expand_variables
 from tests.conftest import STARTUP_S
-from tests.deploy.conftest import K8S, build
+from tests.deploy.operator_references import K8S, build
 from tests.processes import Processes, scheduler_address, wait_for_workers
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]

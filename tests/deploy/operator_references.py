@@ -1,18 +1,17 @@
-"""The references the deployment tests check against: the Dask operator's CRDs, shipped
-in the installed dask-kubernetes package, and the manifests of ``deploy/k8s/``."""
+"""What the Kubernetes tests check against: the Dask operator's CRDs, shipped in the
+installed dask-kubernetes package, and the manifests of ``deploy/k8s/``, built."""
 
 from __future__ import annotations
 
 import copy
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +53,25 @@ def strict(schema: Any) -> Any:
     return out
 
 
+def validators() -> dict[tuple[str, bool], jsonschema.Draft7Validator]:
+    """A validator of each operator kind's schema, by (kind, strict)."""
+    found = {}
+    for kind, schema in crd_schemas().items():
+        for strictly in (False, True):
+            checked = strict(schema) if strictly else schema
+            jsonschema.Draft7Validator.check_schema(checked)
+            found[kind, strictly] = jsonschema.Draft7Validator(checked)
+    return found
+
+
+def kustomizations() -> dict[str, list[dict[str, Any]]]:
+    """``deploy/k8s/``'s base and overlays, built, by folder (``overlays/gpu``)."""
+    return {
+        str(path.parent.relative_to(K8S)): build(path.parent)
+        for path in sorted(K8S.rglob("kustomization.yaml"))
+    }
+
+
 def crd_schemas() -> dict[str, dict[str, Any]]:
     """Each operator kind's OpenAPI schema (version v1), with apiVersion, kind and metadata."""
     folder = files("dask_kubernetes").joinpath(*CRDS)
@@ -70,18 +88,6 @@ def crd_schemas() -> dict[str, dict[str, Any]]:
         schema["required"] = [*schema.get("required", []), "apiVersion", "kind", "metadata"]
         schemas[crd["spec"]["names"]["kind"]] = schema
     return schemas
-
-
-@pytest.fixture(scope="session")
-def schemas() -> dict[tuple[str, bool], jsonschema.Draft7Validator]:
-    """A validator of each operator kind's schema, by (kind, strict), built once."""
-    found = {}
-    for kind, schema in crd_schemas().items():
-        for strictly in (False, True):
-            checked = strict(schema) if strictly else schema
-            jsonschema.Draft7Validator.check_schema(checked)
-            found[kind, strictly] = jsonschema.Draft7Validator(checked)
-    return found
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:
@@ -109,12 +115,3 @@ def build(folder: Path) -> list[dict[str, Any]]:
     )
     assert done.returncode == 0, done.stderr
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-
-
-@pytest.fixture(scope="session")
-def kustomizations() -> Iterator[dict[str, list[dict[str, Any]]]]:
-    """``deploy/k8s/``'s base and overlays, built."""
-    yield {
-        str(path.parent.relative_to(K8S)): build(path.parent)
-        for path in sorted(K8S.rglob("kustomization.yaml"))
-    }
