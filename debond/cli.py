@@ -30,6 +30,12 @@ model_app = typer.Typer(
     help="Model predictions without images.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(model_app, name="model")
+submit_app = typer.Typer(
+    help="Submit a campaign's run to a cluster manager.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(submit_app, name="submit")
 
 Alpha = Annotated[float, typer.Option(help="α0 = (E/η)·T, dimensionless, > 0.")]
 Kappa = Annotated[float, typer.Option(help="κ0, adhesion, µm.")]
@@ -702,6 +708,110 @@ def demo(
     typer.echo(f"figures: {outcome.directory / 'figures'}")
     typer.echo(f"tables:  {fitted.files['fit'].parent}")
     typer.echo(f"done in {sum(outcome.seconds.values()):.0f} s ({steps})")
+
+
+@submit_app.command("k8s")
+def submit_k8s(
+    campaign: Annotated[
+        Path, typer.Argument(help="The campaign file (TOML), in the folder the claim holds.")
+    ],
+    workers: Annotated[int, typer.Option(help="CPU workers (the default worker group).")] = 2,
+    gpu_workers: Annotated[
+        int, typer.Option(help="GPU workers, one nvidia.com/gpu each (a DaskWorkerGroup).")
+    ] = 0,
+    max_workers: Annotated[
+        int | None,
+        typer.Option(help="Let a DaskAutoscaler grow the CPU workers up to this many."),
+    ] = None,
+    image: Annotated[
+        str, typer.Option(help="Container image with debond (deploy/Dockerfile), tagged.")
+    ] = f"debond:{__version__}",
+    namespace: Annotated[str, typer.Option(help="Kubernetes namespace.")] = "default",
+    name: Annotated[
+        str | None,
+        typer.Option(help="Name of the DaskJob and its cluster (default: from the campaign)."),
+    ] = None,
+    worker_memory: Annotated[
+        str, typer.Option(help="Memory limit of each worker container (quantity, e.g. 8Gi).")
+    ] = "8Gi",
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(help="Dask's memory limit of each worker (default: the container's)."),
+    ] = None,
+    worker_cpu: Annotated[
+        str, typer.Option(help="CPU of each worker container (quantity, e.g. 2).")
+    ] = "1",
+    threads: Annotated[int, typer.Option(help="Threads per worker.")] = 1,
+    claim: Annotated[
+        str, typer.Option(help="ReadWriteMany PersistentVolumeClaim holding the campaign.")
+    ] = "debond-data",
+    mount_path: Annotated[str, typer.Option(help="Where every pod mounts the claim.")] = "/data",
+    shared_folder: Annotated[
+        Path | None,
+        typer.Option(
+            help="The local folder the claim holds (default: the campaign file's folder)."
+        ),
+    ] = None,
+    store_secret: Annotated[
+        str, typer.Option(help="Secret with AWS_ACCESS_KEY_ID etc. for an s3:// store.")
+    ] = "debond-store-credentials",
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the manifests (YAML); contact no cluster.")
+    ] = False,
+) -> None:
+    """Run a campaign on Kubernetes: a DaskJob through the Dask operator.
+
+    The operator starts a scheduler and the workers, then a runner pod that
+    runs `debond run` on them. The campaign file, its inputs and its tables
+    live on the volume claim, mounted at the same path in every pod; the store
+    too, or on s3:// with credentials from a Secret. Every setting is checked
+    before anything is contacted. Applies through kr8s to the cluster of the
+    current kubeconfig (pip install 'debond[k8s]').
+
+    Example:
+
+    \b
+      debond submit k8s campaign.toml --workers 4 --gpu-workers 1 --dry-run
+    """
+    from debond.campaign import CampaignError, load_campaign
+    from debond.kubernetes import (
+        KubernetesError,
+        Settings,
+        apply,
+        describe,
+        job_name,
+        manifests_for,
+        to_yaml,
+    )
+
+    try:
+        loaded = load_campaign(campaign)
+        settings = Settings(
+            name=name or job_name(loaded.name),
+            namespace=namespace,
+            image=image,
+            workers=workers,
+            gpu_workers=gpu_workers,
+            max_workers=max_workers,
+            worker_memory=worker_memory,
+            memory_limit=memory_limit,
+            worker_cpu=worker_cpu,
+            threads=threads,
+            claim=claim,
+            mount_path=mount_path,
+            store_secret=store_secret,
+        )
+        docs = manifests_for(loaded, settings, shared_folder or loaded.folder)
+        if dry_run:
+            typer.echo(to_yaml(docs), nl=False)
+            return
+        created = apply(docs)
+    except (CampaignError, KubernetesError) as error:
+        raise _fail(str(error)) from error
+    for line in describe(docs):
+        typer.echo(line)
+    typer.echo(f"created in namespace {namespace}: {', '.join(created)}")
+    typer.echo(f"follow it: kubectl -n {namespace} logs -f {settings.name}-runner")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,6 +26,7 @@ COMMANDS = (
     ("demo",),
     ("model", "simulate"),
     ("model", "sensitivity"),
+    ("submit", "k8s"),
 )
 
 
