@@ -9,6 +9,10 @@ blocks are sized from that estimate, gives the same phases whatever the blocks.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import sys
+import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +22,11 @@ import dask
 import dask.array as da
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
+from distributed import Client
 
+from debond.campaign import load_campaign
 from debond.memory import TASK_MEMORY_KEY, largest_block, task_budget, task_bytes
 from debond.pipeline.ingest import DARKS, DATA, FLATS, THETA
 from debond.pipeline.segment import (
@@ -28,9 +35,12 @@ from debond.pipeline.segment import (
     segment,
     thresholds_from_histogram,
 )
+from debond.runner import run_campaign
 from debond.scans import Variant, attenuation_volume, draw_scene, render
 from debond.stages import REGISTRY
-from debond.synth import PAPER_PARAMETERS, PRESETS, Material, write_sem
+from debond.synth import PAPER_PARAMETERS, PRESETS, Material, write_campaign, write_sem
+from tests.conftest import STARTUP_S
+from tests.processes import Processes, scheduler_address, wait_for_workers
 
 VOXEL_UM = 0.05
 PRIOR_UM = (0.35, 0.5)
@@ -226,3 +236,60 @@ def test_the_phases_do_not_depend_on_the_blocks(prior: bool) -> None:
     assert len(one[1]) == len(one[2]) == 1 and len(many[1]) > 1 and len(many[2]) > 1
     assert np.array_equal(whole_sample, split_sample)
     assert np.array_equal(whole, split)
+
+
+# ------------------------------------------------------------------ a small-memory run
+
+#: A worker's limit in the small-memory run: Dask's thresholds as they come
+#: (pause at 80 %, restart at 95 %), and no more than a worker needs to live.
+SMALL_LIMIT = "700MB"
+
+
+def run_on_workers(campaign_file: Path, folder: Path, memory_limit: str) -> pd.DataFrame:
+    """The particle table of a run on a `dask scheduler` and two workers of `memory_limit`."""
+    dask_cli = str(Path(sys.executable).with_name("dask"))
+    info = folder / "scheduler.json"
+    processes = Processes(folder)
+    deadline = time.monotonic() + STARTUP_S
+    try:
+        scheduler = [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0"]
+        processes.start("scheduler", [*scheduler, "--no-dashboard", "--scheduler-file", str(info)])
+        address = scheduler_address(info, processes, deadline)
+        for i in range(2):
+            worker = [dask_cli, "worker", address, "--nthreads", "1", "--no-dashboard"]
+            processes.start(
+                f"worker {i}", [*worker, "--host", "127.0.0.1", "--memory-limit", memory_limit]
+            )
+        wait_for_workers(address, processes, 2, deadline)
+        with Client(address) as client:
+            pids = client.run(os.getpid)
+            run_campaign(load_campaign(campaign_file), client, echo=lambda _: None)
+            assert client.run(os.getpid) == pids, "a worker was restarted"
+            logs = [line for log in client.get_worker_logs().values() for _, line in log]
+        assert not [line for line in logs if "Pausing worker" in line or "95%" in line]
+    finally:
+        processes.stop()
+    tables = load_campaign(campaign_file).tables_dir
+    return pd.read_parquet(tables / "particles.parquet")
+
+
+@pytest.mark.slow
+def test_a_small_memory_run_gives_the_table_of_an_unbounded_one(tmp_path: Path) -> None:
+    """Tasks bounded to under half the volume, on workers of 700 MB, against no bounds.
+
+    A worker process cannot live under ~250 MB, so the volume is bounded through
+    the memory a task may use (what the runner derives from the workers' limit):
+    a quarter of the reconstruction's bytes, which splits the segmentation's
+    blocks along every axis.
+    """
+    write_campaign(tmp_path / "bounded", "demo", seed=0, cycles=(3,))
+    shutil.copytree(tmp_path / "bounded", tmp_path / "unbounded")
+    shape = PRESETS["demo"].shape
+    budget = 4 * int(np.prod(shape)) // 4  # float32 reconstruction
+    block = largest_block(shape, (12,) * 3, lambda b: 60.0 * float(np.prod(b)), budget)
+    assert all(b < n for b, n in zip(block, shape, strict=True))
+    unbounded = run_on_workers(tmp_path / "unbounded" / "campaign.toml", tmp_path, "0")
+    with dask.config.set({TASK_MEMORY_KEY: budget}):
+        bounded = run_on_workers(tmp_path / "bounded" / "campaign.toml", tmp_path, SMALL_LIMIT)
+    assert len(bounded) > 0
+    pd.testing.assert_frame_equal(bounded, unbounded)
