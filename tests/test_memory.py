@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client
+from distributed import Client, LocalCluster
 
 from debond.campaign import load_campaign
 from debond.memory import TASK_MEMORY_KEY, largest_block, task_budget, task_bytes
@@ -35,7 +35,7 @@ from debond.pipeline.segment import (
     segment,
     thresholds_from_histogram,
 )
-from debond.runner import run_campaign
+from debond.runner import run_campaign, sized_tasks, task_memory
 from debond.scans import Variant, attenuation_volume, draw_scene, render
 from debond.stages import REGISTRY
 from debond.synth import PAPER_PARAMETERS, PRESETS, Material, write_campaign, write_sem
@@ -199,6 +199,26 @@ def test_the_budget_is_a_share_of_the_workers_limit() -> None:
         assert task_bytes() == 64 * 2**20
     with dask.config.set({TASK_MEMORY_KEY: -1}), pytest.raises(ValueError, match="debond.task"):
         task_bytes()
+
+
+def test_the_runner_reads_the_workers_limit_and_keeps_a_set_value() -> None:
+    with (
+        LocalCluster(
+            processes=False,
+            n_workers=2,
+            threads_per_worker=2,
+            memory_limit="1GiB",
+            dashboard_address="127.0.0.1:0",
+        ) as local,
+        Client(local) as client,
+    ):
+        expected = task_budget(2**30, 2)
+        assert task_memory(client) == expected
+        with sized_tasks(client) as budget:
+            assert budget == task_bytes() == expected
+        with dask.config.set({TASK_MEMORY_KEY: "64 MiB"}), sized_tasks(client) as budget:
+            assert budget == task_bytes() == 64 * 2**20
+    assert dask.config.get(TASK_MEMORY_KEY, None) is None
 
 
 @pytest.mark.parametrize("budget", [1e5, 3e6, 5e7, 1e9])
