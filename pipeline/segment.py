@@ -510,9 +510,12 @@ RANKED_BYTES_PER_VOXEL = 60.0
 #: Peak bytes per voxel of :func:`prior_phases_kernel`'s block, halo included:
 #: the Hessian's six float32 components and three eigenvalues dominate.
 PRIOR_BYTES_PER_VOXEL = 158.0
-#: Peak bytes per voxel of the sample pass on whole slices (the float32 input,
-#: its masks, and per slice the convex hull's coordinates).
-SAMPLE_BYTES_PER_VOXEL = 12.0
+#: Bytes per voxel of a slab of whole slices in the sample pass (the float32
+#: input, the mask and its result) ...
+SAMPLE_BYTES_PER_VOXEL = 6.0
+#: ... and per voxel of one slice, for the slice in hand (its masks and the
+#: convex hull's coordinates: 40 bytes traced, the ranked pass's 3).
+SAMPLE_BYTES_PER_PLANE_VOXEL = 40.0
 
 
 def kernel_peak_bytes(block_shape: Sequence[int], *, prior: bool) -> float:
@@ -539,7 +542,8 @@ def kernel_peak_bytes(block_shape: Sequence[int], *, prior: bool) -> float:
 def _slices(volume: da.Array, kernel: Callable[..., NDArray[Any]], **kwargs: Any) -> da.Array:
     """``kernel`` over slabs of whole z-slices, as many as fit in a task's memory."""
     plane = volume.shape[1] * volume.shape[2]
-    depth = max(1, min(volume.shape[0], int(task_bytes() // (SAMPLE_BYTES_PER_VOXEL * plane))))
+    room = task_bytes() - SAMPLE_BYTES_PER_PLANE_VOXEL * plane
+    depth = max(1, min(volume.shape[0], int(room // (SAMPLE_BYTES_PER_VOXEL * plane))))
     dtype = kwargs.pop("dtype")
     return volume.rechunk({0: depth, 1: -1, 2: -1}).map_blocks(
         kernel, dtype=dtype, meta=np.empty((0, 0, 0), dtype=dtype), **kwargs
