@@ -55,12 +55,14 @@ from concurrent.futures import wait as wait_threads
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask
 import numpy as np
 import zarr
 from distributed import Client, Future, wait
 
 from debond.campaign import Campaign, CampaignError, Sample
 from debond.cluster import workers_in_process
+from debond.memory import TASK_MEMORY_KEY, task_budget, task_bytes
 from debond.particles import particle_table
 from debond.pipeline.ingest import IngestError
 from debond.progress import Display, Tracker
@@ -92,6 +94,8 @@ __all__ = [
     "check_store_reachable",
     "parse_stages",
     "run_campaign",
+    "sized_tasks",
+    "task_memory",
 ]
 
 #: Chains of stages (a sample's 3D stages, or its SEM stage) that run at once,
@@ -642,6 +646,41 @@ def _holding_the_store(campaign: Campaign, client: Client, echo: Echo) -> Iterat
         raise RunError(str(error)) from None
 
 
+def task_memory(client: Client) -> int | None:
+    """Bytes one task may use on this cluster: the tightest worker's share of its limit.
+
+    Reads every worker's ``memory_limit`` and thread count from
+    ``client.scheduler_info()`` (:func:`debond.memory.task_budget`); None when
+    no worker has a limit (or there are no workers yet).
+    """
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    budgets = [
+        task_budget(worker.get("memory_limit"), max(1, int(worker.get("nthreads", 1))))
+        for worker in workers
+    ]
+    bounded = [b for b in budgets if b is not None]
+    return min(bounded) if bounded else None
+
+
+@contextlib.contextmanager
+def sized_tasks(client: Client) -> Iterator[int]:
+    """Stages size their blocks to the cluster's workers while this is open.
+
+    Sets :data:`debond.memory.TASK_MEMORY_KEY` to :func:`task_memory`, unless
+    it is set already (the user's value is kept) or no worker has a limit.
+    Yields the bytes a task may use.
+    """
+    if dask.config.get(TASK_MEMORY_KEY, None) is not None:
+        yield task_bytes()
+        return
+    budget = task_memory(client)
+    if budget is None:
+        yield task_bytes()
+        return
+    with dask.config.set({TASK_MEMORY_KEY: budget}):
+        yield budget
+
+
 def run_campaign(
     campaign: Campaign,
     client: Client,
@@ -714,7 +753,7 @@ def run_campaign(
     however the run ends, each stage of each sample with its wall time, its
     tasks and the peak worker memory while it ran.
     """
-    with _holding_the_store(campaign, client, echo):
+    with _holding_the_store(campaign, client, echo), sized_tasks(client):
         chosen = parse_stages(None if stages is None else list(stages), campaign.registry)
         with (
             Tracker(client, display) as tracker,

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -403,8 +404,8 @@ def projection_geometry(n_angles: int, n_columns: int, axis_shift_px: float) -> 
     return geometry
 
 
-def project(slices: np.ndarray, geometry: dict[str, object]) -> np.ndarray:
-    """Line integrals of (z, y, x) slices in voxel units, shape (angles, z, columns)."""
+def _project_slices(slices: np.ndarray, geometry: dict[str, object]) -> list[np.ndarray]:
+    """Sinogram (angles, columns) of each (y, x) slice, with a projector of its own."""
     _, n_y, n_x = slices.shape
     volume = astra.create_vol_geom(n_y, n_x)
     projector = astra.create_projector("linear", geometry, volume)
@@ -416,6 +417,19 @@ def project(slices: np.ndarray, geometry: dict[str, object]) -> np.ndarray:
             out.append(sino)
     finally:
         astra.projector.delete(projector)
+    return out
+
+
+def project(slices: np.ndarray, geometry: dict[str, object]) -> np.ndarray:
+    """Line integrals of (z, y, x) slices in voxel units, shape (angles, z, columns).
+
+    The slices are shared among one thread per core (ASTRA's CPU projector
+    runs without Python's lock); each slice's sinogram is the same as alone.
+    """
+    groups = np.array_split(slices, max(1, min(len(slices), os.cpu_count() or 1)))
+    with ThreadPoolExecutor(len(groups)) as pool:
+        parts = pool.map(_project_slices, groups, [geometry] * len(groups))
+        out = [sino for part in parts for sino in part]
     return np.stack(out, axis=1).astype(np.float32)
 
 
@@ -585,6 +599,7 @@ def write_campaign(
     size: int | None = None,
     attenuation_per_um: Mapping[int, float] | None = None,
     progress: Callable[[str], None] | None = None,
+    cycles: Sequence[int] = CYCLES,
 ) -> SynthResult:
     """Write a synthetic campaign with known ground truth into ``directory``.
 
@@ -607,6 +622,9 @@ def write_campaign(
         :data:`ATTENUATION_PER_UM` (recorded in ``truth/parameters.json``).
     progress : callable, optional
         Receives progress lines.
+    cycles : sequence of int
+        One sample per entry, after that many cycles (default :data:`CYCLES`);
+        the k-th sample is drawn from ``[seed, k]``.
 
     Returns
     -------
@@ -625,10 +643,10 @@ def write_campaign(
     particles, sections, samples = [], [], []
     electrode: list[np.ndarray] = []  # radii of the SEM slabs' particles
     rotation = {}
-    for index, cycles in enumerate(CYCLES):
-        sample = f"c{cycles:02d}"
+    for index, n_cycles in enumerate(cycles):
+        sample = f"c{n_cycles:02d}"
         rng = np.random.default_rng([seed, index])
-        micro = draw_microstructure(rng, box, cycles, chosen, parameters, material)  # type: ignore[arg-type]
+        micro = draw_microstructure(rng, box, n_cycles, chosen, parameters, material)  # type: ignore[arg-type]
         truth = create_volume(
             truth_store,
             sample,
@@ -639,10 +657,10 @@ def write_campaign(
             chunks=(min(chosen.slab, chosen.shape[0]), *chosen.shape[1:]),
             attrs={"phase_codes": {name: code for code, name in PHASE_NAMES.items()}},
             stage="synth",
-            parameters={"preset": asdict(chosen), "seed": seed, "cycles": cycles},
+            parameters={"preset": asdict(chosen), "seed": seed, "cycles": n_cycles},
             overwrite=True,
         )
-        set_sample_attrs(truth_store, sample, {"cycles": cycles})
+        set_sample_attrs(truth_store, sample, {"cycles": n_cycles})
         facts = write_txm(
             out / "raw" / f"{sample}.h5", micro, chosen, rng, truth, progress, attenuation_per_um
         )
@@ -657,7 +675,7 @@ def write_campaign(
             pd.DataFrame(
                 {
                     "sample": sample,
-                    "cycles": cycles,
+                    "cycles": n_cycles,
                     "particle": np.arange(1, micro.radius.size + 1),
                     "radius_um": micro.radius,
                     "gap_um": micro.gap,
@@ -674,13 +692,13 @@ def write_campaign(
         )
         for k in range(chosen.sem_images):
             frame, slab = write_sem(
-                out / "sem" / f"{sample}_{k}.tif", rng, cycles, chosen, parameters, material
+                out / "sem" / f"{sample}_{k}.tif", rng, n_cycles, chosen, parameters, material
             )
-            sections.append(frame.assign(sample=sample, cycles=cycles))
+            sections.append(frame.assign(sample=sample, cycles=n_cycles))
             electrode.append(slab)
         samples.append(sample)
         if progress is not None:
-            progress(f"sample {sample}: {micro.radius.size} silicon particles, {cycles} cycles")
+            progress(f"sample {sample}: {micro.radius.size} silicon particles, {n_cycles} cycles")
 
     # The electrode's population, whose capacity the cycling records: the SEM
     # slabs' particles (the pillars hold only the particles that fit in them,

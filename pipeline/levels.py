@@ -307,7 +307,7 @@ def drop_small(
     radius_voxels: float,
     *,
     inscribed_voxels: float = 0.0,
-    keep_faces: bool = False,
+    keep_faces: bool | tuple[int, ...] = False,
 ) -> NDArray[np.bool_]:
     """`mask` without its 6-connected components smaller than a particle.
 
@@ -316,8 +316,9 @@ def drop_small(
     a thin shell (the partial-volume rim of a bright phase, a blurred thin CBD
     film) can hold as many voxels as a particle but no ball of its size.
 
-    With `keep_faces`, components touching the first or last z-slice are kept:
-    in a block whose halo is deeper than such an object, a small one never does.
+    With `keep_faces`, components touching the first or last slice along the
+    axes it names (True: axis 0, the z-slices) are kept: in a block whose halo
+    is deeper than such an object, a small one never does.
     """
     labels, n = cc3d.connected_components(mask, connectivity=6, return_N=True)
     if n == 0:
@@ -328,13 +329,24 @@ def drop_small(
         deepest = ndimage.maximum(depth, labels, np.arange(n + 1))
         small |= np.asarray(deepest) < inscribed_voxels
     small[0] = False
-    if keep_faces:
-        small[np.unique(labels[[0, -1]])] = False
+    for axis in _face_axes(keep_faces):
+        small[np.unique(np.take(labels, [0, -1], axis=axis))] = False
     return np.asarray(mask & ~small[labels])
 
 
+def _face_axes(keep_faces: bool | tuple[int, ...]) -> tuple[int, ...]:
+    """The axes whose faces keep their components: True is axis 0, False none."""
+    if isinstance(keep_faces, bool):
+        return (0,) if keep_faces else ()
+    return tuple(keep_faces)
+
+
 def silicon_cores(
-    band: NDArray[np.bool_], radius: int, smallest_voxels: float, *, keep_faces: bool = False
+    band: NDArray[np.bool_],
+    radius: int,
+    smallest_voxels: float,
+    *,
+    keep_faces: bool | tuple[int, ...] = False,
 ) -> NDArray[np.bool_]:
     """Silicon's grey band opened by a ball of `radius` (partial-volume rims go), without
     the cores of equivalent radius under `smallest_voxels` (rims that survived)."""
@@ -388,7 +400,11 @@ def outward_slope(volume: NDArray[np.floating], seeds: NDArray[np.bool_]) -> NDA
 
 
 def grow_silicon(
-    volume: NDArray[np.floating], cores: NDArray[np.bool_], levels: Levels
+    volume: NDArray[np.floating],
+    cores: NDArray[np.bool_],
+    levels: Levels,
+    *,
+    keep_faces: bool | tuple[int, ...] = True,
 ) -> NDArray[np.bool_]:
     """Silicon grown from its cores to its surface.
 
@@ -399,10 +415,11 @@ def grow_silicon(
     smallest radius leaves a seed twice as large). From them, silicon grows at most twice that far,
     through voxels within [silicon_low, silicon_high] whose grey level does
     not rise away from the seeds by more than ``levels.rise_per_voxel``: it
-    stops at the dip of an SEI or gap before a brighter coat.
+    stops at the dip of an SEI or gap before a brighter coat. Seeds touching
+    the faces named by `keep_faces` (:func:`drop_small`) are kept whatever their size.
     """
     seeds = ndimage.binary_erosion(cores, ball(levels.grow_voxels))
-    seeds = drop_small(seeds, levels.seed_smallest_voxels, keep_faces=True)
+    seeds = drop_small(seeds, levels.seed_smallest_voxels, keep_faces=keep_faces)
     if not seeds.any():
         return seeds
     passable = (volume >= levels.silicon_low) & (volume <= levels.silicon_high)

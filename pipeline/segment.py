@@ -29,17 +29,23 @@ campaign's ``[segmentation]`` section):
    opened by a ball of ``graphite_min_radius_voxels``: smaller or thinner
    objects are pore.
 
-Steps 3–7 run block by block in one kernel (:func:`phases_kernel`) with a
-halo deep enough for every neighbourhood operation, on whole z-slices; the
-result equals the kernel on the whole volume for any chunking along z.
+The sample mask (step 3) is a pass over slabs of whole z-slices (a slice's
+holes and hull are the slice's own): a plane of booleans per slice. Steps 4–7
+run block by block in one kernel (:func:`phases_kernel`) on that mask and the
+attenuation, with a halo deep enough for every neighbourhood operation; a
+block is the largest cube whose task fits the memory a task may use
+(:func:`debond.memory.task_bytes`, from the workers' limit;
+:func:`kernel_peak_bytes` is the kernel's memory model). The result equals
+the kernel on the whole volume, whatever the chunking and the blocks.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dask
 import dask.array as da
@@ -49,6 +55,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
+from debond.memory import largest_block, task_bytes
 from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks
 from debond.pipeline.levels import (
     CALIBRATION_EDGE,
@@ -74,9 +81,11 @@ __all__ = [
     "Thresholds",
     "denoise",
     "import_phases",
+    "kernel_peak_bytes",
     "open_with_ball",
     "phases_kernel",
     "prior_phases_kernel",
+    "ranked_sample",
     "segment",
     "thresholds_from_histogram",
 ]
@@ -235,20 +244,29 @@ def open_with_ball(mask: NDArray[np.bool_], radius: float) -> NDArray[np.bool_]:
     return np.asarray(ndimage.distance_transform_edt(~core) <= radius)
 
 
+def ranked_sample(block: NDArray[np.floating], thresholds: Thresholds) -> NDArray[np.bool_]:
+    """The sample of whole z-slices, ranked grey classes: per slice, not air, holes filled."""
+    return np.stack([ndimage.binary_fill_holes(s) for s in block >= thresholds.classes[0]])
+
+
 def phases_kernel(
     block: NDArray[np.floating],
     thresholds: Thresholds,
+    sample: NDArray[np.bool_] | None = None,
     *,
     sei_max_voxels: int = 3,
     graphite_min_radius_voxels: int = 4,
 ) -> NDArray[np.uint8]:
-    """Phase codes of a block of whole z-slices (steps 3–7 of the module docstring).
+    """Phase codes of a block (steps 3–7 of the module docstring).
 
     Parameters
     ----------
     block : (z, y, x) array
         Attenuation, 1/µm (denoised already if wanted).
     thresholds : Thresholds
+    sample : (z, y, x) array of bool, optional
+        The sample mask of the block (:func:`ranked_sample` of the whole
+        slices); default: that of `block`, which must then hold whole slices.
     sei_max_voxels : int
         Intermediate grey within this many voxels of silicon is SEI.
     graphite_min_radius_voxels : int
@@ -259,8 +277,9 @@ def phases_kernel(
     (z, y, x) ndarray of uint8
         Phase codes, with 255 outside the sample (see :func:`segment`).
     """
-    t_air, t_low, t_sei, t_si = thresholds.classes
-    sample = np.stack([ndimage.binary_fill_holes(s) for s in block >= t_air])
+    _, t_low, t_sei, t_si = thresholds.classes
+    if sample is None:
+        sample = ranked_sample(block, thresholds)
     silicon = ndimage.binary_opening((block >= t_sei) & (block < t_si), _SIX)
     cbd = (block >= thresholds.cbd) & ~silicon
     near = ndimage.binary_dilation(silicon, _SIX, iterations=sei_max_voxels)
@@ -281,17 +300,24 @@ def phases_kernel(
 
 
 def prior_phases_kernel(
-    block: NDArray[np.floating], levels: Levels, *, sei_max_voxels: int = 3
+    block: NDArray[np.floating],
+    levels: Levels,
+    sample: NDArray[np.bool_] | None = None,
+    *,
+    sei_max_voxels: int = 3,
 ) -> NDArray[np.uint8]:
-    """Phase codes of a block of whole z-slices from the levels the size prior found.
+    """Phase codes of a block from the levels the size prior found.
 
-    Sample: each slice's hull (:func:`debond.pipeline.levels.sample_slices`).
-    Silicon: its grey band less the crests of thin films
+    Sample: `sample`, by default each slice's hull
+    (:func:`debond.pipeline.levels.sample_slices`; `block` must then hold
+    whole slices). Silicon: its grey band less the crests of thin films
     (:func:`debond.pipeline.levels.film_crests`), opened by a ball (rims
     go), eroded into seeds and grown back to its surface
     (:func:`debond.pipeline.levels.grow_silicon`);
     objects under the prior's size, or too thin to hold a ball of it, are
-    dropped (whole in the block's halo, see :attr:`Levels.halo`). CBD: above
+    dropped (whole in the block's halo, see :attr:`Levels.halo`; those touching
+    a face of the block are kept: in the halo, deeper than a small object, they
+    are large). CBD: above
     its half-height, silicon excepted (opened where silicon edges pass through
     its range). SEI: near silicon, above ``levels.sei_low``. Graphite is not
     told from pore here.
@@ -301,18 +327,20 @@ def prior_phases_kernel(
     (z, y, x) ndarray of uint8
         Phase codes, 255 outside the sample.
     """
-    sample = sample_slices(block, levels.solid)
+    if sample is None:
+        sample = sample_slices(block, levels.solid)
+    faces = tuple(range(block.ndim))
     band = (block > levels.core_low) & (block <= levels.silicon_high) & sample
     band &= ~film_crests(block, levels.silicon - levels.pore)
     core = silicon_cores(
-        band, levels.core_radius_voxels, levels.core_smallest_voxels, keep_faces=True
+        band, levels.core_radius_voxels, levels.core_smallest_voxels, keep_faces=faces
     )
-    silicon = grow_silicon(block, core, levels) & sample
+    silicon = grow_silicon(block, core, levels, keep_faces=faces) & sample
     silicon = drop_small(
         silicon,
         levels.smallest_radius_voxels,
         inscribed_voxels=levels.inscribed_radius_voxels,
-        keep_faces=True,
+        keep_faces=faces,
     )
     cbd = (block >= levels.cbd_low) & (block <= levels.cbd_high) & sample & ~silicon
     if levels.cbd_open_voxels:
@@ -424,8 +452,8 @@ def segment(
     Returns
     -------
     Segmentation
-        ``phases`` and ``sample`` in slabs of max(halo, 16) z-slices, whole slices
-        in y and x.
+        ``phases`` and ``sample`` in blocks sized to a task's memory
+        (:func:`debond.memory.task_bytes`).
 
     Raises
     ------
@@ -444,7 +472,7 @@ def segment(
         raise ValueError(f"sigma_voxels must be ≥ 0; got {sigma_voxels!r}")
     if bins < 16:
         raise ValueError(f"bins must be ≥ 16; got {bins!r}")
-    volume = volume.astype(np.float32).rechunk({1: -1, 2: -1})
+    volume = volume.astype(np.float32)
     if sigma_voxels > 0:
         volume = denoise(volume, sigma_voxels)
     sei_voxels = max(1, round(sei_max_um / voxel_size_um))
@@ -460,21 +488,115 @@ def segment(
     decided = thresholds_from_histogram(counts.compute(), edges, thresholds)
     graphite_voxels = max(0, round(graphite_min_radius_um / voxel_size_um))
     halo = _halo(sei_voxels, graphite_voxels)
-    # Whole slices with a halo above and below: blocks as thin as the halo keep a
-    # task's memory near three halos of slices, whatever the volume's chunks.
-    slab = max(halo, 16)
-    coded = map_exact(
-        volume.rechunk({0: slab}),
+    sample = _slices(volume, ranked_sample, dtype=bool, thresholds=decided)
+    coded = _blockwise(
+        volume,
+        sample,
         phases_kernel,
-        {0: halo},
-        dtype=np.uint8,
+        halo,
+        RANKED_BYTES_PER_VOXEL,
         thresholds=decided,
         sei_max_voxels=sei_voxels,
         graphite_min_radius_voxels=graphite_voxels,
     )
-    sample = coded != 255
     phases = da.where(sample, coded, np.uint8(PORE)).astype(np.uint8)
     return Segmentation(phases=phases, sample=sample, thresholds=decided, porosity=porosity)
+
+
+#: Peak bytes per voxel of :func:`phases_kernel`'s block, halo included, float32
+#: input (its boolean masks, the float32 local mean and two distance transforms;
+#: measured with tracemalloc, tests/test_memory.py).
+RANKED_BYTES_PER_VOXEL = 60.0
+#: Peak bytes per voxel of :func:`prior_phases_kernel`'s block, halo included:
+#: the Hessian's six float32 components and three eigenvalues dominate.
+PRIOR_BYTES_PER_VOXEL = 158.0
+#: Bytes per voxel of a slab of whole slices in the sample pass (the float32
+#: input, the mask and its result) ...
+SAMPLE_BYTES_PER_VOXEL = 6.0
+#: ... and per voxel of one slice, for the slice in hand (its masks and the
+#: convex hull's coordinates: 40 bytes traced, the ranked pass's 3).
+SAMPLE_BYTES_PER_PLANE_VOXEL = 40.0
+
+
+def kernel_peak_bytes(block_shape: Sequence[int], *, prior: bool) -> float:
+    """Peak memory of one block of the phase kernel, bytes.
+
+    Parameters
+    ----------
+    block_shape : (3,) ints
+        The block, halo included.
+    prior : bool
+        :func:`prior_phases_kernel` (the size prior's levels) rather than
+        :func:`phases_kernel` (ranked grey classes).
+
+    Returns
+    -------
+    float
+        Bytes: the block's voxels times :data:`PRIOR_BYTES_PER_VOXEL` or
+        :data:`RANKED_BYTES_PER_VOXEL`.
+    """
+    per_voxel = PRIOR_BYTES_PER_VOXEL if prior else RANKED_BYTES_PER_VOXEL
+    return per_voxel * math.prod(block_shape)
+
+
+def _slices(volume: da.Array, kernel: Callable[..., NDArray[Any]], **kwargs: Any) -> da.Array:
+    """``kernel`` over slabs of whole z-slices, as many as fit in a task's memory."""
+    plane = volume.shape[1] * volume.shape[2]
+    room = task_bytes() - SAMPLE_BYTES_PER_PLANE_VOXEL * plane
+    depth = max(1, min(volume.shape[0], int(room // (SAMPLE_BYTES_PER_VOXEL * plane))))
+    dtype = kwargs.pop("dtype")
+    return volume.rechunk({0: depth, 1: -1, 2: -1}).map_blocks(
+        kernel, dtype=dtype, meta=np.empty((0, 0, 0), dtype=dtype), **kwargs
+    )
+
+
+def _blockwise(
+    volume: da.Array,
+    sample: da.Array,
+    kernel: Callable[..., NDArray[np.uint8]],
+    halo: int,
+    bytes_per_voxel: float,
+    **kwargs: Any,
+) -> da.Array:
+    """``kernel(block, …, sample=…)`` over blocks sized to a task's memory, with halos.
+
+    The block is the largest cube (:func:`debond.memory.largest_block`) whose
+    task, halo included, fits :func:`debond.memory.task_bytes`; an axis taken
+    whole needs no halo. The result is the kernel's on the whole volume
+    whatever the blocks (the halo is deeper than the kernel's reach).
+    """
+    block = largest_block(
+        volume.shape, (halo,) * 3, lambda b: bytes_per_voxel * math.prod(b), task_bytes()
+    )
+    depth = {axis: halo for axis in range(3)}
+    volume = merge_chunks(volume.rechunk(block), depth)
+    sample = sample.rechunk(volume.chunks)
+    halos = {axis: (halo if len(volume.chunks[axis]) > 1 else 0) for axis in range(3)}
+    return da.map_overlap(
+        _on_block,
+        volume,
+        sample,
+        depth=halos,
+        boundary="none",
+        trim=True,
+        align_arrays=False,
+        allow_rechunk=False,
+        dtype=np.uint8,
+        meta=np.empty((0, 0, 0), dtype=np.uint8),
+        kernel=kernel,
+        **kwargs,
+    )
+
+
+def _on_block(
+    block: NDArray[np.floating],
+    sample: NDArray[np.bool_],
+    *,
+    kernel: Callable[..., NDArray[np.uint8]],
+    **kwargs: Any,
+) -> NDArray[np.uint8]:
+    """``kernel(block, sample=sample, **kwargs)``: what each task of :func:`_blockwise` runs."""
+    return kernel(block, sample=sample, **kwargs)
 
 
 def _central(volume: da.Array, edge: int) -> da.Array:
@@ -496,16 +618,16 @@ def _segment_with_prior(
     levels = calibrate(
         np.asarray(_central(volume, CALIBRATION_EDGE).compute()), voxel_size_um, radius_range_um
     )
-    halo = levels.halo + sei_voxels
-    coded = map_exact(
-        volume.rechunk({0: max(halo, 16)}),
+    sample = _slices(volume, sample_slices, dtype=bool, solid=levels.solid)
+    coded = _blockwise(
+        volume,
+        sample,
         prior_phases_kernel,
-        {0: halo},
-        dtype=np.uint8,
+        levels.halo + sei_voxels,
+        PRIOR_BYTES_PER_VOXEL,
         levels=levels,
         sei_max_voxels=sei_voxels,
     )
-    sample = coded != 255
     phases = da.where(sample, coded, np.uint8(PORE)).astype(np.uint8)
     return Segmentation(phases, sample, None, porosity=porosity, levels=levels)
 

@@ -42,47 +42,51 @@ __all__ = ["REGISTRY", "stage_table"]
 _GEOMETRY = ("voxel_size_um", "radius_range_um")
 
 #: Every stage of ``debond run``, in the order they run; one entry per stage:
-#: name (and section), its parameters, kernel, planner and what it reads → writes.
+#: name (and section), its parameters, kernel, planner, what it reads → writes
+#: and its memory model (peak bytes of a task, from its block's shape).
 REGISTRY = Registry(
     [
         Stage(
             "ingest", ingest.Parameters, read_projections, ingest.plan,
             "raw file (`txm`) → `flats`, `darks`, `projections`",
-            writes=("flats", "darks", "projections"), raw=True,
+            writes=("flats", "darks", "projections"), raw=True, memory=ingest.peak_bytes,
         ),
         Stage(
             "prep", prep.Parameters, prepare, prep.plan,
             "`projections`, `flats`, `darks` → `sinograms`",
             reads=("projections", "flats", "darks"), writes=("sinograms",), raw=True,
+            memory=prep.peak_bytes,
         ),
         Stage(
             "recon", recon.Parameters, reconstruct_sinograms, recon.plan,
             "`sinograms` → `recon` (attenuation, 1/µm)",
             reads=("sinograms",), writes=("recon",), raw=True,
-            supplied=("voxel_size_um", "rotation_centre_px"),
+            supplied=("voxel_size_um", "rotation_centre_px"), memory=recon.peak_bytes,
         ),
         Stage(
             "segment", segment.Parameters, segment_phases, segment.plan,
             "`recon` (or the sample's own segmentation, `phases`) → `sample`, `phases`",
             reads=("recon",), writes=("sample", "phases"), supplied=_GEOMETRY,
+            memory=segment.peak_bytes,
         ),
         Stage(
             "label", label.Parameters, label_particles, label.plan,
             "`phases` → `particles` (int32 labels)",
             reads=("phases",), writes=("particles",), supplied=_GEOMETRY,
+            memory=label.peak_bytes,
         ),
         Stage(
             "measure", measure.Parameters, measure_gaps, measure.plan,
             "`phases`, `particles`, `sample` → `tables/samples/<id>.parquet`",
             reads=("phases", "particles", "sample"),
             table=TableOutput("samples", PARTICLES_SCHEMA, "particles"),
-            supplied=(*_GEOMETRY, "sample"),
+            supplied=(*_GEOMETRY, "sample"), memory=measure.peak_bytes,
         ),
         Stage(
             "sem", sem.Parameters, analyse_sem, sem.plan,
             "the SEM images → `tables/sections/<id>.parquet`",
             table=TableOutput("sections", SEM_TABLE_SCHEMA, "sections"),
-            chain="sem", supplied=("pixel_size_um",),
+            chain="sem", supplied=("pixel_size_um",), memory=sem.peak_bytes,
         ),
     ]
 )  # fmt: skip

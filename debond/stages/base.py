@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import zarr
 
+from debond.memory import PeakBytes
 from debond.sections import Section
 from debond.storage import find_array
 from debond.storage.provenance import InputLike
@@ -184,6 +185,9 @@ class Stage:
         Kernel keywords the runner supplies rather than the section: the
         sample's (``voxel_size_um``, ``rotation_centre_px``, input arrays) and
         the campaign's size prior (``radius_range_um``, from ``[material]``).
+    memory : callable, optional
+        ``memory(block_shape, parameters) -> bytes``: the peak memory of one of
+        its tasks (:meth:`peak_bytes`).
     """
 
     name: str
@@ -197,6 +201,27 @@ class Stage:
     raw: bool = False
     chain: Literal["3d", "sem"] = "3d"
     supplied: tuple[str, ...] = ()
+    memory: PeakBytes | None = None
+
+    def peak_bytes(self, block_shape: Sequence[int], parameters: Mapping[str, Any]) -> float:
+        """Peak memory of one task of this stage, bytes.
+
+        Parameters
+        ----------
+        block_shape : sequence of int
+            The block one task works on, halo included; what a block is
+            depends on the stage (its module's ``peak_bytes`` says).
+        parameters : mapping
+            The kernel's keywords (:meth:`arguments`).
+
+        Raises
+        ------
+        NotImplementedError
+            A stage that declares no memory model.
+        """
+        if self.memory is None:
+            raise NotImplementedError(f"stage {self.name!r} declares no memory model")
+        return float(self.memory(tuple(int(n) for n in block_shape), parameters))
 
     def arguments(self, campaign: Campaign, sample: Sample) -> dict[str, Any]:
         """The kernel's keywords for a sample: the section, with what the runner supplies.

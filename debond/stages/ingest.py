@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import zarr
 
@@ -58,3 +60,21 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         )
 
     return Plan(stage, campaign, sample, parameters, {"raw": txm}, build)
+
+
+#: Peak bytes of a task per value of its block: the stored values read from
+#: the file (2 bytes for uint16 frames) and their float32 copy, with h5py's buffer.
+BYTES_PER_VALUE = 10.0
+
+
+def peak_bytes(block_shape: tuple[int, ...], parameters: Mapping[str, Any]) -> float:
+    """Peak memory of reading one chunk of projections, bytes.
+
+    Parameters
+    ----------
+    block_shape : (angles, rows, columns)
+        One chunk of the projections (``angles_per_chunk`` whole frames).
+    parameters : mapping
+        The stage's keywords (unused: the cost is the chunk's).
+    """
+    return BYTES_PER_VALUE * math.prod(block_shape)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import zarr
 
@@ -59,3 +61,21 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         return Work(outputs=[Output("particles", found.labels, "volume", attrs)], detail=detail)
 
     return Plan(stage, campaign, sample, parameters, dict(inputs), build)
+
+
+#: Peak bytes of a task per voxel of its block of phases: the uint8 phases,
+#: the silicon mask and cc3d's labels (uint32 and the int32 result).
+BYTES_PER_VOXEL = 14.5
+
+
+def peak_bytes(block_shape: tuple[int, ...], parameters: Mapping[str, Any]) -> float:
+    """Peak memory of labelling one block, bytes.
+
+    Parameters
+    ----------
+    block_shape : (z, y, x)
+        One chunk of the phases.
+    parameters : mapping
+        The stage's keywords.
+    """
+    return BYTES_PER_VOXEL * math.prod(block_shape)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import inspect
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -71,3 +74,30 @@ def describe(rows: pd.DataFrame) -> str:
         f"{len(rows)} particles: {measured} measured, {on_border} on the border; "
         f"not measured: {flagged or 'none'}"
     )
+
+
+#: Peak bytes of a task per voxel of its block: the phases, labels and sample
+#: mask, and the per-voxel arrays of the particles' properties (measured with
+#: tracemalloc, tests/test_memory.py) ...
+BYTES_PER_VOXEL = 32.0
+#: ... and per point of one particle's rays (n_rays × steps of 0.25 voxel):
+#: their coordinates and the phases sampled along them.
+BYTES_PER_RAY_POINT = 72.0
+
+
+def peak_bytes(block_shape: tuple[int, ...], parameters: Mapping[str, Any]) -> float:
+    """Peak memory of measuring the particles of one block, bytes.
+
+    Parameters
+    ----------
+    block_shape : (z, y, x)
+        One chunk of the phases and labels.
+    parameters : mapping
+        The stage's keywords: ``n_rays``, ``max_ray_length_um`` and
+        ``voxel_size_um`` size the rays (the kernel's defaults where absent).
+    """
+    defaults = inspect.signature(measure_gaps).parameters
+    n_rays = parameters.get("n_rays", defaults["n_rays"].default)
+    length_um = parameters.get("max_ray_length_um", defaults["max_ray_length_um"].default)
+    steps = math.ceil(length_um / parameters["voxel_size_um"] / 0.25)
+    return BYTES_PER_VOXEL * math.prod(block_shape) + BYTES_PER_RAY_POINT * n_rays * steps

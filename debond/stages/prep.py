@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -161,3 +162,23 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         )
 
     return Plan(stage, campaign, sample, parameters, dict(inputs), build)
+
+
+#: Peak bytes of a task per detector value of its block of projections: the
+#: counts, the float32 transmission and attenuation, the bad-pixel masks and
+#: the repair's copy.
+BYTES_PER_VALUE = 14.5
+
+
+def peak_bytes(block_shape: tuple[int, ...], parameters: Mapping[str, Any]) -> float:
+    """Peak memory of preparing one block of projections, bytes.
+
+    Parameters
+    ----------
+    block_shape : (angles, rows, columns)
+        The projections one task normalises, repairs and filters.
+    parameters : mapping
+        The stage's keywords (the median's window adds its halo to the block
+        before this is called).
+    """
+    return BYTES_PER_VALUE * math.prod(block_shape)

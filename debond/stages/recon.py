@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import zarr
@@ -66,3 +67,29 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         )
 
     return Plan(stage, campaign, sample, parameters, dict(inputs), build)
+
+
+#: Peak bytes of a task per sinogram value (its float32 copy, less what is
+#: freed slice by slice; measured with tracemalloc, tests/test_memory.py) ...
+BYTES_PER_SINOGRAM_VALUE = 3.2
+#: ... and per voxel of the slices it reconstructs (the float32 slices and
+#: their stacked result).
+BYTES_PER_VOXEL = 9.4
+
+
+def peak_bytes(block_shape: tuple[int, ...], parameters: Mapping[str, Any]) -> float:
+    """Peak memory of reconstructing one slab of sinograms, bytes.
+
+    Parameters
+    ----------
+    block_shape : (rows, angles, columns)
+        The sinograms of one task (``slab_rows`` rows); the slices it makes
+        are (rows, columns, columns).
+    parameters : mapping
+        The stage's keywords.
+    """
+    rows, angles, columns = block_shape
+    return (
+        BYTES_PER_SINOGRAM_VALUE * rows * angles * columns
+        + BYTES_PER_VOXEL * rows * columns * columns
+    )

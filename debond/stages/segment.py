@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import zarr
 
 from debond.pipeline.ingest import read_tiff_volume
-from debond.pipeline.segment import PHASE_NAMES, import_phases, segment
+from debond.pipeline.segment import PHASE_NAMES, import_phases, kernel_peak_bytes, segment
 from debond.sections import Section, Thresholds, param
 from debond.stages.base import Output, Plan, Stage, Work
 from debond.storage import open_volume
@@ -125,3 +125,18 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         )
 
     return Plan(stage, campaign, sample, parameters, dict(inputs), build)
+
+
+def peak_bytes(block_shape: tuple[int, ...], parameters: Mapping[str, Any]) -> float:
+    """Peak memory of segmenting one block, bytes (:func:`kernel_peak_bytes`).
+
+    Parameters
+    ----------
+    block_shape : (z, y, x)
+        The block, halo included.
+    parameters : mapping
+        The stage's keywords: with a size prior (``radius_range_um``) and no
+        ``thresholds``, the size prior's kernel; otherwise the ranked one.
+    """
+    prior = parameters.get("radius_range_um") is not None and parameters.get("thresholds") is None
+    return kernel_peak_bytes(block_shape, prior=prior)

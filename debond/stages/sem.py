@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import dask
 import pandas as pd
@@ -61,3 +63,24 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         return Work([], table=rows, detail=f"{len(images)} SEM images")
 
     return Plan(stage, campaign, sample, parameters, {"sem": images}, build)
+
+
+#: Peak bytes of a task per pixel of its image: the grey image, its float64
+#: smoothing and the phase masks and labels (measured with tracemalloc,
+#: tests/test_memory.py) ...
+BYTES_PER_PIXEL = 72.0
+#: ... and the rays' buffers, whatever the image.
+RAY_BYTES = 2**19
+
+
+def peak_bytes(block_shape: tuple[int, ...], parameters: Mapping[str, Any]) -> float:
+    """Peak memory of analysing one SEM image, bytes.
+
+    Parameters
+    ----------
+    block_shape : (rows, columns)
+        The image.
+    parameters : mapping
+        The stage's keywords.
+    """
+    return BYTES_PER_PIXEL * math.prod(block_shape) + RAY_BYTES

@@ -1,0 +1,319 @@
+"""Memory per task: each stage's estimator against the measured peak, and blocks that fit.
+
+A stage's ``peak_bytes(block_shape, parameters)`` is checked against the peak
+traced (``tracemalloc``: NumPy reports its buffers to it) while its kernel
+runs one block, on two block sizes: within 80–120 %. The segmentation, whose
+blocks are sized from that estimate, gives the same phases whatever the blocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster
+
+from debond.campaign import load_campaign
+from debond.memory import TASK_MEMORY_KEY, largest_block, task_budget, task_bytes
+from debond.pipeline.ingest import DARKS, DATA, FLATS, THETA
+from debond.pipeline.segment import (
+    phases_kernel,
+    prior_phases_kernel,
+    segment,
+    thresholds_from_histogram,
+)
+from debond.runner import run_campaign, sized_tasks, task_memory
+from debond.scans import Variant, attenuation_volume, draw_scene, render
+from debond.stages import REGISTRY
+from debond.synth import PAPER_PARAMETERS, PRESETS, Material, write_campaign, write_sem
+from tests.conftest import STARTUP_S
+from tests.processes import Processes, scheduler_address, wait_for_workers
+
+VOXEL_UM = 0.05
+PRIOR_UM = (0.35, 0.5)
+
+
+def traced_peak(func: Callable[[], Any]) -> float:
+    """Peak bytes allocated while ``func`` runs, above what was allocated before."""
+    func()  # once untraced: first-call caches (FFT plans, imports) are not the task's
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        func()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return float(peak - base)
+
+
+def scene(shape: tuple[int, int, int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """True phases (uint8) and a noisy attenuation (float32) of a debond.scans scene."""
+    variant = Variant(
+        "memory",
+        "a test scene",
+        VOXEL_UM,
+        (0.03, 0.06, 0.32, 0.18, 0.10),
+        shape=shape,
+        radius_um=PRIOR_UM,
+        gap_um=(0.1, 0.2),
+        groups=("sphere",) * 4,
+        graphite_bodies=1,
+        cbd_blobs=12,
+        blur_sigma_vox=0.7,
+    )  # type: ignore[arg-type]
+    drawn = draw_scene(variant, seed)
+    values = attenuation_volume(drawn, variant)
+    noise = np.random.default_rng(seed).normal(0.0, 0.012, values.shape)
+    return render(drawn, 1)[0].astype(np.uint8), (values + noise).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def volumes() -> dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]]:
+    return {shape: scene(shape) for shape in ((32, 48, 48), (48, 64, 64))}
+
+
+def check(stage: str, block: tuple[int, ...], parameters: dict[str, Any], measured: float) -> None:
+    estimate = REGISTRY.get(stage).peak_bytes(block, parameters)
+    ratio = measured / estimate
+    assert 0.8 <= ratio <= 1.2, (
+        f"{stage} on {block}: measured {measured / 2**20:.2f} MiB, estimated "
+        f"{estimate / 2**20:.2f} MiB ({ratio:.2f})"
+    )
+
+
+@pytest.mark.parametrize("block", [(60, 16, 64), (120, 32, 96)])
+def test_ingest_estimate(tmp_path: Path, block: tuple[int, int, int]) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "scan.h5"
+    with h5py.File(path, "w") as f:
+        f[DATA] = rng.integers(1000, 3000, block).astype(np.uint16)
+        f[FLATS] = np.full((2, *block[1:]), 4000, np.uint16)
+        f[DARKS] = np.full((2, *block[1:]), 100, np.uint16)
+        f[THETA] = np.linspace(0.0, 180.0, block[0], endpoint=False)
+    reader = REGISTRY.get("ingest").kernel
+    with dask.config.set(scheduler="sync"):
+        measured = traced_peak(lambda: reader(path, angles_per_chunk=block[0]).data.compute())
+    check("ingest", block, {}, measured)
+
+
+@pytest.mark.parametrize("block", [(90, 32, 128), (180, 48, 256)])
+def test_prep_estimate(block: tuple[int, int, int]) -> None:
+    rng = np.random.default_rng(0)
+    counts = da.from_array(rng.integers(1000, 3000, block).astype(np.uint16), chunks=-1)
+    flats = np.full((4, *block[1:]), 4000, np.uint16)
+    darks = np.full((2, *block[1:]), 100, np.uint16)
+    prepare = REGISTRY.get("prep").kernel
+    with dask.config.set(scheduler="sync"):
+        measured = traced_peak(lambda: prepare(counts, flats, darks).data.compute())
+    check("prep", block, {}, measured)
+
+
+@pytest.mark.parametrize("block", [(8, 90, 96), (16, 180, 128)])
+def test_recon_estimate(block: tuple[int, int, int]) -> None:
+    rows, angles, columns = block
+    sinograms = np.random.default_rng(0).random(block).astype(np.float32)
+    theta = np.linspace(0.0, np.pi, angles, endpoint=False)
+    parameters = {"algorithm": "fbp", "slab_rows": rows}
+    reconstruct = REGISTRY.get("recon").kernel
+
+    def run() -> Any:
+        stack = da.from_array(sinograms, chunks=-1)
+        return reconstruct(
+            stack, theta, voxel_size_um=VOXEL_UM, rotation_centre_px=(columns - 1) / 2, **parameters
+        ).volume.compute()
+
+    with dask.config.set(scheduler="sync"):
+        measured = traced_peak(run)
+    check("recon", block, parameters, measured)
+
+
+@pytest.mark.parametrize("prior", [True, False], ids=["size-prior", "ranked"])
+def test_segment_estimate(volumes: dict[Any, Any], prior: bool) -> None:
+    smallest = volumes[min(volumes)][1]
+    if prior:  # the size prior's kernel is the slower: blocks of the smaller scene
+        levels = segment(smallest, voxel_size_um=VOXEL_UM, radius_range_um=PRIOR_UM).levels
+        assert levels is not None
+        for shape in ((24, 40, 40), smallest.shape):
+            block = np.ascontiguousarray(smallest[tuple(slice(n) for n in shape)])
+            measured = traced_peak(lambda b=block: prior_phases_kernel(b, levels))
+            check("segment", shape, {"radius_range_um": PRIOR_UM, "thresholds": None}, measured)
+        return
+    for shape, (_, values) in volumes.items():
+        counts, edges = np.histogram(values, bins=256)
+        # the scene's grey levels (multi-Otsu of five classes takes seconds)
+        thresholds = thresholds_from_histogram(counts, edges, (0.015, 0.08, 0.14, 0.25))
+        measured = traced_peak(lambda v=values, t=thresholds: phases_kernel(v, t))
+        check("segment", shape, {"radius_range_um": None, "thresholds": None}, measured)
+
+
+def test_label_and_measure_estimates(volumes: dict[Any, Any]) -> None:
+    label = REGISTRY.get("label").kernel
+    measure = REGISTRY.get("measure").kernel
+    with dask.config.set(scheduler="sync"):
+        for shape, (phases, _) in volumes.items():
+            lazy = da.from_array(phases, chunks=-1)
+            found = label(lazy, voxel_size_um=VOXEL_UM, radius_range_um=PRIOR_UM)
+            check("label", shape, {}, traced_peak(lambda f=found: f.labels.compute()))
+            labels = da.from_array(found.labels.compute(), chunks=-1)
+            measured = traced_peak(lambda p=lazy, lb=labels: measure(p, lb, voxel_size_um=VOXEL_UM))
+            check("measure", shape, {"voxel_size_um": VOXEL_UM}, measured)
+
+
+@pytest.mark.parametrize("shape", [(192, 256), (384, 384)])
+def test_sem_estimate(tmp_path: Path, shape: tuple[int, int]) -> None:
+    preset = dataclasses.replace(PRESETS["demo"], sem_shape=shape)
+    path = tmp_path / "section.tif"
+    rng = np.random.default_rng(1)
+    write_sem(path, rng, 3, preset, PAPER_PARAMETERS, Material())
+    analyse = REGISTRY.get("sem").kernel
+    check("sem", shape, {}, traced_peak(lambda: analyse(path)))
+
+
+def test_every_stage_declares_its_memory() -> None:
+    for stage in REGISTRY:
+        assert stage.memory is not None, stage.name
+        block = (16,) * (2 if stage.chain == "sem" else 3)
+        assert stage.peak_bytes(block, {"voxel_size_um": VOXEL_UM}) > 0
+
+
+# ------------------------------------------------------------------ blocks that fit
+
+
+def test_the_budget_is_a_share_of_the_workers_limit() -> None:
+    assert task_budget(2**30, 2) == int(0.3 * 2**30 / 2)
+    assert task_budget(None, 1) is None
+    with dask.config.set({TASK_MEMORY_KEY: "64 MiB"}):
+        assert task_bytes() == 64 * 2**20
+    with dask.config.set({TASK_MEMORY_KEY: -1}), pytest.raises(ValueError, match="debond.task"):
+        task_bytes()
+
+
+def test_the_runner_reads_the_workers_limit_and_keeps_a_set_value() -> None:
+    with (
+        LocalCluster(
+            processes=False,
+            n_workers=2,
+            threads_per_worker=2,
+            memory_limit="1GiB",
+            dashboard_address="127.0.0.1:0",
+        ) as local,
+        Client(local) as client,
+    ):
+        expected = task_budget(2**30, 2)
+        assert task_memory(client) == expected
+        with sized_tasks(client) as budget:
+            assert budget == task_bytes() == expected
+        with dask.config.set({TASK_MEMORY_KEY: "64 MiB"}), sized_tasks(client) as budget:
+            assert budget == task_bytes() == 64 * 2**20
+    assert dask.config.get(TASK_MEMORY_KEY, None) is None
+
+
+@pytest.mark.parametrize("budget", [1e5, 3e6, 5e7, 1e9])
+def test_the_largest_block_fits_and_one_step_more_does_not(budget: float) -> None:
+    shape, halo = (300, 200, 250), (12, 12, 12)
+
+    def peak(block: tuple[int, ...]) -> float:
+        return 40.0 * float(np.prod(block))
+
+    block = largest_block(shape, halo, peak, budget)
+    padded = [b + (2 * h if b < n else 0) for b, n, h in zip(block, shape, halo, strict=True)]
+    smallest = all(b == max(16, h) for b, h in zip(block, halo, strict=True))
+    assert peak(tuple(padded)) <= budget or smallest
+    if block != shape:
+        edge = max(block) + 16
+        bigger = [min(n, edge) for n in shape]
+        padded = [b + (2 * h if b < n else 0) for b, n, h in zip(bigger, shape, halo, strict=True)]
+        assert peak(tuple(padded)) > budget
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prior", [True, False], ids=["size-prior", "ranked"])
+def test_the_phases_do_not_depend_on_the_blocks(prior: bool) -> None:
+    """One block (the whole volume) against blocks split along every axis."""
+    # the size prior's halo is 42 voxels here, the ranked kernel's 12
+    _, values = scene((40, 100, 100) if prior else (40, 72, 72), seed=2)
+    options: dict[str, Any] = {"voxel_size_um": VOXEL_UM}
+    if prior:
+        options["radius_range_um"] = PRIOR_UM
+    else:
+        options["graphite_min_radius_um"] = 0.1
+    found = []
+    for budget, chunks in ((2**30, -1), (2e6 if prior else 1.2e7, (9, 30, 20))):
+        with dask.config.set({TASK_MEMORY_KEY: budget}):
+            result = segment(da.from_array(values, chunks=chunks), **options)
+            blocks = result.phases.chunks
+            found.append((result.phases.compute(), result.sample.compute(), blocks))
+    (whole, whole_sample, one), (split, split_sample, many) = found
+    assert len(one[1]) == len(one[2]) == 1 and len(many[1]) > 1 and len(many[2]) > 1
+    assert np.array_equal(whole_sample, split_sample)
+    assert np.array_equal(whole, split)
+
+
+# ------------------------------------------------------------------ a small-memory run
+
+#: A worker's limit in the small-memory run: Dask's thresholds as they come
+#: (pause at 80 %, restart at 95 %), and no more than a worker needs to live.
+SMALL_LIMIT = "700MB"
+
+
+def run_on_workers(campaign_file: Path, folder: Path, memory_limit: str) -> pd.DataFrame:
+    """The particle table of a run on a `dask scheduler` and two workers of `memory_limit`."""
+    dask_cli = str(Path(sys.executable).with_name("dask"))
+    info = folder / "scheduler.json"
+    processes = Processes(folder)
+    deadline = time.monotonic() + STARTUP_S
+    try:
+        scheduler = [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0"]
+        processes.start("scheduler", [*scheduler, "--no-dashboard", "--scheduler-file", str(info)])
+        address = scheduler_address(info, processes, deadline)
+        for i in range(2):
+            worker = [dask_cli, "worker", address, "--nthreads", "1", "--no-dashboard"]
+            processes.start(
+                f"worker {i}", [*worker, "--host", "127.0.0.1", "--memory-limit", memory_limit]
+            )
+        wait_for_workers(address, processes, 2, deadline)
+        with Client(address) as client:
+            pids = client.run(os.getpid)
+            run_campaign(load_campaign(campaign_file), client, echo=lambda _: None)
+            assert client.run(os.getpid) == pids, "a worker was restarted"
+            logs = [line for log in client.get_worker_logs().values() for _, line in log]
+        assert not [line for line in logs if "Pausing worker" in line or "95%" in line]
+    finally:
+        processes.stop()
+    tables = load_campaign(campaign_file).tables_dir
+    return pd.read_parquet(tables / "particles.parquet")
+
+
+@pytest.mark.slow
+def test_a_small_memory_run_gives_the_table_of_an_unbounded_one(tmp_path: Path) -> None:
+    """Tasks bounded to under half the volume, on workers of 700 MB, against no bounds.
+
+    A worker process cannot live under ~250 MB, so the volume is bounded through
+    the memory a task may use (what the runner derives from the workers' limit):
+    a quarter of the reconstruction's bytes, which splits the segmentation's
+    blocks along every axis.
+    """
+    write_campaign(tmp_path / "bounded", "demo", seed=0, cycles=(3,))
+    shutil.copytree(tmp_path / "bounded", tmp_path / "unbounded")
+    shape = PRESETS["demo"].shape
+    budget = 4 * int(np.prod(shape)) // 4  # float32 reconstruction
+    block = largest_block(shape, (12,) * 3, lambda b: 60.0 * float(np.prod(b)), budget)
+    assert all(b < n for b, n in zip(block, shape, strict=True))
+    unbounded = run_on_workers(tmp_path / "unbounded" / "campaign.toml", tmp_path, "0")
+    with dask.config.set({TASK_MEMORY_KEY: budget}):
+        bounded = run_on_workers(tmp_path / "bounded" / "campaign.toml", tmp_path, SMALL_LIMIT)
+    assert len(bounded) > 0
+    pd.testing.assert_frame_equal(bounded, unbounded)
