@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +139,6 @@ def test_installed_script_runs_the_default_demo(tmp_path: Path) -> None:
     instead (fewer large ones) α0 and ζ0 came out at 0.96 and 0.196.
     """
     script = Path(sys.executable).with_name("debond")
-    started = time.perf_counter()
     done = subprocess.run(
         [str(script), "demo", str(tmp_path / "demo")],
         capture_output=True,
@@ -149,7 +147,6 @@ def test_installed_script_runs_the_default_demo(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert time.perf_counter() - started < 900
     assert "2000 bootstrap replicates" in done.stdout
     fitted = json.loads((tmp_path / "demo" / "tables" / "campaign" / "fit.json").read_text())
     for name in ("alpha0", "delta0", "zeta0"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -573,7 +572,6 @@ def test_electrode_gaps_match_a_per_ray_reference() -> None:
     if not folder or not (Path(folder) / "electrode.tiff").is_file():
         pytest.skip("DEBOND_REAL_DATA is unset or has no electrode.tiff")
     tifffile = pytest.importorskip("tifffile")
-    started = time.perf_counter()
     raw = tifffile.imread(Path(folder) / "electrode.tiff")
     assert raw.shape == (256, 256, 256) and set(np.unique(raw)) == {0, 85, 170}
     phases = np.select([raw == 85, raw == 170], [SILICON, CBD], PORE).astype(np.uint8)
@@ -621,7 +619,6 @@ def test_electrode_gaps_match_a_per_ray_reference() -> None:
     assert (got.loc[outside, "n_rays"] == 0).all()
     assert got["n_rays"].drop(outside).median() > 0.5 * n_rays
     assert 0 < got["gap_mean_um"].median() < max_length_um
-    assert time.perf_counter() - started < 60
 
 
 # ------------------------------------------------ particles not measured
