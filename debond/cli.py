@@ -345,6 +345,33 @@ def run_command(
             "write nothing, start no cluster."
         ),
     ] = False,
+    cluster_kind: Annotated[
+        str,
+        typer.Option(
+            "--cluster",
+            help="local: the embedded cluster (or --scheduler); slurm: workers in SLURM "
+            "jobs (dask-jobqueue, the hpc extra; see deploy/hpc/README.md).",
+        ),
+    ] = "local",
+    jobqueue_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --cluster slurm: a dask-jobqueue YAML file (deploy/hpc/slurm.yaml); "
+            "default: the dask configuration's jobqueue.slurm."
+        ),
+    ] = None,
+    tls_ca_file: Annotated[
+        Path | None,
+        typer.Option(help="TLS: the CA certificate (PEM) that signed the cluster's certificates."),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="TLS: this client's certificate (PEM), with --tls-ca-file."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(help="TLS: the private key of --tls-cert (PEM), unless the cert holds it."),
+    ] = None,
 ) -> None:
     """Run the image stages for every sample, resumably (complete, current outputs are kept).
 
@@ -354,7 +381,7 @@ def run_command(
       debond run campaign.toml --dry-run
     """
     from debond.campaign import CampaignError, load_campaign
-    from debond.cluster import ClusterError, cluster
+    from debond.cluster import ClusterError, cluster, tls_security
     from debond.runner import (
         Interrupted,
         RunError,
@@ -363,6 +390,7 @@ def run_command(
         parse_stages,
         run_campaign,
     )
+    from debond.slurm import SlurmError
 
     try:
         stages = parse_stages(only)
@@ -376,6 +404,21 @@ def run_command(
         raise _fail(str(error)) from error
     if workers is not None and workers < 1:
         raise _fail(f"--workers must be at least 1; got {workers}")
+    if cluster_kind not in ("local", "slurm"):
+        raise _fail(f"--cluster {cluster_kind!r}: expected local or slurm")
+    if jobqueue_config is not None and cluster_kind != "slurm":
+        raise _fail("--jobqueue-config is for --cluster slurm; expected both or neither")
+    security = None
+    if tls_ca_file is not None or tls_cert is not None or tls_key is not None:
+        if tls_ca_file is None or tls_cert is None:
+            raise _fail(
+                "TLS needs --tls-ca-file and --tls-cert (and --tls-key unless the "
+                "certificate holds it); one of the first two is missing"
+            )
+        try:
+            security = tls_security(tls_ca_file, tls_cert, tls_key)
+        except ClusterError as error:
+            raise _fail(str(error)) from error
     typer.echo(
         f"campaign {loaded.name}: {len(loaded.samples)} samples, store {loaded.store_location}"
     )
@@ -385,7 +428,14 @@ def run_command(
         return
     started = time.perf_counter()
     try:
-        with cluster(scheduler, workers=workers, echo=typer.echo) as client:
+        with cluster(
+            scheduler,
+            workers=workers,
+            security=security,
+            slurm=cluster_kind == "slurm",
+            jobqueue_config=jobqueue_config,
+            echo=typer.echo,
+        ) as client:
             outcomes = run_campaign(loaded, client, stages=stages, force=force, echo=typer.echo)
     except Interrupted as stopped:
         typer.secho(str(stopped), fg=typer.colors.YELLOW, err=True)
@@ -393,7 +443,7 @@ def run_command(
     except KeyboardInterrupt:  # before any stage ran (the cluster was starting)
         typer.secho("interrupted before any stage ran", fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(code=130) from None
-    except ClusterError as error:
+    except (ClusterError, SlurmError) as error:
         raise _fail(str(error)) from error
     except (RunError, CampaignError) as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)

@@ -59,7 +59,7 @@ REGISTRY = Registry(
             "recon", recon.Parameters, reconstruct_sinograms, recon.plan,
             "`sinograms` → `recon` (attenuation, 1/µm)",
             reads=("sinograms",), writes=("recon",), raw=True,
-            supplied=("voxel_size_um", "rotation_centre_px"),
+            supplied=("voxel_size_um", "rotation_centre_px"), gpu=True,
         ),
         Stage(
             "segment", segment.Parameters, segment_phases, segment.plan,

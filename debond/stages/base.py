@@ -184,6 +184,10 @@ class Stage:
         Kernel keywords the runner supplies rather than the section: the
         sample's (``voxel_size_um``, ``rotation_centre_px``, input arrays) and
         the campaign's size prior (``radius_range_um``, from ``[material]``).
+    gpu : bool
+        Its kernel uses a GPU where the worker has one (ASTRA's CUDA
+        algorithms): on a cluster whose workers advertise the ``GPU``
+        resource its tasks run on those (:func:`debond.cluster.stage_resources`).
     """
 
     name: str
@@ -197,6 +201,7 @@ class Stage:
     raw: bool = False
     chain: Literal["3d", "sem"] = "3d"
     supplied: tuple[str, ...] = ()
+    gpu: bool = False
 
     def arguments(self, campaign: Campaign, sample: Sample) -> dict[str, Any]:
         """The kernel's keywords for a sample: the section, with what the runner supplies.
