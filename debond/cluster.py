@@ -468,9 +468,13 @@ def _slurm_cluster(
             "pip install 'debond[hpc]'"
         ) from None
     tls: dict[str, Any] = {} if security is None else {"security": security, "protocol": "tls://"}
-    with slurm_config(settings):
-        jobs = SLURMCluster(**tls)
-    with _restored_log_levels(), jobs, Client(jobs, security=security) as client:
+    # in force while the cluster lives: dask-jobqueue reads it again for every job it submits
+    with (
+        slurm_config(settings),
+        _restored_log_levels(),
+        SLURMCluster(**tls) as jobs,
+        Client(jobs, security=security) as client,
+    ):
         jobs.scale(n=n_workers)
         if echo is not None:
             echo(
