@@ -22,8 +22,10 @@ from dask_jobqueue import SLURMCluster
 from typer.testing import CliRunner
 
 from debond.cli import app
+from debond.cluster import tls_security
 from debond.slurm import SlurmError, check_slurm_config, load_slurm_config, slurm_config
 from tests.deploy.runs import cut_campaign, embedded_table, particles
+from tests.deploy.test_tls import make_certificates
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "hpc"
 
@@ -49,9 +51,9 @@ exit 0
 }
 
 
-def _job_script(settings: dict[str, Any]) -> str:
+def _job_script(settings: dict[str, Any], **tls: Any) -> str:
     options = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
-    with slurm_config(settings), SLURMCluster(scheduler_options=options) as jobs:
+    with slurm_config(settings), SLURMCluster(scheduler_options=options, **tls) as jobs:
         return str(jobs.job_script())
 
 
@@ -82,6 +84,17 @@ def test_the_gpu_configuration_asks_for_a_gpu_and_advertises_it() -> None:
     (command,) = [line for line in lines if "distributed.cli.dask_worker" in line]
     assert "--resources GPU=1" in command and "--nthreads 8" in command
     assert "--nworkers" not in command  # one process per job, one GPU each
+
+
+def test_tls_certificates_reach_the_workers_job_script(tmp_path: Path) -> None:
+    ca, cert, key = make_certificates(tmp_path)
+    settings, _ = load_slurm_config(DEPLOY / "slurm.yaml")
+    tls = {"security": tls_security(ca, cert, key), "protocol": "tls://"}
+    (command,) = [
+        line for line in _job_script(settings, **tls).splitlines() if "dask_worker" in line
+    ]
+    assert " tls://127.0.0.1:" in command
+    assert f"--tls-ca-file {ca} --tls-cert {cert} --tls-key {key}" in command
 
 
 def _shipped(**changes: Any) -> dict[str, Any]:
