@@ -207,8 +207,8 @@ def check_address(address: str, origin: str, security: Security | None = None) -
         tls = (security or Security()).get_tls_config_for_role("client")
         if not (tls["ca_file"] and tls["cert"]):
             raise ClusterError(
-                f"{where}: tls:// needs certificates and none are configured "
-                f"({', '.join(TLS_OPTIONS)}, or the dask config {' and '.join(TLS_SETTINGS)}); "
+                f"{where}: tls:// needs certificates and none are configured (dask config "
+                f"{' and '.join(TLS_SETTINGS)}, or the options {', '.join(TLS_OPTIONS)}); "
                 "expected a tcp:// address, or those certificates"
             )
     elif security is not None and security.require_encryption:
