@@ -105,7 +105,7 @@ def remote_store_problem(url: str) -> str | None:
 
 
 def _endpoint(filesystem: fsspec.AbstractFileSystem) -> str:
-    """" at <endpoint>" where the filesystem names one (s3fs's client), else ""."""
+    """The words ' at <endpoint>' where the filesystem names one (s3fs's client), else ''."""
     client = getattr(filesystem, "s3", None)
     meta = getattr(client, "meta", None)
     url = getattr(meta, "endpoint_url", None)
