@@ -366,11 +366,13 @@ def run_command(
     ] = None,
     tls_cert: Annotated[
         Path | None,
-        typer.Option(help="TLS: this client's certificate (PEM), with --tls-ca-file."),
+        typer.Option(help="TLS: this client's certificate (PEM), signed by that CA."),
     ] = None,
     tls_key: Annotated[
         Path | None,
-        typer.Option(help="TLS: the private key of --tls-cert (PEM), unless the cert holds it."),
+        typer.Option(
+            help="TLS: the private key (PEM) of that certificate, unless its file holds it."
+        ),
     ] = None,
 ) -> None:
     """Run the image stages for every sample, resumably (complete, current outputs are kept).
