@@ -25,7 +25,7 @@ from typing import Any
 
 from common import BENCHMARKS_DIR, fmt_seconds, print_table
 
-SKIP = {"common", "run"}
+SKIP = {"common", "run", "gpu_check"}  # gpu_check: its own script, on a GPU machine
 
 
 def discover() -> dict[str, Path]:

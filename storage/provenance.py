@@ -687,6 +687,11 @@ def _resolve(target: zarr.Array | str | os.PathLike[str] | None) -> zarr.Array |
         node = zarr.open(os.fspath(target), mode="r", zarr_format=3)
     except FileNotFoundError:
         return None
+    if isinstance(node, zarr.Group) and "ome" in node.attrs:
+        # a volume's OME-Zarr image: its level 0 (debond.storage.volumes)
+        level0 = node.get("0")
+        if isinstance(level0, zarr.Array):
+            return level0
     if not isinstance(node, zarr.Array):
         raise StoreFormatError(f"{os.fspath(target)} is a Zarr group, not an array")
     return node

@@ -3,11 +3,20 @@
 One Zarr v3 group per campaign (DESIGN.md, "Store"), at a local path or an
 fsspec URL (``s3://…``, ``memory://…``)::
 
-    <root>                      attrs {"debond": {"store_format": 1, ...}}
+    <root>                      attrs {"debond": {"store_format": 2, ...}}
       samples/<id>              attrs: the sample's own (e.g. {"cycles": 3})
         projections             (angle, z, x)   chunks: a few whole projections
         sinograms               (z, angle, x)   chunks: a few whole sinograms
-        recon, phases, particles, …   (z, y, x) chunks: cubes of 64–128 voxels
+        recon, phases, particles, …   OME-Zarr image groups (NGFF 0.5), each holding
+          0                     (z, y, x) chunks: cubes of 64–128 voxels
+          1                     the same, 2× coarser per axis, half-size chunks
+
+Volumes are OME-Zarr multiscale images, so that napari and the OME-Zarr
+readers open them with their scale in µm: level ``0`` is the volume the
+stages read and write; level ``1`` is written in the same pass over the data
+(:func:`prepare_write`): the mean of 2×2×2 voxels for floats, every second
+voxel for labels, phases and masks, whose values must stay values of the
+volume. Stores of format 1 (flat arrays) are still read.
 
 Every array carries ``voxel_size_um``, its ``purpose`` (which chose its
 chunks), its provenance and, once every chunk is written, a completion marker
@@ -93,8 +102,15 @@ from debond.storage.provenance import (
 
 #: Root attribute naming the store format (like ome-zarr's ``"ome": {"version"}``).
 FORMAT_KEY = "debond"
-#: Version of the store layout this module writes and reads.
-STORE_FORMAT = 1
+#: Version of the store layout this module writes and reads (1: volumes were
+#: flat arrays, still read; 2: volumes are OME-Zarr image groups).
+STORE_FORMAT = 2
+#: Group attribute holding OME-Zarr (NGFF) metadata in Zarr v3.
+OME_KEY = "ome"
+#: The NGFF version of that metadata.
+NGFF_VERSION = "0.5"
+#: Paths of a volume's resolution levels inside its image group.
+LEVELS = ("0", "1")
 #: Group holding one group per sample.
 SAMPLES = "samples"
 #: Array names of DESIGN.md (any other valid name is accepted too).
@@ -263,6 +279,92 @@ def default_compressor(dtype: Any, clevel: int = CLEVEL) -> BloscCodec:
     return BloscCodec(cname="zstd", clevel=clevel, shuffle="bitshuffle" if one_byte else "shuffle")
 
 
+# ------------------------------------------------------------------ OME-Zarr levels
+
+
+def coarser_level(data: da.Array) -> da.Array:
+    """The next OME-Zarr level of a volume: 2× coarser along every axis.
+
+    Floats are averaged over 2×2×2 voxels; integers and bools (labels, phases,
+    masks) take every second voxel, so that every value is one the volume
+    holds. An odd trailing voxel is dropped.
+
+    Parameters
+    ----------
+    data : (Z, Y, X) dask.array.Array
+        Each axis at least 2 voxels.
+
+    Returns
+    -------
+    (Z // 2, Y // 2, X // 2) dask.array.Array
+        Same dtype; lazy, built on ``data``'s own tasks (no second read).
+
+    Examples
+    --------
+    >>> volume = da.from_array(np.arange(27.0).reshape(3, 3, 3), chunks=2)
+    >>> coarser_level(volume).compute().ravel().tolist()
+    [6.5]
+    >>> coarser_level(volume.astype(np.uint8)).compute().ravel().tolist()
+    [0]
+    """
+    if data.dtype.kind == "f":
+        mean = da.coarsen(np.mean, data, dict.fromkeys(range(data.ndim), 2), trim_excess=True)
+        return mean.astype(data.dtype)
+    return data[tuple(slice(0, n - n % 2, 2) for n in data.shape)]
+
+
+def level_transforms(voxel_size_um: float, level: int, dtype: Any) -> list[dict[str, Any]]:
+    """NGFF coordinate transformations of a level, in µm.
+
+    Voxel ``i`` of level 0 has its centre at ``i * voxel_size_um``. A level-1
+    voxel of a float volume averages voxels ``2i`` and ``2i + 1`` (centre half
+    a voxel further), one of a label volume is voxel ``2i`` itself.
+
+    Examples
+    --------
+    >>> level_transforms(0.03, 1, "float32")[1]["translation"]
+    [0.015, 0.015, 0.015]
+    >>> len(level_transforms(0.03, 1, "uint8")), level_transforms(0.03, 0, "uint8")
+    (1, [{'type': 'scale', 'scale': [0.03, 0.03, 0.03]}])
+    """
+    step = voxel_size_um * 2**level
+    transforms: list[dict[str, Any]] = [{"type": "scale", "scale": [step] * 3}]
+    shift = (step - voxel_size_um) / 2 if np.dtype(dtype).kind == "f" else 0.0
+    if shift:
+        transforms.append({"type": "translation", "translation": [shift] * 3})
+    return transforms
+
+
+def ngff_metadata(
+    name: str, voxel_size_um: float, dims: Sequence[str], dtype: Any, levels: int
+) -> dict[str, Any]:
+    """The ``"ome"`` attribute of a volume's image group (NGFF 0.5 multiscales).
+
+    Parameters
+    ----------
+    name : str
+        The volume's name (``"recon"``, ``"phases"``…), shown by viewers.
+    voxel_size_um : float
+        Level 0's voxel edge, µm.
+    dims : (3,) str
+        Axis names, ``("z", "y", "x")``; all spatial, in micrometres.
+    dtype : dtype-like
+        The volume's type (chooses how level 1 was made).
+    levels : int
+        How many levels the group holds (1 or 2).
+    """
+    datasets = [
+        {
+            "path": LEVELS[level],
+            "coordinateTransformations": level_transforms(voxel_size_um, level, dtype),
+        }
+        for level in range(levels)
+    ]
+    axes = [{"name": dim, "type": "space", "unit": "micrometer"} for dim in dims]
+    multiscale = {"name": name, "axes": axes, "datasets": datasets}
+    return {"version": NGFF_VERSION, "multiscales": [multiscale]}
+
+
 # ------------------------------------------------------------------------ stores
 
 
@@ -291,7 +393,7 @@ def open_store(
     -------
     zarr.Group
         The root group; a new store is created with the attribute
-        ``{"debond": {"store_format": 1, "created_by": "debond <version>"}}``
+        ``{"debond": {"store_format": 2, "created_by": "debond <version>"}}``
         in its first write, the mark of a debond store (:func:`is_store`).
 
     Raises
@@ -472,14 +574,16 @@ def list_samples(store: Location | zarr.Group) -> list[str]:
 
 
 def list_arrays(store: Location | zarr.Group, sample: str) -> list[str]:
-    """Array names of a sample, sorted.
+    """Array names of a sample, sorted: its arrays and its volumes' image groups.
 
     Raises
     ------
     SampleNotFound
         (a ``KeyError``) naming the sample and the samples that exist.
     """
-    return _members(_sample_group(_as_group(store, "r"), sample), zarr.Array)
+    node = _sample_group(_as_group(store, "r"), sample)
+    images = [name for name in _members(node, zarr.Group) if _stored_array(node, name) is not None]
+    return sorted(_members(node, zarr.Array) + images)
 
 
 def _sample_group(group: zarr.Group, sample: str, wanted: str | None = None) -> zarr.Group:
@@ -520,7 +624,7 @@ def set_sample_attrs(store: Location | zarr.Group, sample: str, attrs: Mapping[s
 
 
 def get_array(store: Location | zarr.Group, sample: str, name: str) -> zarr.Array:
-    """The Zarr array ``samples/<sample>/<name>``.
+    """The Zarr array ``samples/<sample>/<name>``: a volume's level 0, or the array itself.
 
     Raises
     ------
@@ -529,9 +633,9 @@ def get_array(store: Location | zarr.Group, sample: str, name: str) -> zarr.Arra
     """
     group = _as_group(store, "r")
     path = _array_path(sample, name)
-    node = _sample_group(group, sample, name).get(name)
-    if not isinstance(node, zarr.Array):
-        arrays = _members(_sample_group(group, sample), zarr.Array)
+    node = _stored_array(_sample_group(group, sample, name), name)
+    if node is None:
+        arrays = list_arrays(group, sample)
         raise ArrayNotFound(
             f"no array {name!r} for sample {sample!r} ({path}) in the store "
             f"{store_location(group.store)}; arrays of {sample!r}: {', '.join(arrays) or 'none'}"
@@ -663,13 +767,9 @@ def create_volume(
     provenance = None if stage is None else make_provenance(stage, parameters, inputs)
 
     group = _as_group(store, "a")
-    existing = group.get(path)
+    existing = _stored_array(group, path)
     repaired = None
     if existing is not None:
-        if not isinstance(existing, zarr.Array):
-            raise StoreFormatError(
-                f"{path} in {store_location(group.store)} is a group, not an array"
-            )
         if not overwrite:
             raise ArrayExists(
                 f"array {path} exists in {store_location(group.store)} (shape {existing.shape}, "
@@ -679,27 +779,85 @@ def create_volume(
         # written over a damaged array: what was made from it is redone (array_identity)
         repaired = now() if chunk_damage(existing) is not None else None
         clear_completion(existing)
+    if path in group:
+        del group[path]  # an image group goes with all its levels
 
     attributes: dict[str, Any] = {"voxel_size_um": voxel, "purpose": purpose, **extra}
     if repaired is not None:
         attributes[REPAIRED_KEY] = repaired
     if provenance is not None:
         attributes[PROVENANCE_KEY] = provenance.to_json()
-    return group.create_array(
-        path,
-        shape=shape,
-        dtype=dtype,
-        chunks=chunks,
+    options: dict[str, Any] = {
+        "dtype": dtype,
         # a checksum after compression: a chunk whose bytes changed fails to decode
-        compressors=[default_compressor(dtype, clevel), CHECKSUM_CODEC],
-        fill_value=False if dtype.kind == "b" else 0,
-        dimension_names=dims,
-        attributes=attributes,
-        overwrite=overwrite,
+        "compressors": [default_compressor(dtype, clevel), CHECKSUM_CODEC],
+        "fill_value": False if dtype.kind == "b" else 0,
+        "dimension_names": dims,
         # every chunk is stored, even one of fill values: a missing chunk is then
         # damage that the completion record names (debond.storage.integrity)
+        "config": {"write_empty_chunks": True},
+    }
+    if purpose != "volume":
+        return group.create_array(
+            path, shape=shape, chunks=chunks, attributes=attributes, **options
+        )
+    _mark_format(group)
+    image = group.create_group(
+        path, attributes={OME_KEY: ngff_metadata(name, voxel, dims, dtype, levels=1)}
+    )
+    return image.create_array(
+        LEVELS[0], shape=shape, chunks=chunks, attributes=attributes, **options
+    )
+
+
+def _stored_array(group: zarr.Group, path: str) -> zarr.Array | None:
+    """The array at ``path``: itself (format 1, projections) or an image's level 0.
+
+    None where nothing is there, or an image group lost its level 0 (a write
+    killed between creating the two).
+    """
+    node = group.get(path)
+    if isinstance(node, zarr.Group):
+        node = node.get(LEVELS[0])
+    return node if isinstance(node, zarr.Array) else None
+
+
+def _mark_format(group: zarr.Group) -> None:
+    """Raise a format-1 store's mark to :data:`STORE_FORMAT` before its first image."""
+    root = zarr.open_group(group.store, mode="r+", path="")
+    info = dict(cast(dict[str, Any], root.attrs.asdict()).get(FORMAT_KEY) or {})
+    if info.get("store_format", STORE_FORMAT) < STORE_FORMAT:
+        root.attrs[FORMAT_KEY] = {**info, "store_format": STORE_FORMAT}
+
+
+def _add_coarser_level(level0: zarr.Array) -> zarr.Array | None:
+    """Create level 1 beside an image's level 0 and list it in the NGFF metadata.
+
+    None where an axis is under 2 voxels (no coarser level) or ``level0`` is
+    not in an image group.
+    """
+    if not level0.path.endswith(f"/{LEVELS[0]}") or min(level0.shape) < 2:
+        return None
+    image = zarr.open_group(level0.store, mode="r+", path=level0.path.rsplit("/", 1)[0])
+    if OME_KEY not in image.attrs:
+        return None
+    attrs = cast(dict[str, Any], level0.attrs.asdict())
+    dims = cast(tuple[str, str, str], getattr(level0.metadata, "dimension_names", None))
+    name = cast(dict[str, Any], image.attrs.asdict())[OME_KEY]["multiscales"][0]["name"]
+    voxel = float(attrs["voxel_size_um"])
+    level1 = image.create_array(
+        LEVELS[1],
+        shape=tuple(n // 2 for n in level0.shape),
+        chunks=tuple(max(1, c // 2) for c in level0.chunks),
+        dtype=level0.dtype,
+        compressors=level0.compressors,
+        fill_value=level0.fill_value,
+        dimension_names=dims,
+        attributes={"voxel_size_um": 2 * voxel, "purpose": "volume"},
         config={"write_empty_chunks": True},
     )
+    image.attrs[OME_KEY] = ngff_metadata(name, voxel, dims, level0.dtype, levels=2)
+    return level1
 
 
 @dataclass(frozen=True, eq=False)
@@ -797,7 +955,14 @@ def prepare_write(
     # One task per Zarr chunk: no two tasks ever write the same chunk, on any
     # scheduler (dask.array.to_zarr would rechunk to "auto" multiples, which a
     # small array.chunk-size setting can misalign).
-    task = lazy.rechunk(array.chunks).store(array, lock=False, compute=False)
+    level0 = lazy.rechunk(array.chunks)
+    sources, targets = [level0], [cast(Any, array)]
+    level1 = _add_coarser_level(array)
+    if level1 is not None:
+        # from level 0's own chunks, in the same graph: one pass over the data
+        sources.append(coarser_level(level0).rechunk(level1.chunks))
+        targets.append(level1)
+    task = da.store(sources, targets, lock=False, compute=False)
     return PendingWrite(array, task)
 
 

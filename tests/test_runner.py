@@ -501,7 +501,7 @@ def test_a_run_killed_during_measure_resumes_to_the_same_table(
 
 def _chunk(store: Path, sample: str, name: str) -> Path:
     """The chunk file of a small-campaign array (each array is one chunk)."""
-    return store / "samples" / sample / name / "c" / "0" / "0" / "0"
+    return store / get_array(store, sample, name).path / "c" / "0" / "0" / "0"
 
 
 def _tables(campaign_file: Path) -> Path:
@@ -860,11 +860,11 @@ def test_a_recon_without_voxel_size_or_contrast_is_refused(
     campaign_file = copy_campaign(pristine, tmp_path / "small")
     run(campaign_file, client, stages=["ingest", "prep", "recon"])
     group = zarr.open_group(campaign_file.parent / "store.zarr", mode="r+")
-    del group["samples/c01/recon"].attrs["voxel_size_um"]
+    del group["samples/c01/recon/0"].attrs["voxel_size_um"]
     with pytest.raises(RunError, match=r"segment of sample\[1\] \('c01'\).*voxel_size_um"):
         run(campaign_file, client, stages=["segment"])
-    group["samples/c01/recon"].attrs["voxel_size_um"] = VOXEL_UM
-    group["samples/c03/recon"][...] = 0.0
+    group["samples/c01/recon/0"].attrs["voxel_size_um"] = VOXEL_UM
+    group["samples/c03/recon/0"][...] = 0.0
     with pytest.raises(RunError, match=r"sample\[2\] \('c03'\).*no usable grey levels"):
         run(campaign_file, client, stages=["segment"])
     assert not any(name.endswith("/phases") for name in complete_arrays(group.store.root))

@@ -62,7 +62,7 @@ def _phases_again(location: str) -> zarr.Array:
         location,
         "c01",
         "phases",
-        np.asarray(open_store(location)["samples/c01/phases"][...]),
+        np.asarray(open_store(location)["samples/c01/phases/0"][...]),
         voxel_size_um=0.05,
         chunks=(2, 4, 4),
         stage="segment",
@@ -72,7 +72,7 @@ def _phases_again(location: str) -> zarr.Array:
 
 
 def _chunk(location: str, key: str) -> str:
-    return f"{location}/samples/c01/phases/{key}"
+    return f"{location}/samples/c01/phases/0/{key}"
 
 
 def _fs(location: str) -> fsspec.AbstractFileSystem:
@@ -179,7 +179,7 @@ def test_stray_files_in_an_array_are_not_chunks(tmp_path: Path) -> None:
     array = _phases(location)
     Path(_chunk(location, "c/notes.txt")).write_text("hello")
     Path(_chunk(location, "c/0/0/0.partial")).write_bytes(b"")
-    assert status(open_store(location)["samples/c01/phases"], "segment", PARAMETERS, None) is (
+    assert status(open_store(location)["samples/c01/phases/0"], "segment", PARAMETERS, None) is (
         Status.CURRENT
     )
     assert listing(array).chunks == 3

@@ -205,7 +205,7 @@ def test_array_inputs_chain_provenance(tmp_path: Path) -> None:
     identity = identify(inputs)["recon"]
     recorded = read_provenance(recon)
     assert recorded is not None
-    assert identity == {"kind": "array", "path": "samples/c01/recon", "digest": recorded.digest}
+    assert identity == {"kind": "array", "path": "samples/c01/recon/0", "digest": recorded.digest}
     phases = _write(store, "phases", stage="segment", parameters={"classes": 5}, inputs=inputs)
     assert status(phases, "segment", {"classes": 5}, inputs) is Status.CURRENT
     # upstream redone with other parameters: downstream is stale
@@ -219,11 +219,11 @@ def test_array_inputs_chain_provenance(tmp_path: Path) -> None:
         store, "c01", "recon", (1, 1, 1), "uint8", voxel_size_um=1, stage="r", overwrite=True
     )
     with pytest.raises(
-        IncompleteArray, match=r"input 'recon': array 'samples/c01/recon' .*not complete"
+        IncompleteArray, match=r"input 'recon': array 'samples/c01/recon/0' .*not complete"
     ):
-        identify({"recon": store["samples/c01/recon"]})
+        identify({"recon": store["samples/c01/recon/0"]})
     assert (
-        status(phases, "segment", {"classes": 5}, {"recon": store["samples/c01/recon"]})
+        status(phases, "segment", {"classes": 5}, {"recon": store["samples/c01/recon/0"]})
         is Status.STALE
     )
 
@@ -301,7 +301,7 @@ def test_overwriting_clears_the_marker_before_anything_else(tmp_path: Path) -> N
 
 def test_a_marker_needs_provenance(tmp_path: Path) -> None:
     array = create_volume(tmp_path / "c.zarr", "c01", "raw", (1, 1, 1), "uint8", voxel_size_um=1)
-    with pytest.raises(MetadataError, match=r"'samples/c01/raw' .*has no provenance"):
+    with pytest.raises(MetadataError, match=r"'samples/c01/raw/0' .*has no provenance"):
         mark_complete(array)
     array.attrs["provenance"] = {"stage": "x"}
     with pytest.raises(MetadataError, match=r"provenance field 'parameters' must be a dict"):

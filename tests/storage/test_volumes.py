@@ -120,7 +120,7 @@ def test_arrays_are_chunked_by_purpose_and_compressed_with_blosc_zstd(location: 
         assert codec.cname.value == "zstd" and codec.shuffle is not None
         assert codec.shuffle.value == shuffle
     # the chunks are in the stored metadata, seen by a fresh reader
-    assert zarr.open_array(f"{location}/samples/c01/phases", mode="r").chunks == (128, 20, 128)
+    assert zarr.open_array(f"{location}/samples/c01/phases/0", mode="r").chunks == (128, 20, 128)
 
 
 # ------------------------------------------------------------------ stores
@@ -129,7 +129,7 @@ def test_arrays_are_chunked_by_purpose_and_compressed_with_blosc_zstd(location: 
 def test_open_store_creates_a_versioned_store_and_reopens_it(location: str) -> None:
     store = open_store(location, "a")
     info = store.attrs["debond"]
-    assert info == {"store_format": 1, "created_by": f"debond {__version__}"}
+    assert info == {"store_format": 2, "created_by": f"debond {__version__}"}
     set_sample_attrs(store, "c03", {"cycles": 3})
     again = open_store(location, "r")
     assert list_samples(again) == ["c03"]
@@ -165,7 +165,7 @@ def test_open_store_errors_name_the_location(location: str) -> None:
     with pytest.raises(StoreFormatError, match=r"not a debond campaign store.*something"):
         open_store(location, "a")
     foreign.attrs["debond"] = {"store_format": 99}
-    with pytest.raises(StoreFormatError, match="store format 99 .* reads formats up to 1"):
+    with pytest.raises(StoreFormatError, match="store format 99 .* reads formats up to 2"):
         open_store(location, "r")
 
 
@@ -187,7 +187,7 @@ def test_open_store_creates_or_reopens_only_a_store(tmp_path: Path) -> None:
     for where in (tmp_path / "empty", tmp_path / "new.zarr"):
         open_store(where, "a")
         metadata = json.loads((where / "zarr.json").read_text())
-        assert metadata["attributes"]["debond"]["store_format"] == 1
+        assert metadata["attributes"]["debond"]["store_format"] == 2
         assert is_store(where) and foreign_content(where) is None
     zarr.open_group(tmp_path / "bare.zarr", mode="w", zarr_format=3)
     with pytest.raises(StoreFormatError, match=r"no 'debond' attribute\) that is not a debond"):
