@@ -32,8 +32,10 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "hpc"
 #: The stand-ins, each a bash script; $JOBS is the folder of the jobs' pid files and logs.
 STAND_INS = {
     "sbatch": """#!/usr/bin/env bash
-# sbatch SCRIPT: run SCRIPT here, in its own process group, and print its job id
-setsid bash "$1" > "$JOBS/job-$$.log" 2>&1 < /dev/null &
+# sbatch SCRIPT: run a copy of SCRIPT here (dask-jobqueue deletes it once sbatch
+# returns), in its own process group, and print its job id
+cp "$1" "$JOBS/job-$$.sh"
+setsid bash "$JOBS/job-$$.sh" > "$JOBS/job-$$.log" 2>&1 < /dev/null &
 echo "$!" > "$JOBS/job-$!.id"
 echo "Submitted batch job $!"
 """,
