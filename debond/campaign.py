@@ -615,6 +615,13 @@ def _model_at(location: tuple[int | str, ...], model: type[CampaignBase]) -> typ
     return sections[name] if len(location) == depth else None
 
 
+#: Keys that would carry a store's credentials or client options (refused, with where they go).
+_CREDENTIAL_KEY = re.compile(
+    r"(^|_)(key|secret|token|password|credentials?|storage_options|endpoint(_url)?|profile)$",
+    re.IGNORECASE,
+)
+
+
 def _describe(problem: Mapping[str, Any], file_model: type[CampaignBase]) -> str:
     """One pydantic error as "found …, expected …"."""
     location = tuple(problem["loc"])
@@ -622,6 +629,12 @@ def _describe(problem: Mapping[str, Any], file_model: type[CampaignBase]) -> str
     model = _model_at(location, file_model)
     if kind == "extra_forbidden":
         keys = list(model.model_fields) if model is not None else []
+        if _CREDENTIAL_KEY.search(str(location[-1])):
+            return (
+                "credentials and storage options are never read from the campaign file; "
+                "expected them in the environment of the run and of every worker "
+                "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, or FSSPEC_S3_*)"
+            )
         text = "unknown key"
         close = difflib.get_close_matches(str(location[-1]), keys, n=1)
         if close:

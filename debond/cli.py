@@ -361,6 +361,35 @@ def run_command(
             "stages starting and ending."
         ),
     ] = True,
+    cluster_kind: Annotated[
+        str,
+        typer.Option(
+            "--cluster",
+            help="local: the embedded cluster (or --scheduler); slurm: workers in SLURM "
+            "jobs (dask-jobqueue, the hpc extra; see deploy/hpc/README.md).",
+        ),
+    ] = "local",
+    jobqueue_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --cluster slurm: a dask-jobqueue YAML file (deploy/hpc/slurm.yaml); "
+            "default: the dask configuration's jobqueue.slurm."
+        ),
+    ] = None,
+    tls_ca_file: Annotated[
+        Path | None,
+        typer.Option(help="TLS: the CA certificate (PEM) that signed the cluster's certificates."),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="TLS: this client's certificate (PEM), signed by that CA."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="TLS: the private key (PEM) of that certificate, unless its file holds it."
+        ),
+    ] = None,
 ) -> None:
     """Run the image stages for every sample, resumably (complete, current outputs are kept).
 
@@ -373,7 +402,7 @@ def run_command(
       debond run campaign.toml --dry-run
     """
     from debond.campaign import CampaignError, load_campaign
-    from debond.cluster import ClusterError, cluster
+    from debond.cluster import ClusterError, cluster, tls_security
     from debond.runner import (
         Interrupted,
         RunError,
@@ -382,6 +411,7 @@ def run_command(
         parse_stages,
         run_campaign,
     )
+    from debond.slurm import SlurmError
 
     try:
         stages = parse_stages(only)
@@ -395,6 +425,21 @@ def run_command(
         raise _fail(str(error)) from error
     if workers is not None and workers < 1:
         raise _fail(f"--workers must be at least 1; got {workers}")
+    if cluster_kind not in ("local", "slurm"):
+        raise _fail(f"--cluster {cluster_kind!r}: expected local or slurm")
+    if jobqueue_config is not None and cluster_kind != "slurm":
+        raise _fail("--jobqueue-config is for --cluster slurm; expected both or neither")
+    security = None
+    if tls_ca_file is not None or tls_cert is not None or tls_key is not None:
+        if tls_ca_file is None or tls_cert is None:
+            raise _fail(
+                "TLS needs --tls-ca-file and --tls-cert (and --tls-key unless the "
+                "certificate holds it); one of the first two is missing"
+            )
+        try:
+            security = tls_security(tls_ca_file, tls_cert, tls_key)
+        except ClusterError as error:
+            raise _fail(str(error)) from error
     typer.echo(
         f"campaign {loaded.name}: {len(loaded.samples)} samples, store {loaded.store_location}"
     )
@@ -406,7 +451,14 @@ def run_command(
     display = _progress_display() if progress else None
     echo = typer.echo if display is None else display.echo
     try:
-        with cluster(scheduler, workers=workers, echo=typer.echo) as client:
+        with cluster(
+            scheduler,
+            workers=workers,
+            security=security,
+            slurm=cluster_kind == "slurm",
+            jobqueue_config=jobqueue_config,
+            echo=typer.echo,
+        ) as client:
             outcomes = run_campaign(
                 loaded,
                 client,
@@ -414,7 +466,9 @@ def run_command(
                 force=force,
                 echo=echo,
                 display=display,
-                command=_run_command_line(campaign, scheduler, workers, only, force, progress),
+                command=_run_command_line(
+                    campaign, scheduler, workers, only, force, progress, cluster_kind
+                ),
             )
     except Interrupted as stopped:
         typer.secho(str(stopped), fg=typer.colors.YELLOW, err=True)
@@ -422,7 +476,7 @@ def run_command(
     except KeyboardInterrupt:  # before any stage ran (the cluster was starting)
         typer.secho("interrupted before any stage ran", fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(code=130) from None
-    except ClusterError as error:
+    except (ClusterError, SlurmError) as error:
         raise _fail(str(error)) from error
     except (RunError, CampaignError) as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
@@ -441,11 +495,17 @@ def _run_command_line(
     only: str | None,
     force: bool,
     progress: bool,
+    cluster_kind: str = "local",
 ) -> str:
-    """The ``debond run`` command as given, for the run's log."""
+    """The ``debond run`` command as given, for the run's log (TLS file names left out)."""
     from debond.runlog import describe_command
 
-    given = {"--scheduler": scheduler, "--workers": workers, "--only": only}
+    given = {
+        "--scheduler": scheduler,
+        "--workers": workers,
+        "--only": only,
+        "--cluster": None if cluster_kind == "local" else cluster_kind,
+    }
     words = ["debond", "run", str(campaign)]
     words += [
         word for key, value in given.items() if value is not None for word in (key, str(value))

@@ -61,7 +61,7 @@ import zarr
 from distributed import Client, Future, wait
 
 from debond.campaign import Campaign, CampaignError, Sample
-from debond.cluster import workers_in_process
+from debond.cluster import stage_resources, workers_in_process
 from debond.memory import TASK_MEMORY_KEY, task_budget, task_bytes
 from debond.particles import particle_table
 from debond.pipeline.ingest import IngestError
@@ -83,6 +83,7 @@ from debond.storage import (
 )
 from debond.storage.lock import StoreInUse, check_free, store_lock
 from debond.storage.provenance import REPAIRED_KEY, digest, mark_damaged
+from debond.storage.remote import remote_store_problem
 from debond.storage.tables import DIGEST_KEY, table_status, write_table
 
 __all__ = [
@@ -247,7 +248,10 @@ def check_store_reachable(campaign: Campaign, *, workers_in_process: bool) -> No
     A ``memory://`` store lives in the memory of the process that opens it:
     workers in other processes would each write into their own, and the run
     would fail later with misleading messages. It serves an in-process
-    cluster only (:func:`debond.cluster.workers_in_process`).
+    cluster only (:func:`debond.cluster.workers_in_process`). A store on
+    object storage (``s3://``) must have its bucket, and the credentials of
+    the environment must be accepted there
+    (:func:`debond.storage.remote.remote_store_problem`).
 
     Parameters
     ----------
@@ -258,7 +262,8 @@ def check_store_reachable(campaign: Campaign, *, workers_in_process: bool) -> No
     Raises
     ------
     RunError
-        Naming the campaign file, the key and what a store must be.
+        Naming the campaign file, the key and what a store must be: for a URL,
+        credentials written into it, a missing bucket, refused credentials.
     """
     store = campaign.store_location
     if store.startswith("memory://") and not workers_in_process:
@@ -267,6 +272,10 @@ def check_store_reachable(campaign: Campaign, *, workers_in_process: bool) -> No
             "workers in other processes cannot see it; expected a folder or a URL that every "
             "worker reaches (memory:// serves an in-process cluster only)"
         )
+    if "://" in store:
+        problem = remote_store_problem(store)
+        if problem is not None:
+            raise RunError(f"{campaign.path}: [campaign] store = {store!r}: {problem}")
 
 
 # ----------------------------------------------------------------- running
@@ -401,7 +410,7 @@ def _execute(
     _say(plan, echo, f"running (output {reason}{note})")
     started = time.perf_counter()
     with flight.tracked(plan):
-        futures = client.compute(collections)
+        futures = client.compute(collections, resources=stage_resources(client, plan.stage.gpu))
         flight.fly(futures)
         if flight.stop.is_set():  # stopped while this was being submitted
             client.cancel(futures)

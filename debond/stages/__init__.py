@@ -62,6 +62,7 @@ REGISTRY = Registry(
             "`sinograms` → `recon` (attenuation, 1/µm)",
             reads=("sinograms",), writes=("recon",), raw=True,
             supplied=("voxel_size_um", "rotation_centre_px"), memory=recon.peak_bytes,
+            gpu=True,
         ),
         Stage(
             "segment", segment.Parameters, segment_phases, segment.plan,

@@ -188,6 +188,10 @@ class Stage:
     memory : callable, optional
         ``memory(block_shape, parameters) -> bytes``: the peak memory of one of
         its tasks (:meth:`peak_bytes`).
+    gpu : bool
+        Its kernel uses a GPU where the worker has one (ASTRA's CUDA
+        algorithms): on a cluster whose workers advertise the ``GPU``
+        resource its tasks run on those (:func:`debond.cluster.stage_resources`).
     """
 
     name: str
@@ -202,6 +206,7 @@ class Stage:
     chain: Literal["3d", "sem"] = "3d"
     supplied: tuple[str, ...] = ()
     memory: PeakBytes | None = None
+    gpu: bool = False
 
     def peak_bytes(self, block_shape: Sequence[int], parameters: Mapping[str, Any]) -> float:
         """Peak memory of one task of this stage, bytes.
