@@ -163,6 +163,7 @@ def fbp(
     *,
     fbp_filter: str = "ram-lak",
     shape_yx: tuple[int, int] | None = None,
+    widen_px: int = 0,
 ) -> Any:
     """FBP of a slab of sinogram rows on its own device (NumPy: CPU, CuPy: GPU).
 
@@ -178,6 +179,11 @@ def fbp(
         One of :data:`FILTERS`.
     shape_yx : (int, int), optional
         Default (columns, columns).
+    widen_px : int
+        Columns of edge values added on either side before filtering, for a
+        sample wider than the detector (local tomography), as the CPU path of
+        :mod:`debond.pipeline.recon` does: the ramp filter then raises no
+        bright rim at the edge of the field of view. The grid stays the same.
 
     Returns
     -------
@@ -186,7 +192,12 @@ def fbp(
     """
     n_columns = sinograms.shape[-1]
     grid = (n_columns, n_columns) if shape_yx is None else shape_yx
-    middle = (n_columns - 1) / 2
+    if widen_px:
+        xp = array_module(sinograms)
+        widths = [(0, 0)] * (sinograms.ndim - 1) + [(widen_px, widen_px)]
+        sinograms = xp.pad(sinograms, widths, mode="edge")
+        centre_px += widen_px
+    middle = (sinograms.shape[-1] - 1) / 2
     # the axis brought to the detector's middle in Fourier space, not by interpolation
     filtered = filter_sinograms(sinograms, fbp_filter, shift=centre_px - middle)
     return backproject(filtered, angles, middle, grid)

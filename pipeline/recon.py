@@ -67,6 +67,8 @@ from dask.base import get_scheduler
 from numpy.typing import ArrayLike, NDArray
 from scipy import fft as sp_fft
 
+from debond.pipeline import fbp as device_fbp
+from debond.pipeline.arrays import array_module, is_cupy, meta_like
 from debond.pipeline.centre import resolve_centre
 
 __all__ = [
@@ -296,7 +298,7 @@ def reconstruct(
         functools.partial(_reconstruct, params=params),
         chunks=(stack.chunks[0], (n_y,), (n_x,)),
         dtype=np.float32,
-        meta=np.empty((0, 0, 0), dtype=np.float32),
+        meta=meta_like(stack, np.float32),  # CuPy blocks give CuPy blocks
         token="reconstruct",
     )
 
@@ -757,6 +759,8 @@ def _parameters(
 
 def _reconstruct(sinograms: NDArray[np.generic], params: _Parameters) -> NDArray[np.float32]:
     """The kernel on validated parameters (also the ``map_blocks`` function)."""
+    if is_cupy(sinograms):
+        return _reconstruct_on_device(sinograms, params)
     block = np.ascontiguousarray(sinograms, dtype=np.float32)
     n_rows, _, n_columns = block.shape
     n_y, n_x = params.shape_yx
@@ -780,6 +784,40 @@ def _reconstruct(sinograms: NDArray[np.generic], params: _Parameters) -> NDArray
         volume = _rows_2d(block, params, shift, _CPU[params.algorithm], cuda=False)
     volume /= np.float32(params.voxel_size_um)
     return volume
+
+
+def _reconstruct_on_device(block: Any, params: _Parameters) -> Any:
+    """A CuPy block: FBP where it lies (:mod:`debond.pipeline.fbp`), SIRT and CGLS by ASTRA.
+
+    ``"auto"`` is SIRT where ASTRA finds a CUDA device and FBP elsewhere, as
+    on the host. ASTRA takes host arrays (and moves them to its device
+    itself), so SIRT and CGLS copy the block to the host and the result
+    back. Truncated rows (:func:`truncated`) are filtered on a widened
+    detector, as on the CPU.
+    """
+    xp = array_module(block)
+    algorithm = params.algorithm
+    if algorithm == AUTO:
+        algorithm = AUTO_CHOICE[bool(astra.use_cuda())]
+    if algorithm != "fbp":
+        on_host = dataclasses.replace(params, algorithm=algorithm)
+        return xp.asarray(_reconstruct(block.get(), on_host))
+    n_rows, _, n_columns = block.shape
+    out = xp.empty((n_rows, *params.shape_yx), dtype=xp.float32)
+    wide = [truncated(block[row]) for row in range(n_rows)]
+    for widened in (False, True):
+        rows = [row for row in range(n_rows) if wide[row] == widened]
+        if rows:
+            out[rows] = device_fbp.fbp(
+                block[rows],
+                params.angles,
+                params.centre_px,
+                fbp_filter=params.fbp_filter,
+                shape_yx=params.shape_yx,
+                widen_px=n_columns // 2 if widened else 0,
+            )
+    out /= xp.float32(params.voxel_size_um)
+    return out
 
 
 def _vectors_2d(angles: NDArray[np.float64], shift: float) -> NDArray[np.float64]:
@@ -907,10 +945,11 @@ def truncated(sinogram: NDArray[np.floating]) -> bool:
     >>> truncated(inside), truncated(inside + 0.5)
     (False, True)
     """
-    top = float(np.percentile(sinogram, 99))
+    xp = array_module(sinogram)  # NumPy or CuPy
+    top = float(xp.percentile(sinogram, 99))
     if not top > 0:
         return False
-    edges = np.median(sinogram[:, [0, -1]], axis=0)
+    edges = xp.median(sinogram[:, [0, -1]], axis=0)
     return bool(edges.max() > TRUNCATION_SHARE * top)
 
 
