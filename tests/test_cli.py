@@ -101,6 +101,7 @@ def test_fit_explains_what_is_missing(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "(.parquet or .csv)" in result.output
 
 
+@pytest.mark.slow  # the whole demo, 25 s; the default run covers its parts
 def test_demo_prints_recovered_and_true_parameters(tmp_path: Path) -> None:
     """The whole chain on the small preset: synth → run → fit → report."""
     folder = tmp_path / "demo"

@@ -128,7 +128,8 @@ def test_ball_opening_equals_scipy_with_a_ball_element(radius: float) -> None:
     assert np.array_equal(result, expected)
 
 
-@pytest.mark.parametrize("chunks", [48, 16, (5, 20, 23), 3])
+# 3-voxel chunks (hundreds of blocks) are the heaviest case: in the slow run
+@pytest.mark.parametrize("chunks", [48, 16, (5, 20, 23), pytest.param(3, marks=pytest.mark.slow)])
 def test_chunking_does_not_change_the_phases(
     truth: tuple[np.ndarray, np.ndarray], chunks: int | tuple[int, ...]
 ) -> None:
