@@ -31,6 +31,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import psutil
+
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCHMARKS_DIR / "results"
 MIB = 1024.0 * 1024.0
@@ -264,3 +266,18 @@ def fmt_seconds(seconds: float) -> str:
 def fmt_mib(n_bytes: float) -> str:
     """Bytes as MiB."""
     return f"{n_bytes / MIB:.1f} MiB"
+
+
+def process_cpu_seconds() -> float:
+    """This process's CPU time (user + system, all threads), seconds."""
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
+
+
+def cluster_cpu_seconds(client: Any) -> float:
+    """CPU seconds of every worker process and of this process (client and scheduler).
+
+    ``client`` is a ``distributed.Client``; the workers report through ``Client.run``.
+    """
+    workers: dict[str, float] = client.run(process_cpu_seconds)
+    return sum(workers.values()) + process_cpu_seconds()

@@ -62,8 +62,16 @@ from typing import Any
 import cc3d
 import dask.array as da
 import numpy as np
-import psutil
-from common import MIB, Timing, machine_info, print_table, source_digests, write_result
+from common import (
+    MIB,
+    Timing,
+    cluster_cpu_seconds,
+    machine_info,
+    print_table,
+    process_cpu_seconds,
+    source_digests,
+    write_result,
+)
 from distributed import Client, LocalCluster, get_task_stream, wait
 from numpy.typing import NDArray
 from scipy import ndimage
@@ -106,18 +114,6 @@ def timed(func: Any) -> tuple[float, Any]:
     start = time.perf_counter()
     value = func()
     return time.perf_counter() - start, value
-
-
-def _cpu_seconds() -> float:
-    """This process's CPU time (user + system, all threads), seconds."""
-    times = psutil.Process().cpu_times()
-    return float(times.user + times.system)
-
-
-def cluster_cpu_seconds(client: Client) -> float:
-    """CPU seconds of every worker process and of this process (client and scheduler)."""
-    workers: dict[str, float] = client.run(_cpu_seconds)
-    return sum(workers.values()) + _cpu_seconds()
 
 
 def pipeline_run(mask: da.Array) -> tuple[float, float, float, da.Array, int]:
@@ -204,10 +200,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             identical[chunk] = bool(np.array_equal(got, reference))
             del labels, got
         for _ in range(args.repeats):
-            cpu = _cpu_seconds()
+            cpu = process_cpu_seconds()
             seconds, _ = timed(lambda: scipy_label(mask))
             times["scipy"].append(seconds)
-            times["scipy:cpu"].append(_cpu_seconds() - cpu)
+            times["scipy:cpu"].append(process_cpu_seconds() - cpu)
             seconds, _ = timed(lambda: cc3d_label(mask))
             times["cc3d"].append(seconds)
             for chunk in args.chunks:

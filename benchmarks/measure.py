@@ -117,7 +117,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cc3d
 import dask
 import dask.array as da
 import numpy as np
@@ -126,17 +125,27 @@ import psutil
 from common import (
     MIB,
     Timing,
+    cluster_cpu_seconds,
     fmt_mib,
     fmt_seconds,
     high_water_mark,
     machine_info,
     max_rss_bytes,
     print_table,
+    process_cpu_seconds,
     source_digests,
     time_repeats,
     write_result,
 )
 from distributed import Client, LocalCluster, wait
+from label import (
+    BLOB_SIGMA,
+    BLOB_THRESHOLD_STD,
+    CONNECTIVITY,
+    blob_mask,
+    cc3d_label,
+    scipy_label,
+)
 from numpy.typing import NDArray
 from scipy import ndimage
 
@@ -147,10 +156,6 @@ from debond.pipeline.measure import fibonacci_directions, measure_gaps, ray_gaps
 from debond.pipeline.segment import CBD, SILICON
 
 NAME = "measure"
-CONNECTIVITY = 6
-#: Blob mask: Gaussian σ of the smoothed noise (voxels) and threshold (its standard deviations).
-BLOB_SIGMA = 2.0
-BLOB_THRESHOLD_STD = 0.5
 #: Gap measurement: the stage's parameters.
 VOXEL_SIZE_UM = 0.06
 N_RAYS = 256
@@ -178,18 +183,6 @@ def reset_high_water_mark() -> bool:
     except OSError:
         return False
     return True
-
-
-def process_cpu_seconds() -> float:
-    """This process's CPU time (user + system, all threads), seconds."""
-    times = psutil.Process().cpu_times()
-    return float(times.user + times.system)
-
-
-def cluster_cpu_seconds(client: Client) -> float:
-    """CPU seconds of every worker process and of this process (client and scheduler)."""
-    workers: dict[str, float] = client.run(process_cpu_seconds)
-    return sum(workers.values()) + process_cpu_seconds()
 
 
 def rss_now() -> float:
@@ -284,28 +277,6 @@ def local_cluster(**options: Any) -> Iterator[Client]:
 
 
 # ----------------------------------------------------------------- labelling
-
-
-def blob_mask(size: int, seed: int) -> NDArray[np.bool_]:
-    """Gaussian-smoothed white noise above ``BLOB_THRESHOLD_STD`` standard deviations."""
-    rng = np.random.default_rng(seed)
-    noise = rng.standard_normal((size, size, size), dtype=np.float32)
-    smooth = ndimage.gaussian_filter(noise, BLOB_SIGMA, mode="wrap")
-    threshold = BLOB_THRESHOLD_STD * float(smooth.std())
-    return np.asarray(smooth > threshold)
-
-
-def scipy_label(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int]:
-    """``scipy.ndimage.label`` with its default (6-connected) structure."""
-    labels, n = ndimage.label(mask)
-    return labels, int(n)
-
-
-def cc3d_label(mask: NDArray[np.bool_]) -> tuple[NDArray[Any], int]:
-    """``cc3d.connected_components``, 6-connected."""
-    connected_components: Any = cc3d.connected_components  # its stubs want a Literal
-    labels, n = connected_components(mask, connectivity=CONNECTIVITY, return_N=True)
-    return labels, int(n)
 
 
 def pipeline_label(

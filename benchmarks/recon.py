@@ -116,12 +116,14 @@ import psutil
 from common import (
     MIB,
     Timing,
+    cluster_cpu_seconds,
     fmt_mib,
     fmt_seconds,
     high_water_mark,
     machine_info,
     max_rss_bytes,
     print_table,
+    process_cpu_seconds,
     source_digests,
     time_repeats,
     write_result,
@@ -401,18 +403,6 @@ def task_seconds(stream: list[dict[str, Any]], token: str) -> float:
                 if part["action"] == "compute"
             )
     return sum(stop - start for _, start, stop in intervals)
-
-
-def process_cpu_seconds() -> float:
-    """This process's CPU time (user + system, all threads), seconds."""
-    times = psutil.Process().cpu_times()
-    return float(times.user + times.system)
-
-
-def cluster_cpu_seconds(client: Client) -> float:
-    """CPU seconds of every worker process and of this process (client and scheduler)."""
-    workers: dict[str, float] = client.run(process_cpu_seconds)
-    return sum(workers.values()) + process_cpu_seconds()
 
 
 def run_pipeline_case(
