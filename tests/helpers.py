@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import dask
+import tomlkit
 
 
 @contextlib.contextmanager
@@ -21,3 +24,13 @@ def raise_if_dask_computes() -> Iterator[None]:
 
     with dask.config.set(scheduler=scheduler):
         yield
+
+
+def one_sample_campaign(source: Path, target: Path) -> Path:
+    """The small synthetic campaign's inputs with its first sample only (a quick run)."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("store.zarr", "truth"))
+    path = target / "campaign.toml"
+    document = tomlkit.parse(path.read_text())
+    del document["sample"][1:]  # type: ignore[union-attr]
+    path.write_text(tomlkit.dumps(document))
+    return path

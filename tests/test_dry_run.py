@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,18 +17,9 @@ from debond.runner import preview_run
 from debond.stages import REGISTRY
 from debond.storage import get_array, open_store
 from debond.storage.provenance import COMPLETE_KEY
+from tests.helpers import one_sample_campaign
 
 runner = CliRunner()
-
-
-def one_sample_campaign(source: Path, target: Path) -> Path:
-    """The small synthetic campaign's inputs with its first sample only (a quick run)."""
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("store.zarr", "truth"))
-    path = target / "campaign.toml"
-    document = tomlkit.parse(path.read_text())
-    del document["sample"][1:]  # type: ignore[union-attr]
-    path.write_text(tomlkit.dumps(document))
-    return path
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:

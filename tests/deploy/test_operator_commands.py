@@ -9,7 +9,6 @@ ports) and the claim's mount path, which becomes the local shared folder.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import tomlkit
 import yaml
 from typer.testing import CliRunner
 
@@ -27,6 +25,7 @@ from debond.cli import app
 from debond.kubernetes import SCHEDULER_PORT, expand_variables
 from tests.conftest import STARTUP_S
 from tests.deploy.operator_references import K8S, build
+from tests.helpers import one_sample_campaign
 from tests.processes import Processes, scheduler_address, wait_for_workers
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -38,16 +37,6 @@ BIN = Path(sys.executable).parent
 RUN_S = 600
 
 
-def one_sample(source: Path, target: Path) -> Path:
-    """The small synthetic campaign's inputs with its first sample only."""
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("store.zarr", "truth"))
-    path = target / "campaign.toml"
-    document = tomlkit.parse(path.read_text())
-    del document["sample"][1:]  # type: ignore[union-attr]
-    path.write_text(tomlkit.dumps(document))
-    return path
-
-
 def particles(campaign: Path) -> pd.DataFrame:
     table = pd.read_parquet(campaign.parent / "tables" / campaign.stem / "particles.parquet")
     return table.sort_values(list(table.columns)).reset_index(drop=True)
@@ -56,7 +45,7 @@ def particles(campaign: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def embedded(small_campaign: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     """The particle table of the one-sample campaign on the embedded cluster."""
-    path = one_sample(small_campaign, tmp_path_factory.mktemp("embedded") / "campaign")
+    path = one_sample_campaign(small_campaign, tmp_path_factory.mktemp("embedded") / "campaign")
     result = runner.invoke(app, ["run", str(path), "--workers", "2"])
     assert result.exit_code == 0, result.output
     return particles(path)
@@ -104,7 +93,7 @@ def with_env(env: dict[str, str], args: list[str]) -> list[str]:
 @pytest.fixture
 def shared(small_campaign: Path, tmp_path: Path) -> Path:
     """The folder the claim holds: the one-sample campaign at its root."""
-    return one_sample(small_campaign, tmp_path / "claim")
+    return one_sample_campaign(small_campaign, tmp_path / "claim")
 
 
 def submitted(shared: Path) -> list[dict[str, Any]]:
