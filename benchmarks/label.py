@@ -7,7 +7,7 @@ size prior) on a random-blob mask (default 256³): Gaussian-smoothed white
 noise (σ = 2 voxels, fixed seed) above 0.5 of its standard deviation (about
 31 % of the voxels, over a thousand components, many crossing blocks). The
 pipeline runs on a ``distributed.LocalCluster`` of 2 worker processes with
-one thread each, the mask chunked (default 64³, the issue's case, and 128³)
+one thread each, the mask chunked (default 64³, the case measured before, and 128³)
 and persisted on the workers first, as a stage finds its input; ``label()``
 joins the chunks into labelling blocks of at least 128³ voxels
 (``block_voxels=LABEL_BLOCK_VOXELS``, the stage's default). Timed:
