@@ -264,9 +264,12 @@ def test_the_phases_do_not_depend_on_the_blocks(prior: bool) -> None:
 
 # ------------------------------------------------------------------ a small-memory run
 
-#: A worker's limit in the small-memory run: Dask's thresholds as they come
-#: (pause at 80 %, restart at 95 %), and no more than a worker needs to live.
-SMALL_LIMIT = "700MB"
+#: A worker's limit in the small-memory run, the scale benchmark's: Dask's
+#: thresholds as they come (pause at 80 %, restart at 95 %). A worker process
+#: holds ~300 MiB of libraries before its first task and reached 544 MiB in the
+#: segmentation on a CI machine, so 700 MB made it pause there: the volume is
+#: bounded through the task memory instead (see the test).
+SMALL_LIMIT = "1GiB"
 
 
 def run_on_workers(campaign_file: Path, folder: Path, memory_limit: str) -> pd.DataFrame:
@@ -299,7 +302,7 @@ def run_on_workers(campaign_file: Path, folder: Path, memory_limit: str) -> pd.D
 
 @pytest.mark.slow
 def test_a_small_memory_run_gives_the_table_of_an_unbounded_one(tmp_path: Path) -> None:
-    """Tasks bounded to under half the volume, on workers of 700 MB, against no bounds.
+    """Tasks bounded to under half the volume, on workers of 1 GiB, against no bounds.
 
     A worker process cannot live under ~250 MB, so the volume is bounded through
     the memory a task may use (what the runner derives from the workers' limit):
