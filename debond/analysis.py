@@ -319,6 +319,7 @@ def fit_campaign(
     bootstrap: int | None = None,
     seed: int | None = None,
     output: Path | None = None,
+    method: str = "parametric",
 ) -> CampaignFit:
     """Fit the model to a run campaign and write ``fit.json``, ``bootstrap.parquet`` and figures.
 
@@ -330,6 +331,8 @@ def fit_campaign(
     output : Path, optional
         Folder for the tables (figures in ``output/figures``); default the
         campaign's ``tables/`` and ``figures/``.
+    method : {"parametric", "particles"}
+        How the bootstrap draws its replicates (:func:`debond.model.fit`).
 
     Returns
     -------
@@ -365,6 +368,7 @@ def fit_campaign(
         sigma_gap_um=settings["sigma_gap_um"],
         sigma_retention=settings["sigma_retention"],
         population=population,
+        method=method,
     )
     truth = synthetic_truth(campaign.folder)
     tables = output or campaign.tables_dir
