@@ -101,6 +101,8 @@ def run_one(campaign_file: Path, memory_limit: float, workers: int) -> dict[str,
             seconds = time.perf_counter() - start
             peaks = client.run(high_water_mark)
             stages[name] = {"seconds": seconds, "peak_rss_bytes": max(peaks.values())}
+            peak = fmt_mib(max(peaks.values()))
+            print(f"  {name}: {fmt_seconds(seconds)}, peak {peak}", flush=True)
         after = client.run(os.getpid)
         logs = client.get_worker_logs()
         lines = [line for log in logs.values() for _, line in log]
