@@ -524,10 +524,15 @@ def split_kernel(
     """Split one connected object at its necks: a distance-transform watershed.
 
     1. ``d``: the Euclidean distance transform (``scipy.ndimage``) of the
-       mask padded with one voxel of background on its sides, so the crop's
-       edges count as the object's surface, except on the ``open_sides``
-       (the volume's own faces: what lies beyond is unknown, and a particle
-       cut by the field of view must not get a surface, and so a neck, there).
+       mask with its enclosed holes filled, padded with one voxel of
+       background on its sides, so the crop's edges count as the object's
+       surface, except on the ``open_sides`` (the volume's own faces: what
+       lies beyond is unknown, and a particle cut by the field of view must
+       not get a surface, and so a neck, there). A neck is a feature of the
+       outer surface: a few voxels of another phase enclosed in a particle
+       (noise classified as graphite or SEI inside the silicon) would
+       otherwise pull ``d`` down around them and make one sphere several
+       maxima, and so several pieces.
     2. Markers: the regional maxima of ``d`` whose dynamic is at least
        ``h = max(H_FLOOR, NECK_FRACTION · min_radius_vox)`` (``skimage.
        morphology.h_maxima``), one per connected plateau (26-connected).
@@ -600,7 +605,7 @@ def split_kernel(
     inner = tuple(slice(w[0], w[0] + n) for w, n in zip(widths, mask.shape, strict=True))
     if padded.all():  # no surface to measure from: nothing to split
         return mask.astype(np.int32), 1
-    distance = ndimage.distance_transform_edt(padded)
+    distance = ndimage.distance_transform_edt(ndimage.binary_fill_holes(padded))
     h = max(H_FLOOR, NECK_FRACTION * radius)
     markers, n = ndimage.label(h_maxima(distance, h), structure=np.ones((3, 3, 3), bool))
     if n > 1:
