@@ -19,15 +19,15 @@ and the fit's warnings. Coverage is summarised as :mod:`interval_coverage`
 summarises it (same targets: 60–76 % and 90–98 %).
 
 To tell the measurement's share from the fit's, ``--table 3d`` fits the
-measured 3D rows alone (no SEM rows) and ``--table truth-3d`` the campaign's
-true particles (exact radii and gaps of every silicon particle off the
-border, ``truth/particles.parquet``), both with the same capacity series.
+measured 3D rows alone (no SEM rows) and ``--table truth-matched`` the same
+particles with their true radii and gaps (``truth/particles.parquet``, matched
+by centroid), both with the same capacity series.
 
 Usage
 -----
 ``python benchmarks/image_coverage.py [--campaigns 20] [--preset demo]
 [--bootstrap 200] [--workers 2] [--method parametric|particles]
-[--table measured|3d|truth-3d] [--records FILE] [--kept DIR] [--summarise]``.
+[--table measured|3d|truth-matched] [--records FILE] [--kept DIR] [--summarise]``.
 A run campaign keeps what a refit needs (:data:`KEPT`) under ``--kept``
 (default ``benchmarks/results/image_coverage_campaigns``): other methods and
 tables are fitted without running the pipeline again. Each outcome is appended
@@ -50,12 +50,14 @@ import numpy as np
 import pandas as pd
 from common import RESULTS_DIR, machine_info, print_table, source_digests, write_result
 from interval_coverage import TARGETS, holds, summarise
+from scipy.spatial import cKDTree
 
 from debond.analysis import CampaignFit, campaign_capacity, fit_campaign, synthetic_truth
 from debond.campaign import load_campaign
 from debond.cluster import cluster
 from debond.model import PARAMETER_NAMES, diagnostics, fit, fitting
 from debond.runner import run_campaign
+from debond.storage.tables import usable_rows
 from debond.synth import write_campaign
 
 FIRST_SEED = 2000
@@ -86,16 +88,33 @@ def keep(folder: Path, kept: Path) -> None:
             shutil.copy2(source, target)
 
 
+#: Largest distance between a measured particle's centroid and a true particle's for the
+#: two to be the same particle (``--table truth-matched``), µm.
+MATCH_UM = 0.2
+
+
 def table_rows(folder: Path, campaign: Any, table: str) -> pd.DataFrame:
     """The rows fitted with ``--table`` other than ``measured``: the measured 3D rows
-    (``3d``, the SEM rows left out) or the campaign's true particles (``truth-3d``:
-    exact radii and gaps of every silicon particle off the border)."""
+    (``3d``, the SEM rows left out), or the true radii and gaps of those of them that
+    are a true particle (``truth-matched``: centroids within :data:`MATCH_UM`; rows
+    that are not, e.g. pieces of an over-split particle, left out)."""
+    measured = pd.read_parquet(campaign.tables_dir / "particles.parquet")
+    rows = measured[(measured["modality"] == "3d") & usable_rows(measured)]
     if table == "3d":
-        measured = pd.read_parquet(campaign.tables_dir / "particles.parquet")
-        return measured[measured["modality"] == "3d"]
+        return rows
     true = pd.read_parquet(folder / "truth" / "particles.parquet")
-    true = true[~true["touches_border"]].rename(columns={"gap_um": "gap_mean_um"})
-    return true[["sample", "cycles", "radius_um", "gap_mean_um"]].assign(n_rays=64)
+    matched = []
+    centroid = ["centroid_z_um", "centroid_y_um", "centroid_x_um"]
+    for sample, group in rows.groupby("sample"):
+        candidates = true[true["sample"] == sample]
+        distance, index = cKDTree(candidates[centroid].to_numpy()).query(group[centroid])
+        found = candidates.iloc[index[distance < MATCH_UM]]
+        matched.append(
+            group[distance < MATCH_UM].assign(
+                radius_um=found["radius_um"].to_numpy(), gap_mean_um=found["gap_um"].to_numpy()
+            )
+        )
+    return pd.concat(matched, ignore_index=True)
 
 
 def fit_outcome(
@@ -104,7 +123,7 @@ def fit_outcome(
     """Fit the run campaign in `folder` (the k-th); which intervals hold the truth.
 
     ``table="measured"`` fits it as ``debond fit CAMPAIGN.toml`` does; ``"3d"`` and
-    ``"truth-3d"`` fit :func:`table_rows` with the campaign's capacity series.
+    ``"truth-matched"`` fit :func:`table_rows` with the campaign's capacity series.
     """
     started = time.perf_counter()
     campaign = load_campaign(folder / "campaign.toml", check_files=False)  # raw data removed
@@ -197,9 +216,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--table",
         default="measured",
-        choices=["measured", "3d", "truth-3d"],
+        choices=["measured", "3d", "truth-matched"],
         help="what is fitted: the measured table (3D and SEM rows), its 3D rows alone, "
-        "or the true particles of the same campaigns",
+        "or the true radii and gaps of those 3D particles",
     )
     parser.add_argument(
         "--records", type=Path, default=RESULTS_DIR / "image_coverage_records.jsonl"
