@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from common import RESULTS_DIR, machine_info, print_table, source_digests, write_result
-from interval_coverage import TARGETS, holds, summarise
+from interval_coverage import INTERVALS, TARGETS, holds, summarise
 from scipy.spatial import cKDTree
 
 from debond.analysis import CampaignFit, campaign_capacity, fit_campaign, synthetic_truth
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         table.append(
             [
                 name,
-                "16–84 %" if level == "68" else "2.5–97.5 %",
+                INTERVALS[level],
                 f"{100 * row['coverage']:.0f} ± {100 * row['standard_error']:.0f} %",
                 f"{100 * low:.0f}–{100 * high:.0f} %",
                 "yes" if row["inside"] else "no",

@@ -67,6 +67,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "demo": {"cycles": (0, 1, 3, 10), "particles_per_sample": 60, "sections_per_sample": 0},
 }
 TARGETS = {"68": (0.60, 0.76), "95": (0.90, 0.98)}
+INTERVALS = {"68": "16–84 %", "95": "2.5–97.5 %"}
 #: Noise of a measured in-plane gap, µm; spheres per sample the sections cut.
 SECTION_GAP_NOISE_UM = 0.03
 SECTIONED_SPHERES = 400
@@ -216,7 +217,7 @@ def speed(bootstrap: int, method: str) -> dict[str, Any]:
     return {"bootstrap": bootstrap, "seconds": time.perf_counter() - started, "target_s": 20.0}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", type=int, default=200)
     parser.add_argument("--bootstrap", type=int, default=200)
@@ -231,7 +232,7 @@ def main() -> None:
         action="store_true",
         help="only summarise the data sets already in --records (however many there are)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.summarise:
         if args.records is None:
             parser.error("--summarise needs --records")
@@ -257,7 +258,7 @@ def main() -> None:
                 [
                     result["size"],
                     name,
-                    "16–84 %" if level == "68" else "2.5–97.5 %",
+                    INTERVALS[level],
                     f"{100 * row['coverage']:.0f} ± {100 * row['standard_error']:.0f} %",
                     f"{100 * low:.0f}–{100 * high:.0f} %",
                     "yes" if row["inside"] else "no",
@@ -275,16 +276,25 @@ def main() -> None:
             f"speed: {timing['bootstrap']} replicates of the demo table in "
             f"{timing['seconds']:.1f} s (target < {timing['target_s']:.0f} s)"
         )
+    document = {
+        "benchmark": "coverage",
+        "results": results,
+        "speed": timing,
+        "summary": {
+            f"{r['size']}: {key.split('/')[0]}, {INTERVALS[key.split('/')[1]]}": (
+                f"{100 * row['coverage']:.0f} %"
+            )
+            for r in results
+            for key, row in r["rows"].items()
+        },
+        "machine": machine_info(),
+        "sources": source_digests(fitting, diagnostics),
+    }
     write_result(
         "coverage" if args.sizes == "paper,demo" else f"coverage_{args.sizes.replace(',', '_')}",
-        {
-            "benchmark": "coverage",
-            "results": results,
-            "speed": timing,
-            "machine": machine_info(),
-            "sources": source_digests(fitting, diagnostics),
-        },
+        document,
     )
+    return document
 
 
 if __name__ == "__main__":
