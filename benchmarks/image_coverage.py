@@ -21,13 +21,15 @@ summarises it (same targets: 60–76 % and 90–98 %).
 To tell the measurement's share from the fit's, ``--table 3d`` fits the
 measured 3D rows alone (no SEM rows) and ``--table truth-matched`` the same
 particles with their true radii and gaps (``truth/particles.parquet``, matched
-by centroid), both with the same capacity series.
+by centroid), both with the same capacity series; ``--table true-spheres``
+fits the measured table with each SEM row's converted radius and gap replaced
+by those of the true sphere its section cuts (``truth/sections.parquet``).
 
 Usage
 -----
 ``python benchmarks/image_coverage.py [--campaigns 20] [--preset demo]
 [--bootstrap 200] [--workers 2] [--method parametric|particles]
-[--table measured|3d|truth-matched] [--records FILE] [--kept DIR] [--summarise]``.
+[--table measured|3d|truth-matched|true-spheres] [--records FILE] [--kept DIR] [--summarise]``.
 A run campaign keeps what a refit needs (:data:`KEPT`) under ``--kept``
 (default ``benchmarks/results/image_coverage_campaigns``): other methods and
 tables are fitted without running the pipeline again. Each outcome is appended
@@ -52,10 +54,17 @@ from common import RESULTS_DIR, machine_info, print_table, source_digests, write
 from interval_coverage import INTERVALS, TARGETS, holds, summarise
 from scipy.spatial import cKDTree
 
-from debond.analysis import CampaignFit, campaign_capacity, fit_campaign, synthetic_truth
+from debond.analysis import (
+    CampaignFit,
+    campaign_capacity,
+    capacity_population,
+    fit_campaign,
+    synthetic_truth,
+)
 from debond.campaign import load_campaign
 from debond.cluster import cluster
 from debond.model import PARAMETER_NAMES, diagnostics, fit, fitting
+from debond.particles import convert_sections
 from debond.runner import run_campaign
 from debond.storage.tables import usable_rows
 from debond.synth import write_campaign
@@ -65,7 +74,14 @@ FIRST_SEED = 2000
 
 #: What a kept campaign holds (enough to fit it again): the rest (raw data, store,
 #: SEM images, true phases) is removed.
-KEPT = ("campaign.toml", "echem", "tables", "truth/parameters.json", "truth/particles.parquet")
+KEPT = (
+    "campaign.toml",
+    "echem",
+    "tables",
+    "truth/parameters.json",
+    "truth/particles.parquet",
+    "truth/sections.parquet",
+)
 
 
 def run_one(folder: Path, preset: str, k: int, client: Any) -> tuple[float, float]:
@@ -93,15 +109,42 @@ def keep(folder: Path, kept: Path) -> None:
 MATCH_UM = 0.2
 
 
+def true_spheres(rows: pd.DataFrame, true: pd.DataFrame) -> pd.DataFrame:
+    """The measured SEM rows whose section is a true one (same image, centroids within
+    :data:`MATCH_UM`), with the true radius and gap of the sphere it cuts."""
+    matched = []
+    centroid = ["centroid_y_um", "centroid_x_um"]
+    for image, group in rows.groupby("image"):
+        candidates = true[true["image"] == image]
+        distance, index = cKDTree(candidates[centroid].to_numpy()).query(group[centroid])
+        found = candidates.iloc[index[distance < MATCH_UM]]
+        matched.append(
+            group[distance < MATCH_UM].assign(
+                radius_um=found["radius_um"].to_numpy(), gap_mean_um=found["gap_um"].to_numpy()
+            )
+        )
+    return pd.concat(matched, ignore_index=True)
+
+
 def table_rows(folder: Path, campaign: Any, table: str) -> pd.DataFrame:
     """The rows fitted with ``--table`` other than ``measured``: the measured 3D rows
-    (``3d``, the SEM rows left out), or the true radii and gaps of those of them that
+    (``3d``, the SEM rows left out); the true radii and gaps of those of them that
     are a true particle (``truth-matched``: centroids within :data:`MATCH_UM`; rows
-    that are not, e.g. pieces of an over-split particle, left out)."""
+    that are not, e.g. pieces of an over-split particle, left out); or the measured
+    table with each SEM row's converted (R, g) replaced by those of the true sphere
+    its section cuts (``true-spheres``: what the conversion would give at best)."""
     measured = pd.read_parquet(campaign.tables_dir / "particles.parquet")
     rows = measured[(measured["modality"] == "3d") & usable_rows(measured)]
     if table == "3d":
         return rows
+    if table == "true-spheres":
+        found = sorted((campaign.tables_dir / "sections").glob("*.parquet"))
+        sections = pd.concat([pd.read_parquet(path) for path in found], ignore_index=True)
+        converted = convert_sections(sections).assign(image=sections["image"])
+        converted = converted[usable_rows(converted)]
+        true_sections = pd.read_parquet(folder / "truth" / "sections.parquet")
+        spheres = true_spheres(converted, true_sections).drop(columns="image")
+        return pd.concat([rows, spheres], ignore_index=True)
     true = pd.read_parquet(folder / "truth" / "particles.parquet")
     matched = []
     centroid = ["centroid_z_um", "centroid_y_um", "centroid_x_um"]
@@ -140,6 +183,7 @@ def fit_outcome(
             seed=k,
             material=campaign.material,
             method=method,
+            population=capacity_population(rows, "auto", bootstrap, k),
         )
         fitted = CampaignFit(result, rows, None, synthetic_truth(folder), {})
     if fitted.truth is None:
@@ -216,9 +260,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--table",
         default="measured",
-        choices=["measured", "3d", "truth-matched"],
+        choices=["measured", "3d", "truth-matched", "true-spheres"],
         help="what is fitted: the measured table (3D and SEM rows), its 3D rows alone, "
-        "or the true radii and gaps of those 3D particles",
+        "the true radii and gaps of those 3D particles, or the measured table with the "
+        "SEM rows' true spheres",
     )
     parser.add_argument(
         "--records", type=Path, default=RESULTS_DIR / "image_coverage_records.jsonl"
