@@ -104,18 +104,21 @@ def keep(folder: Path, kept: Path) -> None:
             shutil.copy2(source, target)
 
 
-#: Largest distance between a measured particle's centroid and a true particle's for the
-#: two to be the same particle (``--table truth-matched``), µm.
+#: Largest distance between a measured particle's (or section's) centroid and a true
+#: one's for the two to be the same (``--table truth-matched`` and ``true-spheres``), µm.
 MATCH_UM = 0.2
 
 
-def true_spheres(rows: pd.DataFrame, true: pd.DataFrame) -> pd.DataFrame:
-    """The measured SEM rows whose section is a true one (same image, centroids within
-    :data:`MATCH_UM`), with the true radius and gap of the sphere it cuts."""
+def with_truth(rows: pd.DataFrame, true: pd.DataFrame, by: str) -> pd.DataFrame:
+    """The measured `rows` that are a true particle or section, with its true radius
+    and gap (``radius_um``, ``gap_um`` of `true`): same `by` value (``"sample"`` or
+    ``"image"``), centroids within :data:`MATCH_UM` (in 3D where `true` has
+    ``centroid_z_um``, in the image's plane otherwise). Unmatched rows (e.g. pieces
+    of an over-split particle) are left out."""
+    centroid = [c for c in ("centroid_z_um", "centroid_y_um", "centroid_x_um") if c in true]
     matched = []
-    centroid = ["centroid_y_um", "centroid_x_um"]
-    for image, group in rows.groupby("image"):
-        candidates = true[true["image"] == image]
+    for value, group in rows.groupby(by):
+        candidates = true[true[by] == value]
         distance, index = cKDTree(candidates[centroid].to_numpy()).query(group[centroid])
         found = candidates.iloc[index[distance < MATCH_UM]]
         matched.append(
@@ -128,36 +131,23 @@ def true_spheres(rows: pd.DataFrame, true: pd.DataFrame) -> pd.DataFrame:
 
 def table_rows(folder: Path, campaign: Any, table: str) -> pd.DataFrame:
     """The rows fitted with ``--table`` other than ``measured``: the measured 3D rows
-    (``3d``, the SEM rows left out); the true radii and gaps of those of them that
-    are a true particle (``truth-matched``: centroids within :data:`MATCH_UM`; rows
-    that are not, e.g. pieces of an over-split particle, left out); or the measured
+    (``3d``, the SEM rows left out); those of them that are a true particle with its
+    true radius and gap (``truth-matched``, :func:`with_truth`); or the measured
     table with each SEM row's converted (R, g) replaced by those of the true sphere
     its section cuts (``true-spheres``: what the conversion would give at best)."""
     measured = pd.read_parquet(campaign.tables_dir / "particles.parquet")
     rows = measured[(measured["modality"] == "3d") & usable_rows(measured)]
     if table == "3d":
         return rows
-    if table == "true-spheres":
-        found = sorted((campaign.tables_dir / "sections").glob("*.parquet"))
-        sections = pd.concat([pd.read_parquet(path) for path in found], ignore_index=True)
-        converted = convert_sections(sections).assign(image=sections["image"])
-        converted = converted[usable_rows(converted)]
-        true_sections = pd.read_parquet(folder / "truth" / "sections.parquet")
-        spheres = true_spheres(converted, true_sections).drop(columns="image")
-        return pd.concat([rows, spheres], ignore_index=True)
-    true = pd.read_parquet(folder / "truth" / "particles.parquet")
-    matched = []
-    centroid = ["centroid_z_um", "centroid_y_um", "centroid_x_um"]
-    for sample, group in rows.groupby("sample"):
-        candidates = true[true["sample"] == sample]
-        distance, index = cKDTree(candidates[centroid].to_numpy()).query(group[centroid])
-        found = candidates.iloc[index[distance < MATCH_UM]]
-        matched.append(
-            group[distance < MATCH_UM].assign(
-                radius_um=found["radius_um"].to_numpy(), gap_mean_um=found["gap_um"].to_numpy()
-            )
-        )
-    return pd.concat(matched, ignore_index=True)
+    if table == "truth-matched":
+        return with_truth(rows, pd.read_parquet(folder / "truth" / "particles.parquet"), "sample")
+    found = sorted((campaign.tables_dir / "sections").glob("*.parquet"))
+    sections = pd.concat([pd.read_parquet(path) for path in found], ignore_index=True)
+    converted = convert_sections(sections).assign(image=sections["image"])
+    converted = converted[usable_rows(converted)]
+    true_sections = pd.read_parquet(folder / "truth" / "sections.parquet")
+    spheres = with_truth(converted, true_sections, "image").drop(columns="image")
+    return pd.concat([rows, spheres], ignore_index=True)
 
 
 def fit_outcome(
@@ -165,8 +155,9 @@ def fit_outcome(
 ) -> dict[str, Any]:
     """Fit the run campaign in `folder` (the k-th); which intervals hold the truth.
 
-    ``table="measured"`` fits it as ``debond fit CAMPAIGN.toml`` does; ``"3d"`` and
-    ``"truth-matched"`` fit :func:`table_rows` with the campaign's capacity series.
+    ``table="measured"`` fits it as ``debond fit CAMPAIGN.toml`` does; the other
+    tables (:func:`table_rows`) are fitted with the campaign's capacity series and
+    the capacity population ``debond fit`` would choose for them.
     """
     started = time.perf_counter()
     campaign = load_campaign(folder / "campaign.toml", check_files=False)  # raw data removed
