@@ -41,7 +41,6 @@ result goes to ``benchmarks/results/image_coverage_<method>_<table>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -51,7 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from common import RESULTS_DIR, machine_info, print_table, source_digests, write_result
-from interval_coverage import INTERVALS, TARGETS, holds, summarise
+from interval_coverage import INTERVALS, TARGETS, append_record, holds, read_records, summarise
 from scipy.spatial import cKDTree
 
 from debond.analysis import (
@@ -221,26 +220,6 @@ def spread(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def read_records(path: Path, size: str, method: str, table: str) -> dict[int, dict[str, Any]]:
-    """The outcomes already in the JSON-lines file `path` for `size`, `method` and
-    `table`, by campaign index."""
-    if not path.exists():
-        return {}
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    wanted = (size, method, table)
-    return {
-        r["data_set"]: r
-        for r in rows
-        if (r["size"], r["method"], r.get("table", "measured")) == wanted
-    }
-
-
-def record(path: Path, outcome: dict[str, Any]) -> None:
-    """Append one campaign's outcome to the JSON-lines file `path`."""
-    with path.open("a", encoding="utf-8") as stream:
-        stream.write(json.dumps(outcome) + "\n")
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--campaigns", type=int, default=20)
@@ -270,7 +249,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     size = f"images-{args.preset}"
-    done = read_records(args.records, size, args.method, args.table)
+    wanted = (size, args.method, args.table)
+    done = {
+        r["data_set"]: r
+        for r in read_records(args.records)
+        if (r["size"], r["method"], r["table"]) == wanted
+    }
     todo = [] if args.summarise else [k for k in range(args.campaigns) if k not in done]
     kept = {k: args.kept / f"{args.preset}-{FIRST_SEED + k}" for k in todo}
     to_run = [k for k in todo if not (kept[k] / "tables").is_dir()]
@@ -288,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
     for k in todo:
         done[k] = fit_outcome(kept[k], size, k, args.bootstrap, args.method, args.table)
-        record(args.records, done[k])
+        append_record(args.records, done[k])
         print(
             f"campaign {k + 1}/{args.campaigns} fitted ({args.method}, {args.table}): "
             f"{done[k]['particles']} rows, {done[k]['seconds']:.1f} s",

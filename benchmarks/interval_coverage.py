@@ -184,6 +184,19 @@ def summarise(records: list[dict[str, Any]], bootstrap: int, method: str) -> dic
     }
 
 
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The outcomes in the JSON-lines file `path`, in order (none where it is absent)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def append_record(path: Path, outcome: dict[str, Any]) -> None:
+    """Append one outcome to the JSON-lines file `path` (a run resumes from them)."""
+    with path.open("a", encoding="utf-8") as stream:
+        stream.write(json.dumps(outcome) + "\n")
+
+
 def coverage(
     size: str, datasets: int, bootstrap: int, method: str, records: Path | None = None
 ) -> dict[str, Any]:
@@ -193,19 +206,14 @@ def coverage(
     file as it is fitted, and data sets already there are not fitted again (a
     long run can be stopped and resumed, or summarised part way).
     """
-    done: dict[int, dict[str, Any]] = {}
-    if records is not None and records.exists():
-        for line in records.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            if record["size"] == size:
-                done[record["data_set"]] = record
+    found = read_records(records) if records is not None else []
+    done = {r["data_set"]: r for r in found if r["size"] == size}
     for k in range(datasets):
         if k in done:
             continue
         done[k] = fit_data_set(size, k, bootstrap, method)
         if records is not None:
-            with records.open("a", encoding="utf-8") as stream:
-                stream.write(json.dumps(done[k]) + "\n")
+            append_record(records, done[k])
     return summarise([done[k] for k in range(datasets)], bootstrap, method)
 
 
@@ -236,8 +244,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.summarise:
         if args.records is None:
             parser.error("--summarise needs --records")
-        lines = args.records.read_text(encoding="utf-8").splitlines()
-        everything = [json.loads(line) for line in lines]
+        if not args.records.is_file():
+            parser.error(f"--records {args.records} does not exist")
+        everything = read_records(args.records)
         results = [
             summarise([r for r in everything if r["size"] == s], args.bootstrap, args.method)
             for s in args.sizes.split(",")
