@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -17,6 +18,12 @@ from tests.processes import Processes, scheduler_address, wait_for_workers
 STARTUP_S = 180.0
 #: Worker processes the ``scheduler`` fixture starts.
 WORKERS = 2
+
+#: The real data sets beside a checkout (``../shared/data``), read by the tests
+#: that check the image stages on real scans when ``DEBOND_REAL_DATA`` is unset.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if "DEBOND_REAL_DATA" not in os.environ and SHARED_DATA.is_dir():
+    os.environ["DEBOND_REAL_DATA"] = str(SHARED_DATA)
 
 
 @pytest.fixture(scope="session")
