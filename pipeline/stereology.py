@@ -290,14 +290,92 @@ class SizeDistribution:
             ``E[R | r]``, µm, ≥ ``r``.
         """
         r = _lengths(section_radius, "section_radius")
-        numerator = np.zeros(r.shape)
-        denominator = np.zeros(r.shape)
-        for lo_edge, hi, density in zip(
-            self.edges[:-1], self.edges[1:], self.density(), strict=True
+        numerator, denominator = self._conditional_integrals(r)
+        numerator, denominator = numerator.sum(axis=-1), denominator.sum(axis=-1)
+        found = denominator > 0  # an infinite one (r = 0, mass at R = 0) gives 0
+        out = r.copy()
+        out[found] = numerator[found] / denominator[found]
+        return np.asarray(np.maximum(out, r))
+
+    def conditional_law(
+        self, section_radius: ArrayLike, cuts: ArrayLike = (), subbins: int = 4
+    ) -> tuple[FloatArray, FloatArray]:
+        """The law of ``R`` given ``r``: the sphere that shows a section of radius ``r``.
+
+        Each bin is cut into ``subbins`` equal parts, and again at ``cuts``;
+        a part's probability is the exact mass of ``p(R | r) ∝ f(R)/√(R² − r²)``
+        on it (the integrals of :meth:`conditional_radius`) and its radius the
+        mean of ``R`` there, so that ``Σ radius·probability`` is
+        :meth:`conditional_radius`. Cutting at the nodes of a grid keeps each
+        part inside one grid cell. A
+        point estimate of ``R`` misplaces a section whose sphere is much
+        larger than it (a cap); the fit averages the model over this law
+        instead (:func:`debond.model.fit`, ``section_sizes``).
+
+        Parameters
+        ----------
+        section_radius : array of float, any shape
+            Section radii ``r``, µm, finite, ≥ 0.
+        cuts : array of float
+            Further radii at which to cut the parts, µm (those outside the
+            edges are ignored).
+        subbins : int
+            Parts per bin, ≥ 1.
+
+        Returns
+        -------
+        radius, probability : ndarrays of float64, shape ``section_radius.shape + (parts,)``
+            Radius of each part (µm, ≥ ``r``) and its probability (summing to 1
+            over the last axis). A section no sphere can show (``r`` at or
+            above the largest radius) gets all its mass at ``R = r``, the
+            limit of :meth:`conditional_radius`.
+
+        Examples
+        --------
+        >>> d = SizeDistribution(edges=[1.0, 2.0], number_fraction=[1.0])
+        >>> radius, probability = d.conditional_law(0.5, subbins=2)
+        >>> bool(abs((radius * probability).sum() - d.conditional_radius(0.5)) < 1e-12)
+        True
+        """
+        if isinstance(subbins, bool) or not isinstance(subbins, int | np.integer) or subbins < 1:
+            raise ValueError(f"subbins must be an integer ≥ 1; got {subbins!r}")
+        r = _lengths(section_radius, "section_radius")
+        steps = np.arange(subbins) / subbins
+        edges = (self.edges[:-1, None] + np.diff(self.edges)[:, None] * steps).ravel()
+        cuts = np.asarray(cuts, dtype=np.float64).ravel()
+        inner = cuts[(cuts > self.edges[0]) & (cuts < self.edges[-1])]
+        edges = np.union1d(np.append(edges, self.edges[-1]), inner)
+        # The density is constant within a bin: each part takes its share by width.
+        parent = np.clip(
+            np.searchsorted(self.edges, edges[:-1], side="right") - 1, 0, self.bins - 1
+        )
+        fine = SizeDistribution(edges, self.density()[parent] * np.diff(edges))
+        numerator, denominator = fine._conditional_integrals(r)
+        total = denominator.sum(axis=-1, keepdims=True)
+        shown = (total > 0) & np.isfinite(total)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            probability = np.where(shown, denominator / total, 0.0)
+            radius = np.where(denominator > 0, numerator / denominator, 0.0)
+        # A section no sphere can show: all its mass at R = r, in the first part.
+        probability[..., :1] = np.where(shown, probability[..., :1], 1.0)
+        radius[..., :1] = np.where(shown, radius[..., :1], r[..., None])
+        return np.asarray(np.maximum(radius, r[..., None])), np.asarray(probability)
+
+    def _conditional_integrals(self, r: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``∫ R f(R)/√(R² − r²) dR`` and ``∫ f(R)/√(R² − r²) dR`` over each bin's part above ``r``.
+
+        Exact per bin (``f`` is constant there), with
+        ``∫ R/√(R² − r²) dR = √(R² − r²)`` and ``∫ 1/√(R² − r²) dR = ln(R + √(R² − r²))``.
+        Shapes ``r.shape + (bins,)``; the second is infinite for a bin from 0 at ``r = 0``.
+        """
+        numerator = np.zeros((*r.shape, self.bins))
+        denominator = np.zeros((*r.shape, self.bins))
+        for b, (lo_edge, hi, density) in enumerate(
+            zip(self.edges[:-1], self.edges[1:], self.density(), strict=True)
         ):
-            if density == 0:
-                continue
             inside = r < hi
+            if density == 0 or not inside.any():
+                continue
             rr = r[inside]
             lo = np.maximum(lo_edge, rr)
             s_hi = _root(np.full_like(rr, hi), rr)
@@ -307,12 +385,9 @@ class SizeDistribution:
             base = lo + s_lo
             with np.errstate(divide="ignore"):
                 log = np.log1p((hi - lo + difference) / base)
-            numerator[inside] += density * difference
-            denominator[inside] += density * log
-        found = denominator > 0  # an infinite one (r = 0, mass at R = 0) gives 0
-        out = r.copy()
-        out[found] = numerator[found] / denominator[found]
-        return np.asarray(np.maximum(out, r))
+            numerator[inside, b] = density * difference
+            denominator[inside, b] = density * log
+        return numerator, denominator
 
 
 # -------------------------------------------------------------- unfolding

@@ -203,6 +203,39 @@ def test_conditional_radius_against_monte_carlo() -> None:
         assert abs(predicted[inside].mean() - truth.mean()) < 4 * se, k
 
 
+def test_conditional_law_against_monte_carlo() -> None:
+    """The law of R given r holds, bin by bin, the true spheres of sections near r."""
+    rng = np.random.default_rng(5)
+    radii = PIECEWISE.sample(400_000, rng)
+    r, _, index = sample_sections(radii, 0.0, 400_000, rng)
+    for r0 in (0.2, 0.6, 1.1):
+        near = np.abs(r - r0) < 0.01
+        found = np.histogram(radii[index][near], bins=PIECEWISE.edges)[0] / near.sum()
+        radius, probability = PIECEWISE.conditional_law(np.full(near.sum(), r0), subbins=3)
+        # per size bin: the sum of its three parts (each part's radius lies inside it)
+        expected = probability[0].reshape(PIECEWISE.bins, 3).sum(axis=1)
+        se = np.sqrt(expected * (1 - expected) / near.sum())
+        np.testing.assert_array_less(np.abs(found - expected), 4 * se + 0.01, err_msg=f"r = {r0}")
+
+
+def test_conditional_law_sums_to_one_and_its_mean_is_the_conditional_radius() -> None:
+    r = np.array([0.0, 0.05, 0.1, 0.3, 0.31, 0.95, 1.99, 2.0, 3.0])
+    for subbins in (1, 4):
+        radius, probability = PIECEWISE.conditional_law(r, subbins=subbins)
+        assert radius.shape == probability.shape == (r.size, PIECEWISE.bins * subbins)
+        np.testing.assert_allclose(probability.sum(axis=1), 1.0, rtol=1e-12)
+        assert np.all(
+            radius[probability > 0] >= np.broadcast_to(r[:, None], radius.shape)[probability > 0]
+        )
+        np.testing.assert_allclose(
+            (radius * probability).sum(axis=1), PIECEWISE.conditional_radius(r), rtol=1e-12
+        )
+    # no sphere shows a section of 3 µm: all its mass at R = r
+    assert probability[-1, 0] == 1.0 and radius[-1, 0] == 3.0
+    with pytest.raises(ValueError, match="subbins must be an integer ≥ 1"):
+        PIECEWISE.conditional_law(r, subbins=0)
+
+
 def test_size_distribution_moments_and_sampling() -> None:
     rng = np.random.default_rng(5)
 
