@@ -28,7 +28,7 @@ from debond.model import (
 )
 from debond.outputs import write_fit
 from debond.pipeline.sem import usable_sections
-from debond.pipeline.stereology import unfold_radii_bootstrap
+from debond.pipeline.stereology import SizeDistribution, unfold_radii, unfold_radii_bootstrap
 from debond.storage.tables import read_particles, usable_rows
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "fit_campaign",
     "fit_inputs",
     "section_population",
+    "section_sizes",
     "synthetic_truth",
     "table_warnings",
 ]
@@ -224,6 +225,28 @@ def campaign_capacity(campaign: Campaign) -> pd.DataFrame | None:
     )
 
 
+def _usable_sections(particles: pd.DataFrame) -> pd.DataFrame:
+    """The particle table's 2D rows fit for stereology (none without the columns)."""
+    if not {"modality", "section_radius_um", "touches_border", "n_rays"} <= set(particles):
+        return particles.iloc[:0]
+    rows = particles[particles["modality"] == "2d"]
+    return rows[usable_sections(rows)]
+
+
+def section_sizes(particles: pd.DataFrame) -> SizeDistribution | None:
+    """The 3D size distribution behind the table's usable SEM sections, unfolded.
+
+    The same unfolding as the table's conversion of the sections
+    (:func:`debond.particles.convert_sections`), so that the fit's law of R
+    given r (:func:`debond.model.fit`, ``section_sizes``) is the one whose mean
+    gave each 2D row its ``radius_um``. None when there is no usable section.
+    """
+    rows = _usable_sections(particles)
+    if rows.empty:
+        return None
+    return unfold_radii(rows["section_radius_um"].to_numpy())
+
+
 def section_population(
     particles: pd.DataFrame, n_bootstrap: int, seed: int
 ) -> SizePopulation | None:
@@ -250,10 +273,7 @@ def section_population(
     SizePopulation or None
         None when the table has no usable section.
     """
-    if not {"modality", "section_radius_um", "touches_border", "n_rays"} <= set(particles):
-        return None
-    rows = particles[particles["modality"] == "2d"]
-    rows = rows[usable_sections(rows)]
+    rows = _usable_sections(particles)
     if rows.empty:
         return None
     distribution, replicates = unfold_radii_bootstrap(
@@ -369,6 +389,7 @@ def fit_campaign(
         sigma_retention=settings["sigma_retention"],
         population=population,
         method=method,
+        section_sizes=section_sizes(particles),
     )
     truth = synthetic_truth(campaign.folder)
     tables = output or campaign.tables_dir

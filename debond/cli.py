@@ -249,7 +249,7 @@ def fit_command(
       debond fit campaign.toml --bootstrap 500
     """
     from debond.analysis import capacity_population as population_for
-    from debond.analysis import fit_campaign
+    from debond.analysis import fit_campaign, section_sizes
     from debond.campaign import CampaignError, load_campaign
     from debond.model import Material, check_capacity, fit, read_cycling, silicon_retention
     from debond.outputs import parameter_table, write_fit
@@ -295,6 +295,7 @@ def fit_command(
             seed=seed,
             material=Material(volumetric_expansion, half_cycle_hours),
             population=population_for(particles, capacity_population, replicates, seed),
+            section_sizes=section_sizes(particles),
         )
     except (ValueError, FileNotFoundError, CampaignError) as error:
         raise _fail(str(error)) from error

@@ -21,7 +21,18 @@ capacity term's population is resampled with replacement inside each
 :class:`SizePopulation` brings its own replicates), and the capacity
 residuals of the best fit are resampled. ``method="particles"`` is the
 paper's Supplementary Note 11 instead: the particles themselves resampled
-(their gaps with them). Each replicate's fit starts near, not at, the
+(their gaps with them).
+
+A 2D row (an SEM section converted to a sphere) carries a radius that is only
+an estimate, E[R | r]: a section of radius r may be the cap of a large sphere.
+Given the sections' unfolded size distribution (``section_sizes``), such a
+row is fitted through the law of its sphere's radius instead
+(:func:`section_kernel`): its predicted gap is the model, as the row's
+conversion sees it (:func:`converted_gap`), averaged over p(R | r); its
+spread and noise law are that mixture's (:func:`section_gap_law`), and the
+parametric bootstrap draws its sphere before its gap. At a point radius, a
+model whose detachment is a threshold in R was pulled by the caps of
+detached spheres (README, "Accuracy"). Each replicate's fit starts near, not at, the
 estimate (:func:`replicate_starts`). All B replicates are solved together by
 :func:`debond.model.solver.least_squares_batched`: arrays with a leading
 replicate axis, in chunks that bound memory.
@@ -40,12 +51,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import scipy.special
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from debond.model.cycling import check_cycle_series
 from debond.model.disconnection import disconnection_probability, imaged_statistics
@@ -94,6 +105,8 @@ RADIUS_SD = 0.0
 #: Floors of the residual scales, so a perfect fit cannot claim infinite weight.
 SIGMA_GAP_FLOOR_UM = 1e-3
 SIGMA_RETENTION_FLOOR = 1e-3
+#: Points of each of the two grids on which noise_scale searches σ_0.
+NOISE_GRID = 25
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,10 @@ class FitResult:
         population itself as ``radius_um`` and ``count`` (lists).
     method : str
         How the bootstrap drew its replicates (``fit``'s ``method``).
+    section_rows : str
+        How the 2D rows were fitted: ``"law of R given r"`` (each through the
+        law of its sphere's radius, ``fit``'s ``section_sizes``), ``"point
+        radius"`` (at their table radius) or ``"none"`` (no 2D row fitted).
     """
 
     parameters: dict[str, tuple[float, float, float]]
@@ -137,6 +154,7 @@ class FitResult:
     seed: int
     capacity_population: dict[str, Any] = field(default_factory=dict)
     method: str = "parametric"
+    section_rows: str = "none"
 
     def summary(self) -> dict[str, Any]:
         """The ``fit.json`` document of DESIGN.md (value = median, lower/upper = 16th/84th)."""
@@ -163,6 +181,7 @@ class FitResult:
             "sigma_gap_um": {f"{c}/{m}": s for (c, m), s in self.sigma_gap_um.items()},
             "sigma_retention": self.sigma_retention,
             "capacity_population": self.capacity_population,
+            "section_rows": self.section_rows,
             "material": {
                 "volumetric_expansion": self.material.volumetric_expansion,
                 "half_cycle_hours": self.material.half_cycle_hours,
@@ -235,6 +254,22 @@ class SizePopulation:
             object.__setattr__(self, "replicates", reps)
 
 
+class SectionSizes(Protocol):
+    """What the fit needs of the 3D size distribution behind 2D sections.
+
+    :class:`debond.pipeline.stereology.SizeDistribution` is one (the
+    sections' unfolded distribution, :func:`~debond.pipeline.stereology.unfold_radii`).
+    """
+
+    def conditional_law(
+        self, section_radius: ArrayLike, cuts: ArrayLike = ()
+    ) -> tuple[FloatArray, FloatArray]:
+        """Radii (µm) and probabilities of the sphere behind each section of radius r (µm),
+        both of shape ``r.shape + (M,)``, the probabilities summing to 1; no part of
+        the law straddles one of the ``cuts`` (µm)."""
+        ...
+
+
 @dataclass(frozen=True)
 class _Data:
     """Fit data laid out for the batched residuals."""
@@ -245,6 +280,9 @@ class _Data:
     particle_kernel: FloatArray  # (N, G) weights of the grid nodes for each particle
     gap: FloatArray  # (N,) measured mean gap, µm
     radius: FloatArray  # (N,) measured radius, µm
+    section_rows: NDArray[np.bool_]  # (N,) fitted through their law of R (section_kernel)
+    section_law: FloatArray  # (S, G) P(R = grid node | r) of those rows (section_kernel)
+    section_reference: FloatArray  # (S,) their table radius R̂ (the gap's conversion), µm
     strata: tuple[tuple[int, str], ...]  # (cycles, modality) of each stratum
     particle_stratum: NDArray[np.intp]  # (N,)
     population_stratum: NDArray[np.intp]  # (Q,) stratum of each population particle
@@ -297,12 +335,106 @@ def radius_grid(radius: FloatArray, radius_sd: float, grid_size: int) -> FloatAr
     return np.geomspace(low, high, grid_size)
 
 
+def section_kernel(
+    grid: FloatArray, law_radius: FloatArray, law_probability: FloatArray
+) -> FloatArray:
+    """The law of a 2D row's sphere radius on the grid nodes, (S, G).
+
+    Parameters
+    ----------
+    grid : (G,) array
+        Radius grid, µm.
+    law_radius, law_probability : (S, M) arrays
+        Each row's law of R given its section radius (``SectionSizes``).
+
+    Returns
+    -------
+    (S, G) array
+        P(R = node | r), each row summing to 1: a point of the law between
+        two nodes is shared between them as by linear interpolation.
+    """
+    rows, points = law_radius.shape
+    nodes = radius_kernel(grid, law_radius.ravel(), 0.0).reshape(rows, points, grid.size)
+    return np.asarray(np.einsum("sm,smg->sg", law_probability, nodes))
+
+
+def converted_gap(radius: FloatArray, gap: FloatArray, reference: FloatArray) -> FloatArray:
+    """The gap a 2D row holds when its sphere has radius R and gap D, µm.
+
+    The section's gap was converted at the row's table radius R̂ (E[R | r]):
+    ``g = √((r + g₂)² + R̂² − r²) − R̂``; the sphere's section shows
+    ``(r + g₂)² = r² + 2RD + D²``, so
+
+        y = √(R̂² + 2RD + D²) − R̂ = (2RD + D²)/(√(R̂² + 2RD + D²) + R̂),
+
+    whatever r: r enters only through the law of R. y = D where R = R̂.
+    Arguments broadcast.
+    """
+    grown = 2.0 * radius * gap + gap * gap
+    return np.asarray(grown / (np.sqrt(reference * reference + grown) + reference))
+
+
+def section_gap_law(
+    data: _Data, theta: FloatArray, material: Material
+) -> tuple[FloatArray, FloatArray]:
+    """The gap law of the rows fitted through their law of R: values and probabilities.
+
+    R takes the grid nodes with p(R | r) (:func:`section_kernel`), D the
+    imaged gap's law at R (:func:`imaged_gap_law`), and the row holds
+    y = :func:`converted_gap` (R, D, R̂).
+
+    Returns
+    -------
+    support, probability : (K·G, S) arrays
+        K the largest cycle count, G the grid's nodes, S the rows; each
+        column's probabilities sum to 1.
+    """
+    rows = np.flatnonzero(data.section_rows)
+    cycles = np.array(data.group_cycles)[data.particle_group[rows]]
+    nodes = data.grid.size
+    radius = np.tile(data.grid, rows.size)
+    support, probability = imaged_gap_law(radius, np.repeat(cycles, nodes), theta, material)
+    k = support.shape[0]
+    d = support.reshape(k, rows.size, nodes)
+    y = converted_gap(data.grid[None, None, :], d, data.section_reference[None, :, None])
+    p = probability.reshape(k, rows.size, nodes) * data.section_law[None]
+    # (K, S, G) → (K·G, S): one column of atoms per row.
+    return (
+        np.ascontiguousarray(y.transpose(0, 2, 1).reshape(k * nodes, rows.size)),
+        np.ascontiguousarray(p.transpose(0, 2, 1).reshape(k * nodes, rows.size)),
+    )
+
+
+def _section_radii(
+    table: pd.DataFrame, fitted: NDArray[np.bool_], section_sizes: SectionSizes | None
+) -> tuple[NDArray[np.bool_], FloatArray]:
+    """Which fitted rows go through their law of R (the 2D rows, given ``section_sizes``),
+    and their section radii, µm."""
+    two_d = (table["modality"] == "2d").to_numpy()[fitted]
+    if section_sizes is None or not two_d.any():
+        return np.zeros(two_d.size, dtype=bool), np.zeros(0)
+    if "section_radius_um" not in table:
+        raise ValueError(
+            "particle table: 2D rows fitted through their law of R need column "
+            "'section_radius_um' (µm); it is missing"
+        )
+    r = table["section_radius_um"].to_numpy(dtype=np.float64)[fitted][two_d]
+    if not (np.isfinite(r).all() and (r >= 0).all()):
+        bad = int(np.flatnonzero(~(np.isfinite(r) & (r >= 0)))[0])
+        raise ValueError(
+            "particle table: section_radius_um must be finite and ≥ 0 (µm) on every usable "
+            f"2D row; found {r[bad]!r}"
+        )
+    return two_d, r
+
+
 def _prepare(
     particles: pd.DataFrame,
     capacity: pd.DataFrame | None,
     grid_size: int,
     radius_sd: float,
     population: SizePopulation | None = None,
+    section_sizes: SectionSizes | None = None,
 ) -> _Data:
     table = check_particles(particles)
     if "modality" not in table:
@@ -319,11 +451,17 @@ def _prepare(
         raise ValueError("particle table: column 'cycles' holds no cycled sample (all are 0)")
 
     classes = np.zeros(0) if population is None else population.radius_um
-    # The grid reaches the given population's largest classes; classes below
-    # the smallest measured radius (next to nothing of the silicon volume) sit
-    # on its first node rather than stretching it.
+    section_rows, section_radius = _section_radii(table, fitted, section_sizes)
+    behind = np.zeros(0)
+    if section_sizes is not None and section_rows.any():
+        law_radius, law_probability = section_sizes.conditional_law(section_radius)
+        behind = np.asarray(law_radius)[np.asarray(law_probability) > 0]
+    # The grid reaches the given population's largest classes and the largest
+    # spheres behind the sections; classes below the smallest measured radius
+    # (next to nothing of the silicon volume) sit on its first node rather
+    # than stretching it.
     larger = classes[classes > radius_all.min()]
-    grid = radius_grid(np.concatenate([radius_all, larger]), radius_sd, grid_size)
+    grid = radius_grid(np.concatenate([radius_all, larger, behind]), radius_sd, grid_size)
     # The capacity term's size population, unless one is given: the 3D
     # particles where there are any. A 2D row's radius is a per-section
     # estimate (E[R | r], shrunk towards the mean), whose r³ weights would
@@ -339,6 +477,17 @@ def _prepare(
     group_cycles = tuple(sorted({int(c) for c in table["cycles"][fitted]}))
     group_of = {c: i for i, c in enumerate(group_cycles)}
     kernel = radius_kernel(grid, radius_all, radius_sd)
+    particle_kernel = kernel[fitted]
+    section_law = np.zeros((0, grid.size))
+    if section_sizes is not None and section_rows.any():
+        # Cut at the grid's nodes: no part of a law straddles a grid cell.
+        law_radius, law_probability = section_sizes.conditional_law(section_radius, grid)
+        section_law = section_kernel(
+            grid, np.asarray(law_radius, np.float64), np.asarray(law_probability, np.float64)
+        )
+    # A section row's mean over its law of R, as a placeholder: its prediction
+    # is converted_gap's average over the law (_predict).
+    particle_kernel[section_rows] = section_law
 
     if capacity is not None:
         series = check_capacity(capacity)
@@ -352,9 +501,12 @@ def _prepare(
         grid=grid,
         group_cycles=group_cycles,
         particle_group=np.array([group_of[c] for c in table["cycles"][fitted]], dtype=np.intp),
-        particle_kernel=kernel[fitted],
+        particle_kernel=particle_kernel,
         gap=table["gap_mean_um"].to_numpy()[fitted],
         radius=radius_all[fitted],
+        section_rows=section_rows,
+        section_law=section_law,
+        section_reference=radius_all[fitted][section_rows],
         strata=tuple((int(c), str(m)) for c, m in strata),
         particle_stratum=stratum[fitted],
         population_stratum=stratum,
@@ -398,7 +550,23 @@ def _predict(
         retention = np.einsum("ckg,kg->kc", survival, np.broadcast_to(weight, survival.shape[1:]))
     else:
         retention = np.zeros((theta.shape[0], 0))
-    return _at_particles(data, stats.mean), retention
+    gaps = _at_particles(data, stats.mean)
+    if data.section_rows.any():
+        gaps[:, data.section_rows] = _section_means(data, stats.mean)
+    return gaps, retention
+
+
+def _section_means(data: _Data, mean: FloatArray) -> FloatArray:
+    """Expected gaps of the rows fitted through their law of R, (K, S).
+
+    Σ_R p(R | r)·y(R, m(R)) (:func:`converted_gap`), m the model's mean gap at
+    the node: exact where the imaged gap at R is one value, and nearly so
+    otherwise, y being nearly linear in D.
+    """
+    rows = np.flatnonzero(data.section_rows)
+    m = mean[data.particle_group[rows]]  # (S, K, G)
+    y = converted_gap(data.grid[None, None, :], m, data.section_reference[:, None, None])
+    return np.asarray(np.einsum("skg,sg->ks", y, data.section_law))
 
 
 @dataclass(frozen=True)
@@ -478,10 +646,26 @@ def _residual_scales(
     _, retention = _predict(data, theta[None, :], material, population)
     cycles = np.array(data.group_cycles)[data.particle_group]
     support, probability = imaged_gap_law(data.radius, cycles, theta, material)
+    sections = data.section_rows
+    if sections.any():
+        # A 2D row's spread is that of its mixture over the spheres behind it.
+        s_support, s_probability = section_gap_law(data, theta, material)
+        mean = np.sum(s_support * s_probability, axis=0)
+        second = np.sum(s_support**2 * s_probability, axis=0)
+        spread[sections] = np.sqrt(np.clip(second - mean**2, 0.0, None))
     noise = np.zeros(len(data.strata))
     for s in range(len(data.strata)):
         members = data.particle_stratum == s
-        if members.any():
+        if not members.any():
+            continue
+        # A stratum is one modality, so its rows are all section rows or none.
+        if sections[members].all():
+            noise[s] = noise_scale(
+                data.gap[members],
+                s_support[:, members[sections]],
+                s_probability[:, members[sections]],
+            )
+        else:
             noise[s] = noise_scale(data.gap[members], support[:, members], probability[:, members])
     if sigma_gap_um is not None:
         noise[:] = sigma_gap_um
@@ -558,16 +742,43 @@ def noise_scale(gap: FloatArray, support: FloatArray, probability: FloatArray) -
     float
         σ_0 in µm (at least :data:`SIGMA_GAP_FLOOR_UM`).
     """
+    # Only the atoms some particle can take (a section row's law has one per
+    # grid node and cycle, most of them impossible for it).
+    order = np.argsort(-probability, axis=0, kind="stable")
+    kept = max(int((probability > 0).sum(axis=0).max(initial=1)), 1)
+    support = np.take_along_axis(support, order[:kept], axis=0)
+    probability = np.take_along_axis(probability, order[:kept], axis=0)
     spread = float(np.max(np.abs(gap[None, :] - support), initial=0.0))
-    candidates = np.geomspace(SIGMA_GAP_FLOOR_UM, max(spread, 2 * SIGMA_GAP_FLOOR_UM), 200)
+    high = max(spread, 2 * SIGMA_GAP_FLOOR_UM)
+    # A coarse geometric grid, then a fine one between the best point's
+    # neighbours (steps of 1.33 then 1.024: finer than 200 even steps, at a
+    # quarter of the likelihood evaluations).
+    coarse = np.geomspace(SIGMA_GAP_FLOOR_UM, high, NOISE_GRID)
+    best = int(np.argmin(_noise_loss(coarse, gap, support, probability)))
+    fine = np.geomspace(
+        coarse[max(best - 1, 0)], coarse[min(best + 1, coarse.size - 1)], NOISE_GRID
+    )
+    return float(fine[np.argmin(_noise_loss(fine, gap, support, probability))])
+
+
+def _noise_loss(
+    candidates: FloatArray, gap: FloatArray, support: FloatArray, probability: FloatArray
+) -> FloatArray:
+    """Negative log-likelihood of the measured gaps at each candidate σ_0 (see noise_scale)."""
     sigma = candidates[:, None, None]
-    z = (gap[None, None, :] - support[None]) / sigma  # (S, K, N)
-    density = np.exp(-0.5 * z * z) / (np.sqrt(2.0 * np.pi) * sigma)
-    clipped = scipy.special.ndtr(-support[None] / sigma)
-    each = np.where(gap[None, None, :] <= 0.0, clipped, density)
-    likelihood = np.einsum("skn,kn->sn", each, probability)
-    loss = -np.sum(np.log(np.maximum(likelihood, 1e-300)), axis=1)
-    return float(candidates[np.argmin(loss)])
+    loss = np.zeros(candidates.size)
+    # Particles in chunks of about 2 million (σ, atom, particle) terms: a
+    # section row's law has an atom per grid node and cycle.
+    step = max(1, 2_000_000 // (candidates.size * max(support.shape[0], 1)))
+    for start in range(0, gap.size, step):
+        part = slice(start, start + step)
+        z = (gap[None, None, part] - support[None, :, part]) / sigma  # (S, K, n)
+        density = np.exp(-0.5 * z * z) / (np.sqrt(2.0 * np.pi) * sigma)
+        clipped = scipy.special.ndtr(-support[None, :, part] / sigma)
+        each = np.where(gap[None, None, part] <= 0.0, clipped, density)
+        likelihood = np.einsum("skn,kn->sn", each, probability[:, part])
+        loss -= np.sum(np.log(np.maximum(likelihood, 1e-300)), axis=1)
+    return loss
 
 
 def _full_data_replicates(
@@ -597,6 +808,7 @@ def fit(
     chunk: int = 1024,
     population: SizePopulation | None = None,
     method: str = "parametric",
+    section_sizes: SectionSizes | None = None,
 ) -> FitResult:
     """Fit α0, κ0, δ0 and ζ0 to particle gaps and capacity retention, with bootstrap.
 
@@ -643,6 +855,13 @@ def fit(
         How the bootstrap draws its replicates: gaps drawn anew from the
         fitted model (default), or the particles resampled with replacement
         (the paper's Supplementary Note 11). See the module's notes.
+    section_sizes : SectionSizes, optional
+        The 3D size distribution behind the 2D rows (usually the unfolded
+        sections, :func:`debond.pipeline.stereology.unfold_radii`): each
+        fitted 2D row is then fitted through the law of its sphere's radius
+        given its ``section_radius_um`` (see the module's notes), its
+        ``radius_um`` being the R̂ its gap was converted at. None: 2D rows
+        are fitted at ``radius_um`` like 3D rows.
 
     Returns
     -------
@@ -670,7 +889,7 @@ def fit(
                 f"population has {population.replicates.shape[0]} bootstrap replicates; "
                 f"n_bootstrap = {n_bootstrap} needs at least as many"
             )
-    data = _prepare(particles, capacity, grid_size, radius_sd, population)
+    data = _prepare(particles, capacity, grid_size, radius_sd, population, section_sizes)
 
     # Full-data fit from a grid of starts with one σ per stratum (the spread of
     # its gaps); then per-particle σ_i from that fit, and refits (weights
@@ -699,7 +918,17 @@ def fit(
     )
 
     samples = _bootstrap(
-        data, best, sig_g, noise, sig_c, cap_residual, n_bootstrap, seed, material, chunk, method
+        data,
+        best,
+        sig_g,
+        noise,
+        sig_c,
+        cap_residual,
+        n_bootstrap,
+        seed,
+        material,
+        chunk,
+        method,
     )
     values = samples[list(PARAMETER_NAMES)].to_numpy()
     if len(samples):
@@ -720,7 +949,15 @@ def fit(
         seed=int(seed),
         capacity_population=_describe_population(data),
         method=method,
+        section_rows=_describe_section_rows(data),
     )
+
+
+def _describe_section_rows(data: _Data) -> str:
+    """How the fit took its 2D rows (:attr:`FitResult.section_rows`)."""
+    if data.section_rows.any():
+        return "law of R given r"
+    return "point radius" if any(m == "2d" for c, m in data.strata if c > 0) else "none"
 
 
 def _describe_population(data: _Data) -> dict[str, Any]:
@@ -752,7 +989,8 @@ def simulated_gaps(
     Each particle keeps its radius and cycle count; its imaged gap D is drawn
     from its law (:func:`imaged_gap_law`), and Gaussian measurement noise of
     its (cycles, modality) stratum's σ_0 (``noise``, µm) is added; the sum is
-    clipped at 0 like a measured distance.
+    clipped at 0 like a measured distance. A row fitted through its law of R
+    draws its sphere first (:func:`section_gap_law`).
     """
     cycles = np.array(data.group_cycles)[data.particle_group]
     support, probability = imaged_gap_law(data.radius, cycles, theta, material)
@@ -760,6 +998,12 @@ def simulated_gaps(
     u = rng.random((copies, data.radius.size))
     k = (u[:, None, :] > cumulative[None, :-1, :]).sum(axis=1)  # (B, N)
     drawn = support[k, np.arange(data.radius.size)[None, :]]
+    if data.section_rows.any():
+        s_support, s_probability = section_gap_law(data, theta, material)
+        s_cumulative = np.cumsum(s_probability, axis=0)
+        for column, row in enumerate(np.flatnonzero(data.section_rows)):
+            atom = np.searchsorted(s_cumulative[:, column], u[:, row], side="right")
+            drawn[:, row] = s_support[np.minimum(atom, s_support.shape[0] - 1), column]
     drawn = drawn + rng.normal(size=drawn.shape) * noise[data.particle_stratum][None, :]
     return np.asarray(np.clip(drawn, 0.0, None))
 

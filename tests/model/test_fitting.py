@@ -18,6 +18,7 @@ from debond.model import (
 )
 from debond.model.solver import least_squares_batched
 from debond.model.synthetic import simulate_campaign
+from debond.pipeline.stereology import SizeDistribution, gap_from_section, sample_sections
 
 
 def _campaign(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -348,3 +349,30 @@ def test_too_few_population_replicates_are_refused() -> None:
     population = fitting.SizePopulation([0.5, 1.0], [1.0, 1.0], np.ones((5, 2)))
     with pytest.raises(ValueError, match="5 bootstrap replicates; n_bootstrap = 6"):
         fit(particles, capacity, n_bootstrap=6, population=population)
+
+
+def test_a_section_rows_expected_gap_is_its_conversion_averaged_over_its_law_of_r() -> None:
+    """Monte Carlo sections of spheres whose gap jumps at 0.7 µm (detached large ones),
+    converted at E[R | r] as the particle table converts them: the mean converted gap
+    near a section radius is the model averaged over the law of R given r, where the
+    point radius E[R | r] misses it by up to a factor of 2."""
+    sizes = SizeDistribution(
+        edges=[0.2, 0.4, 0.6, 0.9, 1.3], number_fraction=[0.3, 0.3, 0.25, 0.15]
+    )
+    rng = np.random.default_rng(6)
+    radii = sizes.sample(300_000, rng)
+
+    def step(radius: np.ndarray) -> np.ndarray:
+        return np.where(radius > 0.7, 0.35, 0.06)
+
+    r, g2, _ = sample_sections(radii, step(radii), 300_000, rng)
+    grid = np.geomspace(0.2, 1.3, 96)
+    for r0 in (0.25, 0.45, 0.65):
+        near = np.abs(r - r0) < 0.01
+        reference = sizes.conditional_radius(r[near])
+        converted = gap_from_section(r[near], g2[near], reference)
+        law = fitting.section_kernel(grid, *sizes.conditional_law(r[near], grid))
+        predicted = (fitting.converted_gap(grid, step(grid), reference[:, None]) * law).sum(axis=1)
+        se = converted.std(ddof=1) / np.sqrt(near.sum())
+        assert abs(predicted.mean() - converted.mean()) < 4 * se + 0.002, r0
+        assert abs(step(reference).mean() - converted.mean()) > 20 * se, r0
