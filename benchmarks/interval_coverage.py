@@ -16,8 +16,9 @@ paper's parameters (:func:`debond.model.synthetic.simulate_campaign`, seeds
   noise on the in-plane gap), converted to particle-table rows as the
   pipeline converts them (:func:`debond.particles.convert_sections`); the
   capacity term sums over the sizes unfolded from the sections
-  (:func:`debond.analysis.section_population`), as ``debond fit`` does by
-  default. The paper's tomograms hold 10–20 particles.
+  (:func:`debond.analysis.section_population`) and each section row is fitted
+  through its law of R given r (:func:`debond.analysis.section_sizes`), as
+  ``debond fit`` does by default. The paper's tomograms hold 10–20 particles.
 - ``demo``: 60 particles per group at 0, 1, 3 and 10 cycles, as the demo.
 
 Each is fitted with :func:`debond.model.fitting.fit` and ``--bootstrap``
@@ -56,7 +57,7 @@ import numpy as np
 import pandas as pd
 from common import machine_info, print_table, source_digests, write_result
 
-from debond.analysis import section_population
+from debond.analysis import section_population, section_sizes
 from debond.model import PAPER_PARAMETERS, PARAMETER_NAMES, Material, diagnostics, fit, fitting
 from debond.model.synthetic import draw_radii, imaged_gaps, simulate_campaign
 from debond.particles import convert_sections
@@ -141,7 +142,13 @@ def fit_data_set(size: str, k: int, bootstrap: int, method: str) -> dict[str, An
     started = time.perf_counter()
     population = section_population(particles, bootstrap, k)
     result = fit(
-        particles, capacity, n_bootstrap=bootstrap, seed=k, population=population, method=method
+        particles,
+        capacity,
+        n_bootstrap=bootstrap,
+        seed=k,
+        population=population,
+        method=method,
+        section_sizes=section_sizes(particles),
     )
     seconds = time.perf_counter() - started
     found = diagnostics.intervals(result)
@@ -150,6 +157,7 @@ def fit_data_set(size: str, k: int, bootstrap: int, method: str) -> dict[str, An
         "data_set": k,
         "seconds": seconds,
         "unconverged": 1.0 - float(result.samples["converged"].mean()),
+        "blunders": len(result.blunders),
         "one_sided": {n: iv.side != "two-sided" for n, iv in found.items()},
         "holds": {
             level: {n: holds(iv, truth[n], level) for n, iv in found.items()} for level in TARGETS

@@ -43,8 +43,10 @@ def write_json(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 #: Version of the fit.json layout: 2 added each parameter's 2.5–97.5 %
 #: interval, its side (one-sided at a bound) and the fit's warnings; 3 added
 #: ``bootstrap_method`` (the intervals of versions 1 and 2 are the
-#: uncalibrated particle resample's: :func:`earlier_intervals_note`).
-FIT_JSON_VERSION = 3
+#: uncalibrated particle resample's: :func:`earlier_intervals_note`); 4 added
+#: ``section_rows`` (how the 2D rows were fitted) and ``blunders`` (the rows
+#: left out of the fit).
+FIT_JSON_VERSION = 4
 
 
 def earlier_intervals_note(document: Mapping[str, Any]) -> str:

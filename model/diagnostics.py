@@ -177,8 +177,8 @@ def diagnose(result: FitResult, particles: pd.DataFrame | None = None) -> list[d
     -------
     list of dict
         ``cause`` (``"at_bound"``, ``"scale_on_floor"``, ``"not_converged"``,
-        ``"few_particles"``, ``"inseparable"``), ``message`` (one line, with
-        the number behind it) and ``value``.
+        ``"few_particles"``, ``"inseparable"``, ``"blunders"``), ``message``
+        (one line, with the number behind it) and ``value``.
     """
     found: list[dict[str, Any]] = []
 
@@ -231,6 +231,18 @@ def diagnose(result: FitResult, particles: pd.DataFrame | None = None) -> list[d
                 "the data do not separate them",
                 rho,
             )
+    if result.blunders:
+        named = ", ".join(
+            f"{b['sample']}/{b['particle']} ({b['gap_um']:.2f} µm)" for b in result.blunders[:5]
+        )
+        more = f" and {len(result.blunders) - 5} more" if len(result.blunders) > 5 else ""
+        warn(
+            "blunders",
+            f"{len(result.blunders)} particle(s) hold gaps the model cannot give at the "
+            f"fitted noise and were left out of the fit as blunders: {named}{more} "
+            "(fit.json 'blunders'; look at them in the quality figures)",
+            len(result.blunders),
+        )
     if particles is not None:
         for cycles, n in sorted(_group_counts(particles).items()):
             if n < MIN_GROUP_PARTICLES:

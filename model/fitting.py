@@ -21,7 +21,10 @@ capacity term's population is resampled with replacement inside each
 :class:`SizePopulation` brings its own replicates), and the capacity
 residuals of the best fit are resampled. ``method="particles"`` is the
 paper's Supplementary Note 11 instead: the particles themselves resampled
-(their gaps with them).
+(their gaps with them). Each replicate's fit starts near, not at, the
+estimate (:func:`replicate_starts`). All B replicates are solved together by
+:func:`debond.model.solver.least_squares_batched`: arrays with a leading
+replicate axis, in chunks that bound memory.
 
 A 2D row (an SEM section converted to a sphere) carries a radius that is only
 an estimate, E[R | r]: a section of radius r may be the cap of a large sphere.
@@ -32,10 +35,12 @@ conversion sees it (:func:`converted_gap`), averaged over p(R | r); its
 spread and noise law are that mixture's (:func:`section_gap_law`), and the
 parametric bootstrap draws its sphere before its gap. At a point radius, a
 model whose detachment is a threshold in R was pulled by the caps of
-detached spheres (README, "Accuracy"). Each replicate's fit starts near, not at, the
-estimate (:func:`replicate_starts`). All B replicates are solved together by
-:func:`debond.model.solver.least_squares_batched`: arrays with a leading
-replicate axis, in chunks that bound memory.
+detached spheres (README, "Accuracy").
+
+A 3D row whose gap no particle of its (cycles, modality) stratum can show at
+the fitted noise is a blunder (:func:`noise_law`): a spurious object, a ray
+trace gone astray. It is left out of the fit (its σ_i is infinite) and named
+(:attr:`FitResult.blunders`), rather than setting its stratum's σ_0.
 
 Why (``benchmarks/coverage.py``, README "Accuracy"): resampling particles,
 with replicates started at the estimate and σ_0 from moments, gave 16–84 %
@@ -107,6 +112,11 @@ SIGMA_GAP_FLOOR_UM = 1e-3
 SIGMA_RETENTION_FLOOR = 1e-3
 #: Points of each of the two grids on which noise_scale searches σ_0.
 NOISE_GRID = 25
+#: Blunder fractions ε tried per stratum (see noise_law), and the least gain of
+#: log-likelihood over ε = 0 that admits blunders (half the 95 % point of χ²
+#: with one degree of freedom: a likelihood-ratio test).
+BLUNDER_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
+BLUNDER_EVIDENCE = 3.84 / 2
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,10 @@ class FitResult:
         population itself as ``radius_um`` and ``count`` (lists).
     method : str
         How the bootstrap drew its replicates (``fit``'s ``method``).
+    blunders : list of dict
+        The fitted rows whose gap the fit read as a blunder and left out
+        (:func:`noise_law`): ``sample``, ``particle``, ``cycles``,
+        ``modality``, ``radius_um`` and ``gap_um``.
     section_rows : str
         How the 2D rows were fitted: ``"law of R given r"`` (each through the
         law of its sphere's radius, ``fit``'s ``section_sizes``), ``"point
@@ -155,6 +169,7 @@ class FitResult:
     capacity_population: dict[str, Any] = field(default_factory=dict)
     method: str = "parametric"
     section_rows: str = "none"
+    blunders: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The ``fit.json`` document of DESIGN.md (value = median, lower/upper = 16th/84th)."""
@@ -182,6 +197,7 @@ class FitResult:
             "sigma_retention": self.sigma_retention,
             "capacity_population": self.capacity_population,
             "section_rows": self.section_rows,
+            "blunders": self.blunders,
             "material": {
                 "volumetric_expansion": self.material.volumetric_expansion,
                 "half_cycle_hours": self.material.half_cycle_hours,
@@ -280,6 +296,8 @@ class _Data:
     particle_kernel: FloatArray  # (N, G) weights of the grid nodes for each particle
     gap: FloatArray  # (N,) measured mean gap, µm
     radius: FloatArray  # (N,) measured radius, µm
+    row_sample: NDArray[np.object_]  # (N,) sample of each fitted particle ("" if unnamed)
+    row_particle: NDArray[np.int64]  # (N,) its particle label (-1 if unnamed)
     section_rows: NDArray[np.bool_]  # (N,) fitted through their law of R (section_kernel)
     section_law: FloatArray  # (S, G) P(R = grid node | r) of those rows (section_kernel)
     section_reference: FloatArray  # (S,) their table radius R̂ (the gap's conversion), µm
@@ -504,6 +522,16 @@ def _prepare(
         particle_kernel=particle_kernel,
         gap=table["gap_mean_um"].to_numpy()[fitted],
         radius=radius_all[fitted],
+        row_sample=(
+            table["sample"].astype(str).to_numpy(dtype=object)
+            if "sample" in table
+            else np.full(len(table), "", dtype=object)
+        )[fitted],
+        row_particle=(
+            table["particle"].to_numpy(dtype=np.int64)
+            if "particle" in table
+            else np.full(len(table), -1, dtype=np.int64)
+        )[fitted],
         section_rows=section_rows,
         section_law=section_law,
         section_reference=radius_all[fitted][section_rows],
@@ -630,13 +658,14 @@ def _residual_scales(
     material: Material,
     sigma_gap_um: float | None,
     sigma_retention: float | None,
-) -> tuple[FloatArray, FloatArray, float, FloatArray]:
-    """Per-particle σ_i, per-stratum σ_0 and σ_C at a fit; also the capacity residuals.
+) -> tuple[FloatArray, FloatArray, float, FloatArray, NDArray[np.bool_]]:
+    """Per-particle σ_i, per-stratum σ_0 and σ_C at a fit; the capacity residuals; blunders.
 
     σ_i² = s_n(r_i)² + σ_0², with s_n the model's own spread of the imaged gap
     (stochastic disconnection) and σ_0 the measurement noise of the particle's
     (cycles, modality) stratum: given, or its maximum-likelihood estimate under
-    the model's law of the imaged gap (:func:`noise_scale`).
+    the model's law of the imaged gap, blunders allowed (:func:`noise_law`).
+    A blunder's σ_i is infinite: it weighs nothing in the fit.
     """
     population = data.population()[None, :]
     params = Parameters.from_array(theta[None, None, :])
@@ -654,23 +683,27 @@ def _residual_scales(
         second = np.sum(s_support**2 * s_probability, axis=0)
         spread[sections] = np.sqrt(np.clip(second - mean**2, 0.0, None))
     noise = np.zeros(len(data.strata))
+    blunder = np.zeros(data.gap.size, dtype=bool)
     for s in range(len(data.strata)):
         members = data.particle_stratum == s
         if not members.any():
             continue
         # A stratum is one modality, so its rows are all section rows or none.
         if sections[members].all():
-            noise[s] = noise_scale(
-                data.gap[members],
-                s_support[:, members[sections]],
-                s_probability[:, members[sections]],
-            )
+            law = s_support[:, members[sections]], s_probability[:, members[sections]]
         else:
-            noise[s] = noise_scale(data.gap[members], support[:, members], probability[:, members])
+            law = support[:, members], probability[:, members]
+        # Blunders are told only where the law of the gap is the model's alone: a
+        # section row's law of R also holds the unfolding's error (its tail,
+        # from a hundred sections, may end short of the largest spheres).
+        noise[s], _, blunder[members] = noise_law(
+            data.gap[members], *law, blunders=sigma_gap_um is None and not sections[members].all()
+        )
     if sigma_gap_um is not None:
         noise[:] = sigma_gap_um
     noise = np.maximum(noise, SIGMA_GAP_FLOOR_UM)
     sigma = np.sqrt(spread**2 + noise[data.particle_stratum] ** 2)
+    sigma[blunder] = np.inf
     cap_residual = data.retention - retention[0]
     if sigma_retention is not None:
         sigma_c = sigma_retention
@@ -678,7 +711,7 @@ def _residual_scales(
         sigma_c = max(float(np.sqrt(np.mean(cap_residual**2))), SIGMA_RETENTION_FLOOR)
     else:
         sigma_c = 1.0
-    return sigma, noise, sigma_c, cap_residual
+    return sigma, noise, sigma_c, cap_residual, blunder
 
 
 def imaged_gap_law(
@@ -728,7 +761,8 @@ def noise_scale(gap: FloatArray, support: FloatArray, probability: FloatArray) -
     clipped at 0 (a measured 0 has the probability of D + noise ≤ 0). A
     Gaussian likelihood with variance s² + σ_0² instead (s the model's spread
     of D) is no estimate here: D at 3 or 10 cycles is a few distant values,
-    and it puts σ_0 near 0 where the truth is tens of nm.
+    and it puts σ_0 near 0 where the truth is tens of nm. No blunders: see
+    :func:`noise_law`.
 
     Parameters
     ----------
@@ -742,31 +776,139 @@ def noise_scale(gap: FloatArray, support: FloatArray, probability: FloatArray) -
     float
         σ_0 in µm (at least :data:`SIGMA_GAP_FLOOR_UM`).
     """
-    # Only the atoms some particle can take (a section row's law has one per
-    # grid node and cycle, most of them impossible for it).
-    order = np.argsort(-probability, axis=0, kind="stable")
-    kept = max(int((probability > 0).sum(axis=0).max(initial=1)), 1)
-    support = np.take_along_axis(support, order[:kept], axis=0)
-    probability = np.take_along_axis(probability, order[:kept], axis=0)
+    return _search_noise(gap, support, probability, (0.0,))[0]
+
+
+def noise_law(
+    gap: FloatArray, support: FloatArray, probability: FloatArray, *, blunders: bool = True
+) -> tuple[float, float, NDArray[np.bool_]]:
+    """Measurement noise σ_0 and blunders of one stratum's measured gaps.
+
+    As :func:`noise_scale`, after leaving out the blunders: gaps that no
+    particle of the stratum can show at any noise that fits (a spurious
+    object of two voxels with a gap of 1.6 µm after one cycle, where the
+    largest particle's is 0.45 µm; a ray trace that ran into another
+    particle). One such gap otherwise sets σ_0 for its whole stratum (0.43 µm
+    where the others need 0.035 µm) and the fit then all but ignores the
+    stratum.
+
+    A gap is judged by the better of two laws: its own particle's, and the
+    stratum's pooled law (every particle's atoms, each with its share). Its
+    own alone would not do: near a detachment threshold, the fitted model may
+    give a particle no chance of a gap that its true parameters gave it, and
+    with little noise such a gap would look impossible. The pooled law alone
+    would not either: the largest particle's gap has no neighbours in it. A
+    fraction ε of the gaps may be blunders, uniform on (0, largest gap]; σ
+    and ε
+    (:data:`BLUNDER_FRACTIONS`) are fitted together by maximum likelihood,
+    and ε > 0 is admitted only when it raises the log-likelihood by
+    :data:`BLUNDER_EVIDENCE` or more (a likelihood-ratio test at 95 %). A
+    gap is a blunder where its posterior probability of being one exceeds
+    1/2. σ_0 is then :func:`noise_scale` of the other gaps.
+
+    Parameters
+    ----------
+    gap : (N,) array
+        Measured gaps, µm.
+    support, probability : (K, N) arrays
+        The law of each particle's D at the fitted parameters.
+    blunders : bool
+        Whether blunders are looked for (False: none).
+
+    Returns
+    -------
+    sigma : float
+        σ_0, µm (at least :data:`SIGMA_GAP_FLOOR_UM`).
+    fraction : float
+        ε (0 when there are no blunders).
+    blunder : (N,) array of bool
+        The gaps read as blunders.
+    """
+    blunder = np.zeros(gap.size, dtype=bool)
+    fraction = 0.0
+    if blunders and gap.size > 1:
+        # The pooled law's atoms, merged on a 1 nm grid (a few hundred at most).
+        atoms, where = np.unique(np.round(support.ravel(), 3), return_inverse=True)
+        weight = np.bincount(where, weights=probability.ravel() / gap.size, minlength=atoms.size)
+        pooled = (
+            np.broadcast_to(atoms[:, None], (atoms.size, gap.size)),
+            np.broadcast_to(weight[:, None], (atoms.size, gap.size)),
+        )
+        _, fraction, blunder = _search_noise(
+            gap, support, probability, BLUNDER_FRACTIONS, pooled=pooled
+        )
+    sigma = _search_noise(gap[~blunder], support[:, ~blunder], probability[:, ~blunder], (0.0,))[0]
+    return sigma, fraction, blunder
+
+
+def _search_noise(
+    gap: FloatArray,
+    support: FloatArray,
+    probability: FloatArray,
+    fractions: tuple[float, ...],
+    pooled: tuple[FloatArray, FloatArray] | None = None,
+) -> tuple[float, float, NDArray[np.bool_]]:
+    """Maximum-likelihood σ_0 and blunder fraction ε (one of `fractions`), and the blunders.
+
+    With ``pooled`` (a second law, (K', N) arrays), each gap's regular
+    likelihood is the larger of its two laws' (see :func:`noise_law`).
+    """
+    support, probability = _possible_atoms(support, probability)
+    laws = [(support, probability)]
+    if pooled is not None:
+        laws.append(_possible_atoms(*pooled))
+
+    def regular_likelihood(candidates: FloatArray) -> FloatArray:  # (S, N)
+        return np.max([_row_likelihood(candidates, gap, *law) for law in laws], axis=0)
+
     spread = float(np.max(np.abs(gap[None, :] - support), initial=0.0))
     high = max(spread, 2 * SIGMA_GAP_FLOOR_UM)
+    eps = np.array(fractions)[:, None, None]
+    # A blunder's density: uniform on (0, largest gap]; a measured 0 is none.
+    uniform = np.where(gap > 0, 1.0 / max(float(gap.max(initial=0.0)), SIGMA_GAP_FLOOR_UM), 0.0)
+
+    def losses(candidates: FloatArray) -> FloatArray:  # (ε, σ) → −log L
+        each = (1 - eps) * regular_likelihood(candidates)[None]
+        return -np.sum(np.log(np.maximum(each + eps * uniform, 1e-300)), axis=-1)
+
     # A coarse geometric grid, then a fine one between the best point's
     # neighbours (steps of 1.33 then 1.024: finer than 200 even steps, at a
-    # quarter of the likelihood evaluations).
+    # quarter of the likelihood evaluations), for each ε.
     coarse = np.geomspace(SIGMA_GAP_FLOOR_UM, high, NOISE_GRID)
-    best = int(np.argmin(_noise_loss(coarse, gap, support, probability)))
-    fine = np.geomspace(
-        coarse[max(best - 1, 0)], coarse[min(best + 1, coarse.size - 1)], NOISE_GRID
+    first = np.argmin(losses(coarse), axis=1)
+    best_loss = np.empty(eps.size)
+    best_sigma = np.empty(eps.size)
+    for e, b in enumerate(first):
+        fine = np.geomspace(coarse[max(b - 1, 0)], coarse[min(b + 1, coarse.size - 1)], NOISE_GRID)
+        loss = losses(fine)[e]
+        best_loss[e], best_sigma[e] = loss.min(), fine[np.argmin(loss)]
+    chosen = int(np.argmin(best_loss))
+    if best_loss[0] - best_loss[chosen] < BLUNDER_EVIDENCE:
+        chosen = 0
+    sigma, fraction = float(best_sigma[chosen]), float(eps.ravel()[chosen])
+    if fraction == 0.0:
+        return sigma, 0.0, np.zeros(gap.size, dtype=bool)
+    regular = (1 - fraction) * regular_likelihood(np.array([sigma]))[0]
+    return sigma, fraction, np.asarray(fraction * uniform > regular)
+
+
+def _possible_atoms(support: FloatArray, probability: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The law's atoms that some particle can take, (K', N): a section row's law has one
+    per grid node and cycle, most of them impossible for it."""
+    order = np.argsort(-probability, axis=0, kind="stable")
+    kept = max(int((probability > 0).sum(axis=0).max(initial=1)), 1)
+    return (
+        np.take_along_axis(support, order[:kept], axis=0),
+        np.take_along_axis(probability, order[:kept], axis=0),
     )
-    return float(fine[np.argmin(_noise_loss(fine, gap, support, probability))])
 
 
-def _noise_loss(
+def _row_likelihood(
     candidates: FloatArray, gap: FloatArray, support: FloatArray, probability: FloatArray
 ) -> FloatArray:
-    """Negative log-likelihood of the measured gaps at each candidate σ_0 (see noise_scale)."""
+    """Likelihood of each measured gap at each candidate σ_0, (S, N) (see noise_scale)."""
     sigma = candidates[:, None, None]
-    loss = np.zeros(candidates.size)
+    out = np.empty((candidates.size, gap.size))
     # Particles in chunks of about 2 million (σ, atom, particle) terms: a
     # section row's law has an atom per grid node and cycle.
     step = max(1, 2_000_000 // (candidates.size * max(support.shape[0], 1)))
@@ -776,9 +918,8 @@ def _noise_loss(
         density = np.exp(-0.5 * z * z) / (np.sqrt(2.0 * np.pi) * sigma)
         clipped = scipy.special.ndtr(-support[None, :, part] / sigma)
         each = np.where(gap[None, None, part] <= 0.0, clipped, density)
-        likelihood = np.einsum("skn,kn->sn", each, probability[:, part])
-        loss -= np.sum(np.log(np.maximum(likelihood, 1e-300)), axis=1)
-    return loss
+        out[:, part] = np.einsum("skn,kn->sn", each, probability[:, part])
+    return out
 
 
 def _full_data_replicates(
@@ -908,14 +1049,15 @@ def fit(
     theta, cost, _ = _solve(data, reps, starts, material, chunk)
     best = theta[np.argmin(cost)]
     for _ in range(2):
-        sig_g, noise, sig_c, _ = _residual_scales(
+        sig_g, noise, sig_c, _, _ = _residual_scales(
             data, best, material, sigma_gap_um, sigma_retention
         )
         reps = _full_data_replicates(data, sig_g, sig_c, 1)
         best = _solve(data, reps, best[None, :], material, chunk)[0][0]
-    _, noise, _, cap_residual = _residual_scales(
+    _, noise, _, cap_residual, blunder = _residual_scales(
         data, best, material, sigma_gap_um, sigma_retention
     )
+    sig_g = np.where(blunder, np.inf, sig_g)
 
     samples = _bootstrap(
         data,
@@ -950,7 +1092,23 @@ def fit(
         capacity_population=_describe_population(data),
         method=method,
         section_rows=_describe_section_rows(data),
+        blunders=_describe_blunders(data, blunder),
     )
+
+
+def _describe_blunders(data: _Data, blunder: NDArray[np.bool_]) -> list[dict[str, Any]]:
+    """The rows read as blunders (:attr:`FitResult.blunders`)."""
+    return [
+        {
+            "sample": str(data.row_sample[i]),
+            "particle": int(data.row_particle[i]),
+            "cycles": data.strata[data.particle_stratum[i]][0],
+            "modality": data.strata[data.particle_stratum[i]][1],
+            "radius_um": float(data.radius[i]),
+            "gap_um": float(data.gap[i]),
+        }
+        for i in np.flatnonzero(blunder)
+    ]
 
 
 def _describe_section_rows(data: _Data) -> str:

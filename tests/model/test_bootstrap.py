@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import optimize, stats
 
@@ -79,3 +80,63 @@ def test_both_methods_record_themselves_in_fit_json() -> None:
         result = fit(sim.particles, n_bootstrap=20, seed=0, method=method)
         assert result.summary()["bootstrap_method"] == method
         assert len(result.samples) == 20
+
+
+def test_blunders_are_told_from_the_noise_and_only_where_there_are_some() -> None:
+    """Gaps drawn from a two-valued law with 0.03 µm noise, and the same with four
+    gaps replaced by values the law cannot give: σ_0 and the blunders found, against
+    the likelihood written independently (scipy.stats) with the blunders left out."""
+    rng = np.random.default_rng(4)
+    support = np.array([[0.1] * 200, [0.4] * 200])
+    probability = np.array([[0.7] * 200, [0.3] * 200])
+    gap = np.where(rng.random(200) < 0.3, 0.4, 0.1) + rng.normal(0.0, 0.03, 200)
+    sigma, fraction, blunder = fitting.noise_law(gap, support, probability)
+    assert fraction == 0.0 and not blunder.any()
+    assert sigma == fitting.noise_scale(gap, support, probability)
+
+    spoiled = gap.copy()
+    wrong = np.array([5, 50, 120, 190])
+    spoiled[wrong] = [1.0, 1.65, 0.9, 1.3]  # a spurious object's gap, µm
+    sigma, fraction, blunder = fitting.noise_law(spoiled, support, probability)
+    assert fraction > 0
+    np.testing.assert_array_equal(np.flatnonzero(blunder), wrong)
+
+    def loss(s: float) -> float:
+        rest = np.delete(spoiled, wrong)
+        like = 0.7 * stats.norm.pdf(rest, 0.1, s) + 0.3 * stats.norm.pdf(rest, 0.4, s)
+        return float(-np.log(like).sum())
+
+    best = optimize.minimize_scalar(loss, bounds=(1e-3, 0.5), method="bounded").x
+    assert sigma == pytest.approx(best, rel=0.1)
+    # without the blunder model, the four gaps set the noise of all 200
+    assert fitting.noise_scale(spoiled, support, probability) > 3 * sigma
+
+
+def test_spurious_particles_are_left_out_of_the_fit_and_named() -> None:
+    """Three spurious 3D rows (two-voxel objects with 1–1.6 µm gaps, as a noisy
+    segmentation gives) added to a drawn table: the fit names exactly them in
+    fit.json and its estimate stays at the clean table's; without them named, the
+    1-cycle group's noise would be set by them."""
+    sim = simulate_campaign(PAPER_PARAMETERS, cycles=(0, 1, 3, 10), particles_per_sample=40, seed=5)
+    clean = sim.particles
+    spurious = (
+        clean[clean["cycles"] == 1]
+        .head(3)
+        .assign(
+            particle=[900, 901, 902], radius_um=[0.13, 0.14, 0.13], gap_mean_um=[1.0, 1.65, 1.02]
+        )
+    )
+    table = pd.concat([clean, spurious], ignore_index=True)
+    capacity = sim.capacity[["cycle", "retention"]]
+    base = fit(clean, capacity, n_bootstrap=200)
+    found = fit(table, capacity, n_bootstrap=0)
+    assert base.blunders == []
+    assert sorted(b["particle"] for b in found.blunders) == [900, 901, 902]
+    assert found.summary()["blunders"] == found.blunders
+    # α0, δ0, ζ0 at the clean estimate; κ0 (a staircase: near-equal minima) inside
+    # the clean fit's 2.5–97.5 % interval
+    for i in (0, 2, 3):
+        assert found.estimate.as_array()[i] == pytest.approx(base.estimate.as_array()[i], rel=0.05)
+    kappa = np.percentile(base.samples["kappa0"], [2.5, 97.5])
+    assert kappa[0] <= found.estimate.kappa0 <= kappa[1]
+    assert found.sigma_gap_um[(1, "3d")] == pytest.approx(base.sigma_gap_um[(1, "3d")], rel=0.2)

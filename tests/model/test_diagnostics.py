@@ -65,10 +65,29 @@ def test_each_cause_is_named_with_its_number(healthy: tuple[object, pd.DataFrame
     samples.loc[samples.index[:20], "converged"] = False  # 10 % of 200
     samples["zeta0"] = samples["alpha0"] * 0.2  # moves with α0
     floors = {stratum: 1e-3 for stratum in result.sigma_gap_um}  # type: ignore[attr-defined]
-    sick = dataclasses.replace(result, samples=samples, sigma_gap_um=floors)  # type: ignore[type-var]
+    blunders = [
+        {
+            "sample": "c01",
+            "particle": 7,
+            "cycles": 1,
+            "modality": "3d",
+            "radius_um": 0.13,
+            "gap_um": 1.65,
+        }
+    ]
+    sick = dataclasses.replace(  # type: ignore[type-var]
+        result, samples=samples, sigma_gap_um=floors, blunders=blunders
+    )
     few = particles[(particles["cycles"] != 3) | (particles.index % 50 == 0)]
     found = {w["cause"]: w["message"] for w in diagnose(sick, few)}
-    assert set(found) == {"not_converged", "inseparable", "scale_on_floor", "few_particles"}
+    assert set(found) == {
+        "not_converged",
+        "inseparable",
+        "scale_on_floor",
+        "few_particles",
+        "blunders",
+    }
+    assert "1 particle(s) hold gaps" in found["blunders"] and "c01/7 (1.65 µm)" in found["blunders"]
     assert "10.0 % of the 200 replicates" in found["not_converged"]
     assert "alpha0 and zeta0" in found["inseparable"]
     assert "the 3-cycle group has" in found["few_particles"]

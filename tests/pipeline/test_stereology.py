@@ -211,8 +211,8 @@ def test_conditional_law_against_monte_carlo() -> None:
     for r0 in (0.2, 0.6, 1.1):
         near = np.abs(r - r0) < 0.01
         found = np.histogram(radii[index][near], bins=PIECEWISE.edges)[0] / near.sum()
-        radius, probability = PIECEWISE.conditional_law(np.full(near.sum(), r0), subbins=3)
-        # per size bin: the sum of its three parts (each part's radius lies inside it)
+        _, probability = PIECEWISE.conditional_law(np.full(near.sum(), r0), subbins=3)
+        # per size bin: the sum of its three parts
         expected = probability[0].reshape(PIECEWISE.bins, 3).sum(axis=1)
         se = np.sqrt(expected * (1 - expected) / near.sum())
         np.testing.assert_array_less(np.abs(found - expected), 4 * se + 0.01, err_msg=f"r = {r0}")
