@@ -263,6 +263,8 @@ def fit_command(
             typer.echo(parameter_table(fitted.result, fitted.truth, fitted.particles))
             for warning in fitted.warnings:
                 typer.echo(f"WARNING: {warning['message']}")
+            for caveat in fitted.caveats:
+                typer.echo(f"NOTE: {caveat}")
             typer.echo("wrote " + ", ".join(str(p) for p in fitted.files.values()))
             return
         if source.suffix not in (".parquet", ".csv"):
@@ -763,6 +765,8 @@ def demo(
     typer.echo("")
     typer.echo("recovered parameters (bootstrap median, 16th/84th percentiles) and true values:")
     typer.echo(parameter_table(fitted.result, fitted.truth, fitted.particles))
+    for caveat in fitted.caveats:
+        typer.echo(f"NOTE: {caveat}")
     typer.echo("")
     steps = ", ".join(f"{name} {value:.0f} s" for name, value in outcome.seconds.items())
     typer.echo(f"report:  {outcome.report}")

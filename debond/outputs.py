@@ -44,8 +44,8 @@ def write_json(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 #: interval, its side (one-sided at a bound) and the fit's warnings; 3 added
 #: ``bootstrap_method`` (the intervals of versions 1 and 2 are the
 #: uncalibrated particle resample's: :func:`earlier_intervals_note`); 4 added
-#: ``section_rows`` (how the 2D rows were fitted) and ``blunders`` (the rows
-#: left out of the fit).
+#: ``section_rows`` (how the 2D rows were fitted), ``blunders`` (the rows
+#: left out of the fit) and ``caveats`` (what the intervals do not hold).
 FIT_JSON_VERSION = 4
 
 
@@ -101,6 +101,7 @@ def write_fit(
     truth: Parameters | None = None,
     sensitivity_cycles: int = 10,
     warnings: Sequence[Mapping[str, Any]] = (),
+    caveats: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write ``fit.json``, ``bootstrap.parquet`` and the figures of a fit.
 
@@ -121,6 +122,10 @@ def write_fit(
         :func:`debond.analysis.table_warnings`), in the form of
         :func:`debond.model.diagnostics.diagnose`'s entries: added after them
         to ``fit.json``'s ``warnings``.
+    caveats : sequence of str
+        What the intervals do not hold, whatever the fit's health (e.g. a
+        systematic error of image-derived gaps): ``fit.json``'s ``caveats``,
+        shown beside the parameters in the report, not in its warning banner.
 
     Returns
     -------
@@ -133,6 +138,7 @@ def write_fit(
     if truth is not None:
         document["truth"] = {n: float(getattr(truth, n)) for n in PARAMETER_NAMES}
     document["warnings"] = [*document["warnings"], *(dict(w) for w in warnings)]
+    document["caveats"] = list(caveats)
     written = {
         "fit": write_json(document, tables / "fit.json"),
         "bootstrap": write_table(result.samples, tables / "bootstrap.parquet", BOOTSTRAP_SCHEMA),

@@ -1100,10 +1100,15 @@ def _fit_sections(
     header = ["parameter", "value", "84th / 16th percentile", "unit"]
     if fitted.truth is not None:
         header.append("true (synthetic)")
+    caveats = "".join(
+        f'<p class="note">Note: {html.escape(str(c))}</p>'
+        for c in fitted.document.get("caveats", [])
+    )
     parameters = f"""<h2>Fitted parameters</h2>
 <p>Bootstrap median with the 16th and 84th percentiles, {fitted.bootstrap} replicates.
 {html.escape(_population_sentence(fitted.document))}</p>
-{_table(header, parameter_rows)}"""
+{_table(header, parameter_rows)}
+{caveats}"""
     return parameters, f"<h2>Figures</h2>\n{figures}"
 
 

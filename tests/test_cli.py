@@ -198,6 +198,10 @@ def test_fit_of_a_campaign_reads_its_tables_cycling_and_settings(tmp_path: Path)
     document = json.loads((tables / "fit.json").read_text())
     assert document["bootstrap"] == 40
     assert len(pd.read_parquet(tables / "bootstrap.parquet")) == 40
+    # a campaign's gaps come from images: what its intervals do not hold is said
+    assert document["caveats"] and "systematic error" in document["caveats"][0]
+    assert f"NOTE: {document['caveats'][0]}" in result.output
+    assert document["warnings"] == [] or "systematic" not in str(document["warnings"])
     assert (tmp_path / "figures" / "gap_vs_radius.png").is_file()
     again = runner.invoke(app, ["fit", str(tmp_path / "c.toml"), "--bootstrap", "20"])
     assert again.exit_code == 0

@@ -6,6 +6,7 @@ functions of the image-quality section are checked on small arrays.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -202,6 +203,9 @@ def test_the_report_embeds_every_figure_and_the_parameter_table(campaign_file: P
     recorded = json.loads((folder / "tables" / campaign_file.stem / "fit.json").read_text())
     population = recorded["capacity_population"]
     assert f"The capacity term sums over {population['source']}: " in page
+    # the image-derived caveat beside the parameters, not in the warning banner
+    assert recorded["caveats"] and html.escape(recorded["caveats"][0]) in page
+    assert "should not be read as a result" not in page or recorded["warnings"]
     loaded = _figures_loaded(folder / "report.html")
     if loaded is None:
         pytest.skip("no Chromium to render the page (Debian package chromium; .ci/run installs it)")
