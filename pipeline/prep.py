@@ -22,6 +22,7 @@ that scales with the volume is held on the client (DESIGN.md, principles 1–3).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -749,7 +750,16 @@ def to_sinograms(
         raise ValueError(f"rows_per_chunk must be a positive integer; got {rows_per_chunk!r}")
     target = (min(int(rows_per_chunk), sinograms.shape[0]), -1, -1)
     method = "p2p" if _distributed_scheduler_active() else "tasks"
-    return sinograms.rechunk(target, method=method)
+    # No intermediate block larger than an input or an output block: left to
+    # itself, the rechunk merges the inputs up to dask's array.chunk-size
+    # (128 MiB) before the exchange, and a task splitting such a block into
+    # shards took a 1 GiB worker past its limit on a 1024³ sample.
+    itemsize = sinograms.dtype.itemsize
+    largest = max(
+        itemsize * math.prod(max(c) for c in sinograms.chunks),
+        itemsize * target[0] * sinograms.shape[1] * sinograms.shape[2],
+    )
+    return sinograms.rechunk(target, method=method, block_size_limit=largest)
 
 
 # ----------------------------------------------------------- ring removal

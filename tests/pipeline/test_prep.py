@@ -489,6 +489,27 @@ def test_median_rejects_bad_arguments() -> None:
 # -------------------------------------------------------------- sinograms
 
 
+def test_to_sinograms_holds_no_block_larger_than_an_input_or_an_output_block() -> None:
+    """Every block the rechunk makes, measured as the tasks return it: at most the
+    larger of a projection block and a sinogram block. Left to dask's array.chunk-size
+    (128 MiB) the rechunk merged the whole stack into one block first."""
+    from dask.callbacks import Callback
+
+    x = da.random.random((64, 16, 16), chunks=(1, 16, 16)).astype(np.float32)
+    made: list[int] = []
+
+    class Sizes(Callback):  # type: ignore[misc]
+        def _posttask(self, key, result, dsk, state, id):  # type: ignore[no-untyped-def]
+            if isinstance(key, tuple) and "rechunk" in key[0]:
+                made.append(np.asarray(result).nbytes)
+
+    sinograms = to_sinograms(x, rows_per_chunk=1)
+    with Sizes():
+        found = sinograms.compute(scheduler="sync")
+    np.testing.assert_array_equal(found, x.compute().transpose(1, 0, 2))
+    assert made and max(made) <= max(16 * 16 * 4, 1 * 64 * 16 * 4)
+
+
 def test_to_sinograms_transposes_into_whole_sinograms() -> None:
     x = np.random.default_rng(3).random((10, 7, 6)).astype(np.float32)
     sino = to_sinograms(da.from_array(x, chunks=(3, 2, 6)), rows_per_chunk=2)
