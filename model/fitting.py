@@ -799,10 +799,9 @@ def noise_law(
     with little noise such a gap would look impossible. The pooled law alone
     would not either: the largest particle's gap has no neighbours in it. A
     fraction ε of the gaps may be blunders, uniform on (0, largest gap]; σ
-    and ε
-    (:data:`BLUNDER_FRACTIONS`) are fitted together by maximum likelihood,
-    and ε > 0 is admitted only when it raises the log-likelihood by
-    :data:`BLUNDER_EVIDENCE` or more (a likelihood-ratio test at 95 %). A
+    and ε (:data:`BLUNDER_FRACTIONS`) are fitted together by maximum
+    likelihood, and ε > 0 is admitted only when it raises the log-likelihood
+    by :data:`BLUNDER_EVIDENCE` or more (a likelihood-ratio test at 95 %). A
     gap is a blunder where its posterior probability of being one exceeds
     1/2. σ_0 is then :func:`noise_scale` of the other gaps.
 
