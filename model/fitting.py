@@ -829,9 +829,9 @@ def noise_law(
         # The pooled law's atoms, merged on a 1 nm grid (a few hundred at most).
         atoms, where = np.unique(np.round(support.ravel(), 3), return_inverse=True)
         weight = np.bincount(where, weights=probability.ravel() / gap.size, minlength=atoms.size)
-        pooled = (
+        pooled: tuple[FloatArray, FloatArray] = (
             np.broadcast_to(atoms[:, None], (atoms.size, gap.size)),
-            np.broadcast_to(weight[:, None], (atoms.size, gap.size)),
+            np.broadcast_to(weight.astype(np.float64)[:, None], (atoms.size, gap.size)),
         )
         _, fraction, blunder = _search_noise(
             gap, support, probability, BLUNDER_FRACTIONS, pooled=pooled
@@ -858,7 +858,7 @@ def _search_noise(
         laws.append(_possible_atoms(*pooled))
 
     def regular_likelihood(candidates: FloatArray) -> FloatArray:  # (S, N)
-        return np.max([_row_likelihood(candidates, gap, *law) for law in laws], axis=0)
+        return np.asarray(np.max([_row_likelihood(candidates, gap, *law) for law in laws], axis=0))
 
     spread = float(np.max(np.abs(gap[None, :] - support), initial=0.0))
     high = max(spread, 2 * SIGMA_GAP_FLOOR_UM)
@@ -868,7 +868,7 @@ def _search_noise(
 
     def losses(candidates: FloatArray) -> FloatArray:  # (ε, σ) → −log L
         each = (1 - eps) * regular_likelihood(candidates)[None]
-        return -np.sum(np.log(np.maximum(each + eps * uniform, 1e-300)), axis=-1)
+        return np.asarray(-np.sum(np.log(np.maximum(each + eps * uniform, 1e-300)), axis=-1))
 
     # A coarse geometric grid, then a fine one between the best point's
     # neighbours (steps of 1.33 then 1.024: finer than 200 even steps, at a
