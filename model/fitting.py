@@ -693,11 +693,13 @@ def _residual_scales(
             law = s_support[:, members[sections]], s_probability[:, members[sections]]
         else:
             law = support[:, members], probability[:, members]
-        # Blunders are told only where the law of the gap is the model's alone: a
-        # section row's law of R also holds the unfolding's error (its tail,
-        # from a hundred sections, may end short of the largest spheres).
+        # Blunders are told only in 3D strata, where the law of the gap is the
+        # model's alone: a 2D row's radius is uncertain (a cap of a large sphere
+        # at its point radius; the unfolding's error, its tail from a hundred
+        # sections ending short of the largest spheres, through its law).
+        three_d = data.strata[s][1] == "3d"
         noise[s], _, blunder[members] = noise_law(
-            data.gap[members], *law, blunders=sigma_gap_um is None and not sections[members].all()
+            data.gap[members], *law, blunders=sigma_gap_um is None and three_d
         )
     if sigma_gap_um is not None:
         noise[:] = sigma_gap_um

@@ -421,6 +421,8 @@ def test_sections_fitted_through_their_law_of_r_need_only_the_true_noise() -> No
     point = fit(sections, n_bootstrap=0)
     law = fit(sections, n_bootstrap=0, section_sizes=sizes)
     assert (point.section_rows, law.section_rows) == ("point radius", "law of R given r")
+    # 2D rows are never read as blunders: at the point radius the caps would be
+    assert point.blunders == [] and law.blunders == []
     for stratum in ((1, "2d"), (3, "2d")):
         assert law.sigma_gap_um[stratum] <= 0.03, stratum
         assert point.sigma_gap_um[stratum] > 2 * law.sigma_gap_um[stratum], stratum
