@@ -307,10 +307,10 @@ class SizeDistribution:
         on it (the integrals of :meth:`conditional_radius`) and its radius the
         mean of ``R`` there, so that ``Σ radius·probability`` is
         :meth:`conditional_radius`. Cutting at the nodes of a grid keeps each
-        part inside one grid cell. A
-        point estimate of ``R`` misplaces a section whose sphere is much
-        larger than it (a cap); the fit averages the model over this law
-        instead (:func:`debond.model.fit`, ``section_sizes``).
+        part inside one grid cell. A point estimate of ``R`` misplaces a
+        section whose sphere is much larger than it (a cap); the fit averages
+        the model over this law instead (:func:`debond.model.fit`,
+        ``section_sizes``).
 
         Parameters
         ----------
