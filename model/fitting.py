@@ -827,7 +827,9 @@ def noise_law(
     """
     blunder = np.zeros(gap.size, dtype=bool)
     fraction = 0.0
-    if blunders and gap.size > 1:
+    # The own law alone first: a larger regular likelihood only weakens the
+    # evidence for blunders, so where the own law finds none, none are.
+    if blunders and gap.size > 1 and _search_noise(gap, support, probability, BLUNDER_FRACTIONS)[1]:
         # The pooled law's atoms, merged on a 1 nm grid (a few hundred at most).
         atoms, where = np.unique(np.round(support.ravel(), 3), return_inverse=True)
         weight = np.bincount(where, weights=probability.ravel() / gap.size, minlength=atoms.size)
