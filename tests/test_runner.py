@@ -48,6 +48,7 @@ from debond.runner import Outcome, RunError, parse_stages, preview_run, run_camp
 from debond.stages import REGISTRY
 from debond.stages.base import Plan, Registry, Stage, Work
 from debond.storage import get_array, list_arrays, list_samples, open_store, open_volume
+from debond.storage.lock import Holder
 from debond.storage.provenance import completion, read_provenance
 from debond.storage.tables import read_metadata, read_particles
 from debond.synth import ATTENUATION_PER_UM, write_campaign
@@ -632,7 +633,10 @@ def test_a_second_run_on_a_store_in_use_is_refused_and_the_first_finishes(
         )
     try:
         deadline = time.monotonic() + 240
-        while not lock.is_file():  # the lock file appears once the first run holds the store
+        # The first run holds the store once its lock file names it (the file is
+        # created, then written: stopped in between, the second run would meet
+        # a lock "being written").
+        while not (lock.is_file() and Holder.from_text(lock.read_text()) is not None):
             assert first.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
