@@ -825,11 +825,13 @@ def noise_law(
     blunder : (N,) array of bool
         The gaps read as blunders.
     """
-    blunder = np.zeros(gap.size, dtype=bool)
-    fraction = 0.0
+    if not blunders or gap.size < 2:
+        return noise_scale(gap, support, probability), 0.0, np.zeros(gap.size, dtype=bool)
     # The own law alone first: a larger regular likelihood only weakens the
-    # evidence for blunders, so where the own law finds none, none are.
-    if blunders and gap.size > 1 and _search_noise(gap, support, probability, BLUNDER_FRACTIONS)[1]:
+    # evidence for blunders, so where the own law finds none, none are, and
+    # its σ_0 (at ε = 0) is noise_scale's.
+    sigma, fraction, blunder = _search_noise(gap, support, probability, BLUNDER_FRACTIONS)
+    if fraction > 0:
         # The pooled law's atoms, merged on a 1 nm grid (a few hundred at most).
         atoms, where = np.unique(np.round(support.ravel(), 3), return_inverse=True)
         weight = np.bincount(where, weights=probability.ravel() / gap.size, minlength=atoms.size)
@@ -840,7 +842,7 @@ def noise_law(
         _, fraction, blunder = _search_noise(
             gap, support, probability, BLUNDER_FRACTIONS, pooled=pooled
         )
-    sigma = _search_noise(gap[~blunder], support[:, ~blunder], probability[:, ~blunder], (0.0,))[0]
+        sigma = noise_scale(gap[~blunder], support[:, ~blunder], probability[:, ~blunder])
     return sigma, fraction, blunder
 
 
