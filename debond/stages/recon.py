@@ -73,8 +73,13 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
 #: freed slice by slice; measured with tracemalloc, tests/test_memory.py) ...
 BYTES_PER_SINOGRAM_VALUE = 3.2
 #: ... and per voxel of the slices it reconstructs (the float32 slices and
-#: their stacked result).
+#: their stacked result) ...
 BYTES_PER_VOXEL = 9.4
+#: ... and, once a task, per value of the one sinogram moved to the detector
+#: centre at a time (FBP's Fourier shift: the values padded to three times
+#: the width, and their spectra). The shift alone peaks at 37–46 bytes a
+#: value; part of it reuses what the slices' term counts.
+BYTES_PER_SHIFTED_VALUE = 30.0
 
 
 def peak_bytes(block_shape: tuple[int, ...], parameters: Mapping[str, Any]) -> float:
@@ -92,4 +97,5 @@ def peak_bytes(block_shape: tuple[int, ...], parameters: Mapping[str, Any]) -> f
     return (
         BYTES_PER_SINOGRAM_VALUE * rows * angles * columns
         + BYTES_PER_VOXEL * rows * columns * columns
+        + BYTES_PER_SHIFTED_VALUE * angles * columns
     )
