@@ -18,13 +18,18 @@ It checks and reports, per stage and in all:
 The blocks are the runner's own choice from the workers' limit
 (:func:`debond.runner.task_memory`): nothing is tuned here.
 
-Usage: ``python benchmarks/scale.py [--size N] [--reference N] [--memory-limit BYTES]``.
+Usage: ``python benchmarks/scale.py [--size N] [--reference N] [--memory-limit BYTES]
+[--sample DIR]``. Writing a 1024³ sample takes most of an hour: ``--sample DIR``
+runs the ``--size`` sample already written in DIR (its campaign file and
+inputs, by an earlier run of this benchmark or :func:`write_sample`) after
+removing its store, and writes it there first when DIR is empty.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict
@@ -123,16 +128,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--reference", type=int, default=128, help="reference edge, voxels")
     parser.add_argument("--memory-limit", type=float, default=2**30, help="per worker, bytes")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--sample", type=Path, help="folder of the --size sample, kept between runs"
+    )
     args = parser.parse_args(argv)
     runs: dict[int, dict[str, Any]] = {}
     for size in (args.reference, args.size):
-        with tempfile.TemporaryDirectory() as folder:
-            campaign_file, synth_s = write_sample(Path(folder), size)
+        if size == args.size and args.sample is not None:
+            campaign_file = args.sample / "campaign.toml"
+            synth_s = None
+            if not campaign_file.is_file():
+                args.sample.mkdir(parents=True, exist_ok=True)
+                campaign_file, synth_s = write_sample(args.sample, size)
+            shutil.rmtree(args.sample / "store.zarr", ignore_errors=True)
             run = run_one(campaign_file, args.memory_limit, args.workers)
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                campaign_file, synth_s = write_sample(Path(folder), size)
+                run = run_one(campaign_file, args.memory_limit, args.workers)
         run["synth_seconds"] = synth_s
         run["voxels"] = size**3
         runs[size] = run
-        print(f"{size}³: {fmt_seconds(run['seconds'])} (data written in {fmt_seconds(synth_s)})")
+        written = (
+            "data kept from before"
+            if synth_s is None
+            else f"data written in {fmt_seconds(synth_s)}"
+        )
+        print(f"{size}³: {fmt_seconds(run['seconds'])} ({written})")
     big, ref = runs[args.size], runs[args.reference]
     per_voxel = {
         name: (big["stages"][name]["seconds"] / big["voxels"])
