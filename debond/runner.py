@@ -655,6 +655,14 @@ def _holding_the_store(campaign: Campaign, client: Client, echo: Echo) -> Iterat
         raise RunError(str(error)) from None
 
 
+#: Dask warns of a graph larger than 10 MB ("Sending large graph", advising
+#: to load the data with Dask). A stage's graph grows with its blocks, not
+#: with data in it: a 2.2 GB volume in blocks sized to workers of 1 GiB makes
+#: 12 MiB. The runner warns from this size instead.
+LARGE_GRAPH_KEY = "distributed.admin.large-graph-warning-threshold"
+LARGE_GRAPH_BYTES = "256 MiB"
+
+
 def task_memory(client: Client) -> int | None:
     """Bytes one task may use on this cluster: the tightest worker's share of its limit.
 
@@ -762,7 +770,11 @@ def run_campaign(
     however the run ends, each stage of each sample with its wall time, its
     tasks and the peak worker memory while it ran.
     """
-    with _holding_the_store(campaign, client, echo), sized_tasks(client):
+    with (
+        _holding_the_store(campaign, client, echo),
+        sized_tasks(client),
+        dask.config.set({LARGE_GRAPH_KEY: LARGE_GRAPH_BYTES}),
+    ):
         chosen = parse_stages(None if stages is None else list(stages), campaign.registry)
         with (
             Tracker(client, display) as tracker,

@@ -4,12 +4,16 @@ A stage's ``peak_bytes(block_shape, parameters)`` is checked against the peak
 traced (``tracemalloc``: NumPy reports its buffers to it) while its kernel
 runs one block, on two block sizes: within 80–120 %. The segmentation, whose
 blocks are sized from that estimate, gives the same phases whatever the blocks.
+Two `slow` runs on `dask worker` processes of 1 GiB with Dask's default
+thresholds: the demo sample with its tasks bounded to a quarter of its volume
+(the same table as unbounded), and a sample of 2.2 GB, twice a worker's limit.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import resource
 import shutil
 import sys
 import time
@@ -25,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
+from scipy.spatial import cKDTree
 
 from debond.campaign import load_campaign
 from debond.memory import TASK_MEMORY_KEY, largest_block, task_budget, task_bytes
@@ -38,6 +43,7 @@ from debond.pipeline.segment import (
 from debond.runner import run_campaign, sized_tasks, task_memory
 from debond.scans import Variant, attenuation_volume, draw_scene, render
 from debond.stages import REGISTRY
+from debond.storage import open_volume
 from debond.synth import PAPER_PARAMETERS, PRESETS, Material, write_campaign, write_sem
 from tests.conftest import STARTUP_S
 from tests.processes import Processes, scheduler_address, wait_for_workers
@@ -265,16 +271,34 @@ def test_the_phases_do_not_depend_on_the_blocks(prior: bool) -> None:
 
 # ------------------------------------------------------------------ a small-memory run
 
-#: A worker's limit in the small-memory run, the scale benchmark's: Dask's
+#: A worker's limit in the small-memory runs, the scale benchmark's: Dask's
 #: thresholds as they come (pause at 80 %, restart at 95 %). A worker process
-#: holds ~300 MiB of libraries before its first task and reached 544 MiB in the
-#: segmentation on a CI machine, so 700 MB made it pause there: the volume is
-#: bounded through the task memory instead (see the test).
+#: holds 200–300 MiB of libraries before its first task, so much less than this
+#: leaves a task too little to be worth running.
 SMALL_LIMIT = "1GiB"
+SMALL_LIMIT_BYTES = 2**30
+
+#: The volume larger than a worker's memory: a tall pillar of 2112 × 512² float32
+#: voxels is 2.2 GB, 2.06 × the limit, more than both workers together. Its
+#: slices are the scale benchmark's 512², sampled by as many projections.
+LARGE_SHAPE = (2112, 512, 512)
+
+#: Worker log lines that say a worker ran out of memory or was restarted for it.
+OUT_OF_MEMORY = ("95%", "Restarting worker", "KilledWorker", "Worker process died")
 
 
-def run_on_workers(campaign_file: Path, folder: Path, memory_limit: str) -> pd.DataFrame:
-    """The particle table of a run on a `dask scheduler` and two workers of `memory_limit`."""
+@dataclasses.dataclass
+class WorkerRun:
+    """What a run on `dask worker` processes left: its table, the workers' logs and peaks."""
+
+    table: pd.DataFrame
+    log_lines: list[str]
+    peak_rss_bytes: list[float]
+    restarted: bool
+
+
+def run_on_workers(campaign_file: Path, folder: Path, memory_limit: str) -> WorkerRun:
+    """A whole run on a `dask scheduler` and two workers of `memory_limit`, 1 thread each."""
     dask_cli = str(Path(sys.executable).with_name("dask"))
     info = folder / "scheduler.json"
     processes = Processes(folder)
@@ -292,23 +316,26 @@ def run_on_workers(campaign_file: Path, folder: Path, memory_limit: str) -> pd.D
         with Client(address) as client:
             pids = client.run(os.getpid)
             run_campaign(load_campaign(campaign_file), client, echo=lambda _: None)
-            assert client.run(os.getpid) == pids, "a worker was restarted"
+            restarted = client.run(os.getpid) != pids
+            # the workers' peak resident set since they started (ru_maxrss: kB on Linux)
+            usage = client.run(resource.getrusage, resource.RUSAGE_SELF)
+            peaks = [1024.0 * u.ru_maxrss for u in usage.values()]
             logs = [line for log in client.get_worker_logs().values() for _, line in log]
-        assert not [line for line in logs if "Pausing worker" in line or "95%" in line]
+            logs += [line for _, line in client.get_scheduler_logs()]
     finally:
         processes.stop()
     tables = load_campaign(campaign_file).tables_dir
-    return pd.read_parquet(tables / "particles.parquet")
+    return WorkerRun(pd.read_parquet(tables / "particles.parquet"), logs, peaks, restarted)
 
 
 @pytest.mark.slow
 def test_a_small_memory_run_gives_the_table_of_an_unbounded_one(tmp_path: Path) -> None:
-    """Tasks bounded to under half the volume, on workers of 1 GiB, against no bounds.
+    """Tasks bounded to a quarter of the volume, on workers of 1 GiB, against no bounds.
 
-    A worker process cannot live under ~250 MB, so the volume is bounded through
-    the memory a task may use (what the runner derives from the workers' limit):
-    a quarter of the reconstruction's bytes, which splits the segmentation's
-    blocks along every axis.
+    The demo volume is smaller than a worker, so here the volume is bounded
+    through the memory a task may use (what the runner derives from the
+    workers' limit), which splits the segmentation's blocks along every axis;
+    the next test runs a volume twice a worker's limit.
     """
     write_campaign(tmp_path / "bounded", "demo", seed=0, cycles=(3,))
     shutil.copytree(tmp_path / "bounded", tmp_path / "unbounded")
@@ -319,5 +346,44 @@ def test_a_small_memory_run_gives_the_table_of_an_unbounded_one(tmp_path: Path) 
     unbounded = run_on_workers(tmp_path / "unbounded" / "campaign.toml", tmp_path, "0")
     with dask.config.set({TASK_MEMORY_KEY: budget}):
         bounded = run_on_workers(tmp_path / "bounded" / "campaign.toml", tmp_path, SMALL_LIMIT)
-    assert len(bounded) > 0
-    pd.testing.assert_frame_equal(bounded, unbounded)
+    assert not bounded.restarted, "a worker was restarted"
+    assert not [line for line in bounded.log_lines if "Pausing worker" in line or "95%" in line]
+    assert len(bounded.table) > 0
+    pd.testing.assert_frame_equal(bounded.table, unbounded.table)
+
+
+@pytest.mark.slow
+def test_a_volume_twice_a_workers_memory_runs_with_dasks_defaults(tmp_path: Path) -> None:
+    """A 2112 × 512² sample (2.2 GB as float32) from raw projections to its particle table
+    on two workers of 1 GiB, nothing tuned: no worker restarted, no task lost for
+    memory, every worker's peak under its limit, and the particles those of the
+    truth. Workers may pause (Dask's default) and resume."""
+    large = PRESETS["large"]
+    preset = dataclasses.replace(
+        large,
+        shape=LARGE_SHAPE,
+        n_angles=round(0.75 * LARGE_SHAPE[-1]),
+        sem_images=1,
+        sem_shape=(256, 256),
+    )
+    write_campaign(tmp_path / "large", preset, seed=0, cycles=(3,))
+    campaign_file = tmp_path / "large" / "campaign.toml"
+    ran = run_on_workers(campaign_file, tmp_path, SMALL_LIMIT)
+
+    volume = open_volume(load_campaign(campaign_file).store_location, "c03", "recon")
+    assert volume.nbytes > 2 * SMALL_LIMIT_BYTES
+    assert not ran.restarted, "a worker was restarted"
+    assert not [line for line in ran.log_lines if any(s in line for s in OUT_OF_MEMORY)]
+    assert max(ran.peak_rss_bytes) < SMALL_LIMIT_BYTES
+
+    # The table is the sample's: inside particles found where the truth has them.
+    truth = pd.read_parquet(tmp_path / "large" / "truth" / "particles.parquet")
+    voxel = preset.voxel_size_um
+    inside = truth[~truth["touches_border"] & (truth["radius_um"] > 3 * voxel)]
+    measured = ran.table[ran.table["modality"] == "3d"]
+    centroid = ["centroid_z_um", "centroid_y_um", "centroid_x_um"]
+    distance, index = cKDTree(measured[centroid].to_numpy()).query(inside[centroid].to_numpy())
+    found = distance < 2 * voxel
+    assert found.mean() > 0.9
+    error = measured["radius_um"].to_numpy()[index[found]] - inside["radius_um"].to_numpy()[found]
+    assert abs(float(np.median(error))) < voxel
