@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import resource
 import shutil
 import sys
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -283,6 +285,10 @@ SMALL_LIMIT_BYTES = 2**30
 #: slices are the scale benchmark's 512², sampled by as many projections.
 LARGE_SHAPE = (2112, 512, 512)
 
+#: Seconds the large run may take, its data written (about 17 minutes on 2
+#: quiet cores); past them it is taken to wait on a worker paused for good.
+LARGE_RUN_LIMIT_S = 2400.0
+
 #: Worker log lines that say a worker ran out of memory or was restarted for it.
 OUT_OF_MEMORY = ("95%", "Restarting worker", "KilledWorker", "Worker process died")
 
@@ -297,8 +303,15 @@ class WorkerRun:
     restarted: bool
 
 
-def run_on_workers(campaign_file: Path, folder: Path, memory_limit: str) -> WorkerRun:
-    """A whole run on a `dask scheduler` and two workers of `memory_limit`, 1 thread each."""
+def run_on_workers(
+    campaign_file: Path, folder: Path, memory_limit: str, limit_s: float | None = None
+) -> WorkerRun:
+    """A whole run on a `dask scheduler` and two workers of `memory_limit`, 1 thread each.
+
+    With `limit_s`, the test fails when the run has not ended within that many
+    seconds: a worker whose memory stays over Dask's pause threshold never
+    resumes, and the run would wait for it for good.
+    """
     dask_cli = str(Path(sys.executable).with_name("dask"))
     info = folder / "scheduler.json"
     processes = Processes(folder)
@@ -315,7 +328,22 @@ def run_on_workers(campaign_file: Path, folder: Path, memory_limit: str) -> Work
         wait_for_workers(address, processes, 2, deadline)
         with Client(address) as client:
             pids = client.run(os.getpid)
-            run_campaign(load_campaign(campaign_file), client, echo=lambda _: None)
+            ended: queue.Queue[BaseException | None] = queue.Queue()
+
+            def run() -> None:
+                try:
+                    run_campaign(load_campaign(campaign_file), client, echo=lambda _: None)
+                    ended.put(None)
+                except BaseException as error:  # handed to the test's thread
+                    ended.put(error)
+
+            threading.Thread(target=run, daemon=True).start()
+            try:
+                failure = ended.get(timeout=limit_s)
+            except queue.Empty:
+                pytest.fail(f"the run did not end within {limit_s:.0f} s")
+            if failure is not None:
+                raise failure
             restarted = client.run(os.getpid) != pids
             # the workers' peak resident set since they started (ru_maxrss: kB on Linux)
             usage = client.run(resource.getrusage, resource.RUSAGE_SELF)
@@ -374,7 +402,7 @@ def test_a_volume_twice_a_workers_memory_runs_with_dasks_defaults(tmp_path: Path
     )
     write_campaign(tmp_path / "large", preset, seed=0, cycles=(3,))
     campaign_file = tmp_path / "large" / "campaign.toml"
-    ran = run_on_workers(campaign_file, tmp_path, SMALL_LIMIT)
+    ran = run_on_workers(campaign_file, tmp_path, SMALL_LIMIT, limit_s=LARGE_RUN_LIMIT_S)
 
     volume = open_volume(load_campaign(campaign_file).store_location, "c03", "recon")
     assert volume.nbytes > 2 * SMALL_LIMIT_BYTES
