@@ -28,6 +28,7 @@ removing its store, and writes it there first when DIR is empty.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
@@ -134,18 +135,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     runs: dict[int, dict[str, Any]] = {}
     for size in (args.reference, args.size):
-        if size == args.size and args.sample is not None:
-            campaign_file = args.sample / "campaign.toml"
-            synth_s = None
-            if not campaign_file.is_file():
-                args.sample.mkdir(parents=True, exist_ok=True)
-                campaign_file, synth_s = write_sample(args.sample, size)
-            shutil.rmtree(args.sample / "store.zarr", ignore_errors=True)
-            run = run_one(campaign_file, args.memory_limit, args.workers)
-        else:
-            with tempfile.TemporaryDirectory() as folder:
+        kept = args.sample if size == args.size else None
+        with contextlib.nullcontext(kept) if kept else tempfile.TemporaryDirectory() as folder:
+            campaign_file, synth_s = Path(folder) / "campaign.toml", None
+            if campaign_file.is_file():  # a kept sample: its store goes, its inputs stay
+                shutil.rmtree(Path(folder) / "store.zarr", ignore_errors=True)
+            else:
+                Path(folder).mkdir(parents=True, exist_ok=True)
                 campaign_file, synth_s = write_sample(Path(folder), size)
-                run = run_one(campaign_file, args.memory_limit, args.workers)
+            run = run_one(campaign_file, args.memory_limit, args.workers)
         run["synth_seconds"] = synth_s
         run["voxels"] = size**3
         runs[size] = run

@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
 from scipy.spatial import cKDTree
 
@@ -278,7 +279,7 @@ def test_the_phases_do_not_depend_on_the_blocks(prior: bool) -> None:
 #: holds 200–300 MiB of libraries before its first task, so much less than this
 #: leaves a task too little to be worth running.
 SMALL_LIMIT = "1GiB"
-SMALL_LIMIT_BYTES = 2**30
+SMALL_LIMIT_BYTES = parse_bytes(SMALL_LIMIT)
 
 #: The volume larger than a worker's memory: a tall pillar of 2112 × 512² float32
 #: voxels is 2.2 GB, 2.06 × the limit, more than both workers together. Its
