@@ -12,8 +12,12 @@ what the cluster says.
 
 The budget leaves room for what Dask itself keeps in a worker's memory: the
 interpreter and its libraries, the inputs and results of the tasks around the
-running one. Dask pauses a worker at 80 % of its limit and restarts it at 95 %;
-one task per thread gets :data:`TASK_SHARE` of the limit.
+running one. Dask pauses a worker at 80 % of its limit and restarts it at 95 %.
+One task per thread gets :data:`TASK_SHARE` of the limit, and, on a worker
+process of its own, no more than :data:`ROOM_SHARE` of the room its libraries
+leave under the pause threshold: with debond's libraries loaded a worker holds
+about 350 MiB before its first task, a third of a 1 GiB worker, and tasks
+sized to the limit alone drove such workers past 95 %.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import dask
 
 __all__ = [
     "DEFAULT_TASK_BYTES",
+    "MIN_TASK_BYTES",
+    "ROOM_SHARE",
     "TASK_MEMORY_KEY",
     "TASK_SHARE",
     "largest_block",
@@ -36,6 +42,15 @@ __all__ = [
 TASK_MEMORY_KEY = "debond.task-memory"
 #: Share of a worker's memory limit that one running task may use, per thread.
 TASK_SHARE = 0.3
+#: Share of the room under Dask's pause threshold, once a worker's libraries are
+#: loaded, that one running task may use, per thread: the rest is for what grows
+#: as the run goes (compiled kernels, the allocator's free lists, results
+#: waiting for the next task).
+ROOM_SHARE = 0.4
+#: Fewer bytes than this for a task: the worker is too small to run debond.
+MIN_TASK_BYTES = 64 * 2**20
+#: Dask's pause threshold, a share of the limit, when the worker's is not known.
+DASK_PAUSE = 0.8
 #: A task's bytes when nothing says otherwise (no cluster, no configuration).
 DEFAULT_TASK_BYTES = 256 * 2**20
 #: Block edges are multiples of this (voxels), as the stored chunks are.
@@ -44,7 +59,12 @@ BLOCK_STEP = 16
 PeakBytes = Callable[[tuple[int, ...], Mapping[str, Any]], float]
 
 
-def task_budget(memory_limit: float | None, threads: int) -> int | None:
+def task_budget(
+    memory_limit: float | None,
+    threads: int,
+    held: float = 0.0,
+    pause: float = DASK_PAUSE,
+) -> int | None:
     """Bytes one task may use on a worker with this memory limit and thread count.
 
     Parameters
@@ -54,16 +74,31 @@ def task_budget(memory_limit: float | None, threads: int) -> int | None:
         0 or None: no limit.
     threads : int
         Tasks the worker runs at once.
+    held : float
+        Bytes the worker process holds before its tasks (its libraries
+        loaded); 0 when not known (a worker in the client's process).
+    pause : float
+        Dask's pause threshold on that worker, a share of its limit
+        (``distributed.worker.memory.pause``).
 
     Returns
     -------
     int or None
-        ``TASK_SHARE × memory_limit / threads``; None without a limit.
+        ``min(TASK_SHARE × limit, ROOM_SHARE × (pause × limit − held)) / threads``;
+        None without a limit.
+
+    Raises
+    ------
+    ValueError
+        Fewer than :data:`MIN_TASK_BYTES` per task: the worker's limit is too
+        small for what it holds (the message gives both and a limit that would do).
 
     Examples
     --------
     >>> round(task_budget(2**30, 1) / 2**20)
     307
+    >>> round(task_budget(2**30, 1, held=350 * 2**20) / 2**20)
+    188
     >>> task_budget(0, 4) is None
     True
     """
@@ -71,7 +106,21 @@ def task_budget(memory_limit: float | None, threads: int) -> int | None:
         return None
     if threads < 1:
         raise ValueError(f"threads must be ≥ 1; got {threads!r}")
-    return int(TASK_SHARE * float(memory_limit) / threads)
+    limit = float(memory_limit)
+    share = TASK_SHARE * limit
+    if held > 0:
+        share = min(share, ROOM_SHARE * (pause * limit - held))
+    budget = int(share / threads)
+    if budget < MIN_TASK_BYTES:
+        enough = (held + threads * MIN_TASK_BYTES / ROOM_SHARE) / pause
+        raise ValueError(
+            f"a worker with a memory limit of {limit / 2**20:.0f} MiB and {threads} thread(s) "
+            f"holds {held / 2**20:.0f} MiB before its first task, which leaves "
+            f"{max(budget, 0) / 2**20:.0f} MiB per task under Dask's pause threshold "
+            f"({pause:.0%}); expected at least {MIN_TASK_BYTES / 2**20:.0f} MiB: give workers "
+            f"a memory limit of at least {enough / 2**30:.2f} GiB, or fewer threads"
+        )
+    return budget
 
 
 def task_bytes() -> int:

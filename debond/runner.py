@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import sys
 import threading
 import time
@@ -62,7 +63,7 @@ from distributed import Client, Future, wait
 
 from debond.campaign import Campaign, CampaignError, Sample
 from debond.cluster import stage_resources, workers_in_process
-from debond.memory import TASK_MEMORY_KEY, task_budget, task_bytes
+from debond.memory import DASK_PAUSE, TASK_MEMORY_KEY, task_budget, task_bytes
 from debond.particles import particle_table
 from debond.pipeline.ingest import IngestError
 from debond.progress import Display, Tracker
@@ -663,20 +664,57 @@ LARGE_GRAPH_KEY = "distributed.admin.large-graph-warning-threshold"
 LARGE_GRAPH_BYTES = "256 MiB"
 
 
+def _held_memory(dask_worker: Any) -> tuple[int, float, float]:
+    """On a worker: its PID, the bytes it holds with the stages' libraries loaded, its pause.
+
+    Loads :mod:`debond.stages` (which the first task would load anyway) and
+    reads the process memory as Dask's own memory monitor does; the pause
+    threshold is the worker's ``distributed.worker.memory.pause`` (a share of
+    its limit; :data:`debond.memory.DASK_PAUSE` where it is off).
+    """
+    import debond.stages  # noqa: F401  (what every task of a run loads)
+
+    pause = dask.config.get("distributed.worker.memory.pause", DASK_PAUSE) or DASK_PAUSE
+    return os.getpid(), float(dask_worker.monitor.get_process_memory()), float(pause)
+
+
 def task_memory(client: Client) -> int | None:
-    """Bytes one task may use on this cluster: the tightest worker's share of its limit.
+    """Bytes one task may use on this cluster: the tightest worker's budget.
 
     Reads every worker's ``memory_limit`` and thread count from
-    ``client.scheduler_info()`` (:func:`debond.memory.task_budget`); None when
-    no worker has a limit (or there are no workers yet).
+    ``client.scheduler_info()``, and what each worker process holds with the
+    stages' libraries loaded (:func:`debond.memory.task_budget`); a worker in
+    this process shares its memory with the client, and is given its share of
+    the limit alone. None when no worker has a limit (or there are no workers
+    yet).
+
+    Raises
+    ------
+    RunError
+        A worker whose limit leaves too little room for a task (naming it,
+        what it holds and a limit that would do).
     """
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    budgets = [
-        task_budget(worker.get("memory_limit"), max(1, int(worker.get("nthreads", 1))))
-        for worker in workers
-    ]
-    bounded = [b for b in budgets if b is not None]
-    return min(bounded) if bounded else None
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    limited = [address for address, worker in workers.items() if worker.get("memory_limit")]
+    if not limited:
+        return None
+    held = client.run(_held_memory, workers=limited)
+    budgets = []
+    for address in limited:
+        worker = workers[address]
+        pid, rss, pause = held.get(address, (os.getpid(), 0.0, DASK_PAUSE))
+        try:
+            budget = task_budget(
+                worker["memory_limit"],
+                max(1, int(worker.get("nthreads", 1))),
+                held=0.0 if pid == os.getpid() else rss,
+                pause=pause,
+            )
+        except ValueError as error:
+            raise RunError(f"worker {address}: {error}") from error
+        if budget is not None:
+            budgets.append(budget)
+    return min(budgets) if budgets else None
 
 
 @contextlib.contextmanager

@@ -205,6 +205,13 @@ def test_every_stage_declares_its_memory() -> None:
 def test_the_budget_is_a_share_of_the_workers_limit() -> None:
     assert task_budget(2**30, 2) == int(0.3 * 2**30 / 2)
     assert task_budget(None, 1) is None
+    # what a worker holds shrinks the room under Dask's pause threshold (80 %)
+    held = 350 * 2**20
+    assert task_budget(2**30, 2, held=held) == int(0.4 * (0.8 * 2**30 - held) / 2)
+    assert task_budget(2**30, 1, held=held, pause=0.9) == int(0.4 * (0.9 * 2**30 - held))
+    assert task_budget(8 * 2**30, 1, held=held) == int(0.3 * 8 * 2**30)  # the share binds
+    with pytest.raises(ValueError, match=r"holds 350 MiB.*at least 0\.\d\d GiB"):
+        task_budget(500 * 2**20, 1, held=held)
     with dask.config.set({TASK_MEMORY_KEY: "64 MiB"}):
         assert task_bytes() == 64 * 2**20
     with dask.config.set({TASK_MEMORY_KEY: -1}), pytest.raises(ValueError, match="debond.task"):
@@ -229,6 +236,36 @@ def test_the_runner_reads_the_workers_limit_and_keeps_a_set_value() -> None:
         with dask.config.set({TASK_MEMORY_KEY: "64 MiB"}), sized_tasks(client) as budget:
             assert budget == task_bytes() == 64 * 2**20
     assert dask.config.get(TASK_MEMORY_KEY, None) is None
+
+
+def worker_rss_with_stages() -> int:
+    """On a worker: its resident bytes once debond's stages are loaded (psutil)."""
+    import psutil
+
+    import debond.stages  # noqa: F401
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def test_the_runner_leaves_room_for_what_a_worker_process_holds() -> None:
+    """A worker process of 1 GiB holds ~350 MiB of libraries: a task gets 40 % of the rest
+    under the pause threshold, less than 30 % of the limit."""
+    with (
+        LocalCluster(
+            processes=True,
+            n_workers=1,
+            threads_per_worker=1,
+            memory_limit="1GiB",
+            dashboard_address="127.0.0.1:0",
+        ) as local,
+        Client(local) as client,
+    ):
+        budget = task_memory(client)
+        (rss,) = client.run(worker_rss_with_stages).values()
+    assert budget is not None
+    assert rss > 100 * 2**20
+    assert budget < task_budget(2**30, 1)
+    assert budget == pytest.approx(0.4 * (0.8 * 2**30 - rss), rel=0.1)
 
 
 @pytest.mark.parametrize("budget", [1e5, 3e6, 5e7, 1e9])
@@ -383,9 +420,10 @@ def test_a_small_memory_run_gives_the_table_of_an_unbounded_one(tmp_path: Path) 
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="a worker passed 95 % of its 1 GiB in `segment` and was restarted (measured "
-    "2 December 2026): workers hold 550-650 MiB between tasks, and a task is given 30 % of "
-    "the limit on top",
+    reason="the run completes with the truth's particles, but workers passed 95 % of their "
+    "1 GiB and were restarted three times, twice in `segment` and once in `measure` (measured "
+    "2 December 2026, tasks sized to the room the workers' libraries leave): what workers "
+    "hold grows from 350 MiB to 620-780 MiB along the run",
     strict=False,
 )
 def test_a_volume_twice_a_workers_memory_runs_with_dasks_defaults(tmp_path: Path) -> None:
