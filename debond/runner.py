@@ -46,10 +46,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_threads
@@ -664,18 +664,25 @@ LARGE_GRAPH_KEY = "distributed.admin.large-graph-warning-threshold"
 LARGE_GRAPH_BYTES = "256 MiB"
 
 
-def _held_memory(dask_worker: Any) -> tuple[int, float, float]:
-    """On a worker: its PID, the bytes it holds with the stages' libraries loaded, its pause.
+#: This process, told from any other (a PID can repeat across hosts and containers).
+_PROCESS = uuid.uuid4().hex
+
+
+def _held_memory(client_process: str, dask_worker: Any) -> tuple[float, float]:
+    """On a worker: the bytes it holds with the stages' libraries loaded, and its pause.
 
     Loads :mod:`debond.stages` (which the first task would load anyway) and
-    reads the process memory as Dask's own memory monitor does; the pause
-    threshold is the worker's ``distributed.worker.memory.pause`` (a share of
-    its limit; :data:`debond.memory.DASK_PAUSE` where it is off).
+    reads the process memory as Dask's own memory monitor does; 0 for a
+    worker in the client's process (``client_process``), whose memory is the
+    client's. The pause threshold is the worker's
+    ``distributed.worker.memory.pause`` (a share of its limit;
+    :data:`debond.memory.DASK_PAUSE` where it is off).
     """
     import debond.stages  # noqa: F401  (what every task of a run loads)
 
     pause = dask.config.get("distributed.worker.memory.pause", DASK_PAUSE) or DASK_PAUSE
-    return os.getpid(), float(dask_worker.monitor.get_process_memory()), float(pause)
+    held = 0.0 if client_process == _PROCESS else float(dask_worker.monitor.get_process_memory())
+    return held, float(pause)
 
 
 def task_memory(client: Client) -> int | None:
@@ -698,17 +705,14 @@ def task_memory(client: Client) -> int | None:
     limited = [address for address, worker in workers.items() if worker.get("memory_limit")]
     if not limited:
         return None
-    held = client.run(_held_memory, workers=limited)
+    held = client.run(_held_memory, _PROCESS, workers=limited)
     budgets = []
     for address in limited:
         worker = workers[address]
-        pid, rss, pause = held.get(address, (os.getpid(), 0.0, DASK_PAUSE))
+        rss, pause = held[address]
         try:
             budget = task_budget(
-                worker["memory_limit"],
-                max(1, int(worker.get("nthreads", 1))),
-                held=0.0 if pid == os.getpid() else rss,
-                pause=pause,
+                worker["memory_limit"], max(1, int(worker.get("nthreads", 1))), rss, pause
             )
         except ValueError as error:
             raise RunError(f"worker {address}: {error}") from error
