@@ -22,6 +22,7 @@ sized to the limit alone drove such workers past 95 %.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -112,7 +113,12 @@ def task_budget(
         share = min(share, ROOM_SHARE * (pause * limit - held))
     budget = int(share / threads)
     if budget < MIN_TASK_BYTES:
-        enough = (held + threads * MIN_TASK_BYTES / ROOM_SHARE) / pause
+        # the smallest limit that meets both rules, rounded up to what is printed
+        needed = threads * MIN_TASK_BYTES
+        enough = needed / TASK_SHARE
+        if held > 0:
+            enough = max(enough, (held + needed / ROOM_SHARE) / pause)
+        enough = math.ceil(100 * enough / 2**30) / 100 * 2**30
         raise ValueError(
             f"a worker with a memory limit of {limit / 2**20:.0f} MiB and {threads} thread(s) "
             f"holds {held / 2**20:.0f} MiB before its first task, which leaves "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
+import re
 import resource
 import shutil
 import sys
@@ -210,8 +211,13 @@ def test_the_budget_is_a_share_of_the_workers_limit() -> None:
     assert task_budget(2**30, 2, held=held) == int(0.4 * (0.8 * 2**30 - held) / 2)
     assert task_budget(2**30, 1, held=held, pause=0.9) == int(0.4 * (0.9 * 2**30 - held))
     assert task_budget(8 * 2**30, 1, held=held) == int(0.3 * 8 * 2**30)  # the share binds
-    with pytest.raises(ValueError, match=r"holds 350 MiB.*at least 0\.\d\d GiB"):
-        task_budget(500 * 2**20, 1, held=held)
+    for limit, held_here in ((500 * 2**20, held), (100 * 2**20, 0.0)):
+        with pytest.raises(ValueError, match=r"holds \d+ MiB") as refused:
+            task_budget(limit, 2, held=held_here)
+        suggested = re.search(r"at least (\d+\.\d\d) GiB", str(refused.value))
+        assert suggested is not None
+        enough = float(suggested.group(1)) * 2**30  # the limit it suggests is enough
+        assert task_budget(enough, 2, held=held_here) >= 64 * 2**20
     with dask.config.set({TASK_MEMORY_KEY: "64 MiB"}):
         assert task_bytes() == 64 * 2**20
     with dask.config.set({TASK_MEMORY_KEY: -1}), pytest.raises(ValueError, match="debond.task"):
