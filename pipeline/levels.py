@@ -50,11 +50,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import cc3d
+import edt
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 from scipy.signal import find_peaks
-from skimage.feature import hessian_matrix, hessian_matrix_eigvals
 from skimage.morphology import convex_hull_image
 
 __all__ = [
@@ -108,6 +108,11 @@ FILM_CURVATURE = 0.1
 #: ... and along at most this share of that (a small particle is curved
 #: along every axis alike).
 FILM_FLATNESS = 0.3
+#: How far :func:`film_crests` looks: its Hessian's two Gaussian-derivative
+#: passes reach 3 voxels each (:func:`hessian`).
+CREST_REACH_VOXELS = 6
+#: Voxels whose Hessian eigenvalues :func:`film_crests` computes at once.
+EIGEN_CHUNK_VOXELS = 2**12
 #: Reach of the enclosure test: the CBD coat lies within this of a particle, µm.
 COAT_REACH_UM = 0.6
 
@@ -189,10 +194,9 @@ class Levels:
     @property
     def halo(self) -> int:
         """Deepest reach of the block kernel's neighbourhood operations, voxels."""
-        # film crests (Gaussian derivatives reach 4 voxels), opening, erosion
-        # into seeds, growth (the slope's derivative reaches 4 voxels), then
-        # whole small objects and the CBD opening
-        opened = 4 + 2 * self.core_radius_voxels + 3 * self.grow_voxels + 4
+        # film crests, opening, erosion into seeds, growth (the slope's
+        # derivative reaches 4 voxels), then whole small objects and the CBD opening
+        opened = CREST_REACH_VOXELS + 2 * self.core_radius_voxels + 3 * self.grow_voxels + 4
         small = math.ceil(2 * self.smallest_radius_voxels) + 1
         return opened + small + 2 * self.cbd_open_voxels + 2
 
@@ -325,7 +329,7 @@ def drop_small(
         return mask
     small = np.bincount(labels.ravel()) < 4 / 3 * np.pi * radius_voxels**3
     if inscribed_voxels > 0:
-        depth = ndimage.distance_transform_edt(mask)
+        depth = edt.edt(mask)
         deepest = ndimage.maximum(depth, labels, np.arange(n + 1))
         small |= np.asarray(deepest) < inscribed_voxels
     small[0] = False
@@ -360,7 +364,7 @@ def film_crests(volume: NDArray[np.floating], step: float) -> NDArray[np.bool_]:
     A CBD coat thinner than the blur peaks near silicon's grey level, and its
     flanks pass through silicon's band; a particle, even a small one, is a
     blob (curved along every axis) or a plateau (curved along none). With the
-    Hessian's eigenvalues λ₁ ≤ λ₂ ≤ λ₃ (Gaussian derivatives, σ = 1 voxel), a
+    Hessian's eigenvalues λ₁ ≤ λ₂ ≤ λ₃ (:func:`hessian`, σ = 1 voxel), a
     crest has λ₁ < −:data:`FILM_CURVATURE` · `step` and λ₂ > :data:`FILM_FLATNESS` · λ₁.
 
     Parameters
@@ -373,13 +377,90 @@ def film_crests(volume: NDArray[np.floating], step: float) -> NDArray[np.bool_]:
     Returns
     -------
     (z, y, x) ndarray of bool
+        Depends on the voxels within :data:`CREST_REACH_VOXELS` of each voxel.
     """
-    hessian = hessian_matrix(
-        np.asarray(volume, dtype=np.float32), sigma=1.0, order="rc", use_gaussian_derivatives=True
-    )
-    eigen = hessian_matrix_eigvals(hessian)  # descending along the first axis
-    lowest, middle = eigen[-1], eigen[-2]
-    return np.asarray((lowest < -FILM_CURVATURE * abs(step)) & (middle > FILM_FLATNESS * lowest))
+    components = [h.ravel() for h in hessian(volume)]
+    crests = np.empty(volume.size, dtype=bool)
+    for start in range(0, volume.size, EIGEN_CHUNK_VOXELS):
+        part = slice(start, start + EIGEN_CHUNK_VOXELS)
+        lowest, middle = lower_eigenvalues(*(h[part] for h in components))
+        crests[part] = (lowest < -FILM_CURVATURE * abs(step)) & (middle > FILM_FLATNESS * lowest)
+    return crests.reshape(volume.shape)
+
+
+def lower_eigenvalues(
+    zz: NDArray[np.floating],
+    zy: NDArray[np.floating],
+    zx: NDArray[np.floating],
+    yy: NDArray[np.floating],
+    yx: NDArray[np.floating],
+    xx: NDArray[np.floating],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The lowest and middle eigenvalues of symmetric 3 × 3 matrices, in closed form.
+
+    Smith's trigonometric solution of the characteristic cubic, in float64:
+    with q the trace over 3 and p the deviator's norm over √6, the
+    eigenvalues are q + 2p cos(φ + 2πk/3), φ = arccos(det((A − qI)/p)/2)/3.
+    ``numpy.linalg.eigvalsh`` gives the same to 10⁻⁷ of the largest
+    eigenvalue at about a tenth of the speed.
+
+    Parameters
+    ----------
+    zz, zy, zx, yy, yx, xx : (n,) arrays
+        The upper triangle of each matrix (:func:`hessian`'s order).
+
+    Returns
+    -------
+    lowest, middle : (n,) float64 arrays
+    """
+    zz, zy, zx, yy, yx, xx = (np.asarray(a, dtype=np.float64) for a in (zz, zy, zx, yy, yx, xx))
+    q = (zz + yy + xx) / 3.0
+    dz, dy, dx = zz - q, yy - q, xx - q
+    off = zy * zy + zx * zx + yx * yx
+    p = np.sqrt((dz * dz + dy * dy + dx * dx + 2.0 * off) / 6.0)
+    flat = p == 0.0  # a multiple of the identity: three equal eigenvalues
+    scale = np.where(flat, 1.0, p)
+    det = dz * (dy * dx - yx * yx) - zy * (zy * dx - yx * zx) + zx * (zy * yx - dy * zx)
+    half = np.clip(det / (2.0 * scale**3), -1.0, 1.0)
+    phi = np.arccos(half) / 3.0
+    highest = q + 2.0 * p * np.cos(phi)
+    lowest = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
+    return lowest, 3.0 * q - highest - lowest
+
+
+def hessian(volume: NDArray[np.floating], sigma: float = 1.0) -> list[NDArray[np.float32]]:
+    """Second derivatives of `volume` at scale `sigma`, as two Gaussian first derivatives.
+
+    Each pass is a first Gaussian derivative of σ/√2 along one axis and a
+    Gaussian of σ/√2 along the others, truncated at 4 σ/√2 (3 voxels at σ = 1),
+    with zeros outside the volume: ``skimage.feature.hessian_matrix(volume,
+    sigma, use_gaussian_derivatives=True)``, whose kernels reach 71 voxels for
+    weights under 10⁻⁶ of their peak, within 10⁻⁵ of its largest value. Two passes reach
+    :data:`CREST_REACH_VOXELS` at σ = 1, which keeps a block's halo exact.
+
+    Parameters
+    ----------
+    volume : (z, y, x) ndarray
+    sigma : float
+        Scale, voxels.
+
+    Returns
+    -------
+    list of six (z, y, x) float32 arrays
+        H_zz, H_zy, H_zx, H_yy, H_yx, H_xx.
+    """
+    image = np.asarray(volume, dtype=np.float32)
+    options: dict[str, Any] = {"sigma": sigma / math.sqrt(2), "mode": "constant", "truncate": 4.0}
+    axes = range(image.ndim)
+    orders = [tuple(int(a == d) for a in axes) for d in axes]
+    components = []
+    for first in axes:
+        gradient = ndimage.gaussian_filter(image, order=orders[first], **options)
+        components += [
+            ndimage.gaussian_filter(gradient, order=orders[second], **options)
+            for second in axes[first:]
+        ]
+    return components
 
 
 def outward_slope(volume: NDArray[np.floating], seeds: NDArray[np.bool_]) -> NDArray[np.float32]:
@@ -389,8 +470,7 @@ def outward_slope(volume: NDArray[np.floating], seeds: NDArray[np.bool_]) -> NDA
     the Gaussian derivative (σ = 1 voxel) projected on it. Positive where the
     grey level rises away from the seeds.
     """
-    distance = ndimage.distance_transform_edt(~seeds)
-    away = np.gradient(distance)
+    away = np.gradient(edt.edt(~seeds))  # float32
     norm = np.sqrt(sum(a * a for a in away)) + 1e-9
     slope = np.zeros(volume.shape, dtype=np.float32)
     for axis, direction in enumerate(away):

@@ -41,6 +41,7 @@ the kernel on the whole volume, whatever the chunking and the blocks.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +50,7 @@ from typing import Any
 
 import dask
 import dask.array as da
+import edt
 import numpy as np
 from dask_image import ndfilters
 from numpy.typing import NDArray
@@ -59,6 +61,7 @@ from debond.memory import largest_block, task_bytes
 from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks
 from debond.pipeline.levels import (
     CALIBRATION_EDGE,
+    EIGEN_CHUNK_VOXELS,
     Levels,
     ball,
     calibrate,
@@ -238,10 +241,10 @@ def open_with_ball(mask: NDArray[np.bool_], radius: float) -> NDArray[np.bool_]:
     """
     if radius <= 0 or not mask.any():
         return mask.copy()
-    core = ndimage.distance_transform_edt(mask) > radius
+    core = edt.edt(mask) > radius
     if not core.any():
         return core
-    return np.asarray(ndimage.distance_transform_edt(~core) <= radius)
+    return np.asarray(edt.edt(~core) <= radius)
 
 
 def ranked_sample(block: NDArray[np.floating], thresholds: Thresholds) -> NDArray[np.bool_]:
@@ -345,7 +348,7 @@ def prior_phases_kernel(
     cbd = (block >= levels.cbd_low) & (block <= levels.cbd_high) & sample & ~silicon
     if levels.cbd_open_voxels:
         cbd = ndimage.binary_opening(cbd, ball(levels.cbd_open_voxels))
-    near = ndimage.distance_transform_edt(~silicon) <= sei_max_voxels if silicon.any() else silicon
+    near = edt.edt(~silicon) <= sei_max_voxels if silicon.any() else silicon
     sei = near & ~silicon & ~cbd & (block > levels.sei_low) & sample
     phases = np.full(block.shape, PORE, dtype=np.uint8)
     phases[sei] = SEI
@@ -494,7 +497,7 @@ def segment(
         sample,
         phases_kernel,
         halo,
-        RANKED_BYTES_PER_VOXEL,
+        functools.partial(kernel_peak_bytes, prior=False),
         thresholds=decided,
         sei_max_voxels=sei_voxels,
         graphite_min_radius_voxels=graphite_voxels,
@@ -504,12 +507,14 @@ def segment(
 
 
 #: Peak bytes per voxel of :func:`phases_kernel`'s block, halo included, float32
-#: input (its boolean masks, the float32 local mean and two distance transforms;
-#: measured with tracemalloc, tests/test_memory.py).
-RANKED_BYTES_PER_VOXEL = 60.0
+#: input (its boolean masks, the float32 local mean and distances; measured with
+#: tracemalloc, tests/test_memory.py).
+RANKED_BYTES_PER_VOXEL = 16.0
 #: Peak bytes per voxel of :func:`prior_phases_kernel`'s block, halo included:
-#: the Hessian's six float32 components and three eigenvalues dominate.
-PRIOR_BYTES_PER_VOXEL = 158.0
+#: the Hessian's six float32 components of the film crests dominate ...
+PRIOR_BYTES_PER_VOXEL = 33.0
+#: ... with their eigenvalues' float64 temporaries, a chunk at a time.
+CREST_CHUNK_BYTES = 128.0 * EIGEN_CHUNK_VOXELS
 #: Bytes per voxel of a slab of whole slices in the sample pass (the float32
 #: input, the mask and its result) ...
 SAMPLE_BYTES_PER_VOXEL = 6.0
@@ -532,11 +537,12 @@ def kernel_peak_bytes(block_shape: Sequence[int], *, prior: bool) -> float:
     Returns
     -------
     float
-        Bytes: the block's voxels times :data:`PRIOR_BYTES_PER_VOXEL` or
-        :data:`RANKED_BYTES_PER_VOXEL`.
+        Bytes: the block's voxels times :data:`PRIOR_BYTES_PER_VOXEL` (and
+        :data:`CREST_CHUNK_BYTES`) or :data:`RANKED_BYTES_PER_VOXEL`.
     """
-    per_voxel = PRIOR_BYTES_PER_VOXEL if prior else RANKED_BYTES_PER_VOXEL
-    return per_voxel * math.prod(block_shape)
+    if prior:
+        return PRIOR_BYTES_PER_VOXEL * math.prod(block_shape) + CREST_CHUNK_BYTES
+    return RANKED_BYTES_PER_VOXEL * math.prod(block_shape)
 
 
 def _slices(volume: da.Array, kernel: Callable[..., NDArray[Any]], **kwargs: Any) -> da.Array:
@@ -555,19 +561,18 @@ def _blockwise(
     sample: da.Array,
     kernel: Callable[..., NDArray[np.uint8]],
     halo: int,
-    bytes_per_voxel: float,
+    peak: Callable[[tuple[int, ...]], float],
     **kwargs: Any,
 ) -> da.Array:
     """``kernel(block, …, sample=…)`` over blocks sized to a task's memory, with halos.
 
     The block is the largest cube (:func:`debond.memory.largest_block`) whose
-    task, halo included, fits :func:`debond.memory.task_bytes`; an axis taken
+    task, halo included, fits :func:`debond.memory.task_bytes` by `peak` (bytes of
+    a padded block's task); an axis taken
     whole needs no halo. The result is the kernel's on the whole volume
     whatever the blocks (the halo is deeper than the kernel's reach).
     """
-    block = largest_block(
-        volume.shape, (halo,) * 3, lambda b: bytes_per_voxel * math.prod(b), task_bytes()
-    )
+    block = largest_block(volume.shape, (halo,) * 3, peak, task_bytes())
     depth = {axis: halo for axis in range(3)}
     volume = merge_chunks(volume.rechunk(block), depth)
     sample = sample.rechunk(volume.chunks)
@@ -624,7 +629,7 @@ def _segment_with_prior(
         sample,
         prior_phases_kernel,
         levels.halo + sei_voxels,
-        PRIOR_BYTES_PER_VOXEL,
+        functools.partial(kernel_peak_bytes, prior=True),
         levels=levels,
         sei_max_voxels=sei_voxels,
     )
