@@ -10,15 +10,20 @@ import numpy as np
 import pytest
 from dask_image import ndfilters
 from scipy import ndimage
+from skimage.feature import hessian_matrix
 
 from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks
 from debond.pipeline.levels import (
+    CREST_REACH_VOXELS,
     EDGE_SHARE,
     RISE_SHARE,
     Levels,
     SegmentationError,
     drop_small,
+    film_crests,
     grow_silicon,
+    hessian,
+    lower_eigenvalues,
     silicon_cores,
 )
 from debond.pipeline.segment import (
@@ -298,8 +303,6 @@ def test_silicon_stops_at_the_dip_before_a_brighter_coat() -> None:
 def test_film_crests_are_the_thin_films_not_the_particles() -> None:
     """A 2-voxel CBD film, a silicon ball of radius 2 and one of radius 8, blurred (σ 1.2):
     the film's crest is found; neither ball, however curved, is a film."""
-    from debond.pipeline.levels import film_crests
-
     grid = np.indices((48, 48, 64)).astype(np.float64)
     values = np.full(grid.shape[1:], 0.05)
     film = np.abs(grid[2] - 8) < 1.0  # a plane 2 voxels thick at x = 8
@@ -312,3 +315,53 @@ def test_film_crests_are_the_thin_films_not_the_particles() -> None:
     on_film = crests[:, :, 6:11]
     assert on_film[8:40, 8:40].mean() > 0.5  # away from the volume's faces
     assert not crests[small].any() and not crests[large].any()
+
+
+def test_the_hessian_is_scikit_images_with_shorter_kernels() -> None:
+    """``skimage.feature.hessian_matrix`` (its kernels reach 71 voxels at σ = 1)."""
+    rng = np.random.default_rng(3)
+    values = ndimage.gaussian_filter(rng.random((20, 24, 28)), 1.5).astype(np.float32)
+    ours = hessian(values)
+    theirs = hessian_matrix(values, sigma=1.0, order="rc", use_gaussian_derivatives=True)
+    largest = max(float(np.abs(h).max()) for h in theirs)
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert np.abs(mine - reference).max() < 1e-5 * largest
+
+
+def test_closed_form_eigenvalues_equal_lapacks() -> None:
+    """Random symmetric matrices, multiples of the identity and repeated eigenvalues."""
+    rng = np.random.default_rng(4)
+    upper = rng.normal(size=(5000, 6))
+    upper[:100] = 0.0
+    upper[100:200] = [2.5, 0.0, 0.0, 2.5, 0.0, 2.5]  # 2.5 I
+    upper[200:300, [1, 2, 4]] = 0.0  # diagonal, two entries equal
+    upper[200:300, 3] = upper[200:300, 0]
+    rows, cols = np.triu_indices(3)
+    matrices = np.zeros((len(upper), 3, 3))
+    matrices[:, rows, cols] = upper
+    matrices[:, cols, rows] = upper
+    reference = np.linalg.eigvalsh(matrices)  # ascending
+    lowest, middle = lower_eigenvalues(*upper.T)
+    scale = np.abs(reference).max(axis=1) + 1e-300
+    assert np.max(np.abs(lowest - reference[:, 0]) / scale) < 1e-7
+    assert np.max(np.abs(middle - reference[:, 1]) / scale) < 1e-7
+
+
+def test_film_crests_see_no_farther_than_their_reach() -> None:
+    """A crop with ``CREST_REACH_VOXELS`` of margin gives the whole volume's Hessian and
+    crests inside; with one voxel less, the Hessian differs (the reach is not overstated)."""
+    rng = np.random.default_rng(5)
+    values = ndimage.gaussian_filter(rng.random((40, 44, 48)), 1.2).astype(np.float32)
+    whole = film_crests(values, 0.05)
+    assert 0.01 < whole.mean() < 0.99
+    crop = (slice(8, 32), slice(8, 36), slice(12, 40))
+    for margin in (CREST_REACH_VOXELS, CREST_REACH_VOXELS - 1):
+        grown = tuple(slice(c.start - margin, c.stop + margin) for c in crop)
+        inner = tuple(slice(margin, -margin) for _ in crop)
+        same = [
+            np.array_equal(part[inner], h[crop])
+            for part, h in zip(hessian(values[grown]), hessian(values), strict=True)
+        ]
+        assert all(same) == (margin == CREST_REACH_VOXELS)
+        if margin == CREST_REACH_VOXELS:
+            assert np.array_equal(film_crests(values[grown], 0.05)[inner], whole[crop])
