@@ -15,8 +15,8 @@ based on a ray tracing approach", Supplementary Note 7)::
       ▼
     one row per particle: centroid, bounding box, equivalent radius
       │ measure_gaps         bounding box ± margin cropped from phases, labels,
-      │                      sample; many particles per task (dask.delayed),
-      │                      grouped by block, fed each block they meet once
+      │                      sample; neighbouring particles per task
+      │                      (dask.delayed), as many as fit a task's memory
       │ ray_gaps_kernel      all rays of one particle at once (NumPy)
       ▼
     particle, centroid_*_um, radius_um, gap_mean_um, gap_std_um, n_rays, touches_border,
@@ -40,15 +40,17 @@ an axis has its centre at ``i * voxel_size_um`` µm.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 from scipy import ndimage
 
+from debond.memory import task_bytes
 from debond.pipeline.checks import positive
 from debond.pipeline.levels import check_size_prior
 from debond.pipeline.segment import CBD, GRAPHITE, SILICON
@@ -103,6 +105,86 @@ GAP_COLUMNS = (
 
 #: Default :func:`measure_gaps` ``min_valid_ray_fraction``.
 MIN_VALID_RAY_FRACTION = 0.2
+#: Peak bytes of a task per voxel of a particle's crop: the crops of the phases,
+#: labels and sample mask, and the kernel's per-voxel arrays (measured with
+#: tracemalloc, tests/test_memory.py) ...
+CROP_BYTES_PER_VOXEL = 32.0
+#: ... and per point of one particle's rays (n_rays × steps of 0.25 voxel):
+#: their coordinates and the phases sampled along them.
+RAY_POINT_BYTES = 72.0
+#: Ray steps, voxels.
+RAY_STEP_VOXELS = 0.25
+
+
+def task_peak_bytes(crop_voxels: float, n_rays: int, max_length_vox: float) -> float:
+    """Peak memory of tracing one particle's rays in its crop, bytes (inputs not counted).
+
+    Parameters
+    ----------
+    crop_voxels : float
+        Voxels of the crop (the particle's box plus the longest ray on every side).
+    n_rays : int
+        Rays per particle.
+    max_length_vox : float
+        Longest ray, voxels.
+    """
+    steps = math.ceil(max_length_vox / RAY_STEP_VOXELS)
+    return CROP_BYTES_PER_VOXEL * crop_voxels + RAY_POINT_BYTES * n_rays * steps
+
+
+def batch_particles(
+    boxes: NDArray[np.int64],
+    bytes_per_voxel: float,
+    work: Callable[[int], float],
+    most: int,
+    budget: float,
+) -> list[list[int]]:
+    """Consecutive particles in batches of at most `most` whose task fits `budget`.
+
+    A batch's task holds the box around its particles' crops (`bytes_per_voxel`
+    per voxel: the phases, labels and sample cut to it) and traces one crop at
+    a time (`work` of the largest crop's voxels).
+
+    Parameters
+    ----------
+    boxes : (n, 2, 3) int array
+        Per particle (in the order wanted), its crop's first voxel and the one past its last.
+    bytes_per_voxel : float
+        Bytes of the inputs per voxel of a batch's box.
+    work : callable
+        Bytes of tracing one crop of the given voxels (:func:`task_peak_bytes`).
+    most : int
+        Particles per batch, ≥ 1.
+    budget : float
+        Bytes a task may use; a particle whose task alone needs more goes alone.
+
+    Returns
+    -------
+    list of lists of int
+        Positions in `boxes`, in order.
+
+    Examples
+    --------
+    >>> boxes = np.array([[[0, 0, 0], [4, 4, 4]], [[2, 2, 2], [6, 6, 6]], [[0, 0, 20], [4, 4, 24]]])
+    >>> batch_particles(boxes, 1.0, lambda voxels: 0.0, most=8, budget=300.0)
+    [[0, 1], [2]]
+    """
+    batches: list[list[int]] = []
+    low = high = np.zeros(3, np.int64)
+    heaviest = 0.0
+    for position, (lo, hi) in enumerate(np.asarray(boxes, np.int64)):
+        crop = work(int(np.prod(hi - lo)))
+        grown_low, grown_high = np.minimum(low, lo), np.maximum(high, hi)
+        need = bytes_per_voxel * float(np.prod(grown_high - grown_low)) + max(heaviest, crop)
+        if batches and len(batches[-1]) < most and need <= budget:
+            batches[-1].append(position)
+            low, high, heaviest = grown_low, grown_high, max(heaviest, crop)
+        else:
+            batches.append([position])
+            low, high, heaviest = lo, hi, crop
+    return batches
+
+
 #: A particle is oversized above this multiple of the size prior's largest
 #: radius: the prior bounds true radii, and a measured one may exceed it by the
 #: partial volume of its surface (a few %), never by a second particle (two
@@ -634,10 +716,11 @@ def measure_gaps(
     2. Each particle's bounding box widened by ``margin = ceil(L + 0.25) + 2``
        voxels (``L`` the maximum ray length in voxels), clipped to the volume,
        is its crop. Particles are ordered by the block of ``labels`` that holds
-       their centroid (then by label) and ``particles_per_task`` of them go to
-       one ``dask.delayed`` task, which receives the blocks of ``phases``,
-       ``labels`` and ``sample`` (rechunked to the labels' chunks) that their
-       crops meet, each once, cuts the crops from them and runs
+       their centroid (then by label), and consecutive ones, at most
+       ``particles_per_task``, go to one ``dask.delayed`` task
+       (:func:`batch_particles`), which receives ``phases``, ``labels`` and
+       ``sample`` (rechunked to the labels' chunks) cut to the box around
+       their crops, cuts the crops from it and runs
        :func:`ray_gaps_kernel` for each with ``n_rays``
        :func:`fibonacci_directions` and steps of 0.25 voxel.
     3. Per particle the valid rays' gaps are averaged.
@@ -663,10 +746,13 @@ def measure_gaps(
     the same for any chunking of the inputs, so the table is too.
     **Computes** (with the active Dask scheduler) and returns the table.
 
-    A task holds the input blocks its particles' crops meet (bounding box +
-    margin each) and one particle's crops at a time: particles sharing a
-    block share its transfer, which is why they are grouped by block (cutting
-    the crops as Dask-array slices moved every crop between workers twice).
+    A task holds the inputs in the box around its particles' crops (bounding
+    box + margin each) and one particle's crops at a time; a batch grows while
+    that fits the memory a task may use (:func:`debond.memory.task_bytes`,
+    with :func:`task_peak_bytes` for the crop). Neighbours share most of their
+    box, which is why they are batched together (sending each its own crops
+    moved every crop between workers twice); sending whole blocks instead of
+    the box gave a task up to 27 blocks of 128³ (370 MiB) on 1 GiB workers.
     A particle spanning the volume (a percolating network) would need every
     block; such particles are flagged (``spans_box``), not traced.
 
@@ -687,10 +773,10 @@ def measure_gaps(
         True inside the sample (e.g. the milled cylinder); rays that reach a
         voxel outside it before the CBD are not counted. None: the whole volume.
     particles_per_task : int
-        Particles measured by one task, ≥ 1. Default 16: a task holds the
-        input blocks that its particles' crops meet (each the particle's box
-        plus the longest ray on every side: 116³ voxels for 3 µm rays at
-        0.06 µm voxels, meeting up to 27 blocks of 64³ or 8 of 128³).
+        Most particles measured by one task, ≥ 1 (default 16); fewer where
+        the box around their crops (each the particle's box plus the longest
+        ray on every side: 116³ voxels for 3 µm rays at 0.06 µm voxels) would
+        not fit a task's memory.
     radius_range_um : (lo, hi) floats, optional
         Size prior of the silicon particles, equivalent radii in µm,
         0 < lo ≤ hi (hi may be inf); particles above ``OVERSIZE_FACTOR × hi``
@@ -801,7 +887,7 @@ def measure_gaps(
     if props.empty:
         return _empty_gaps()
 
-    step = 0.25
+    step = RAY_STEP_VOXELS
     max_length_vox = max_length_um / voxel
     margin = math.ceil(max_length_vox + step) + 2
     directions = fibonacci_directions(int(n_rays))
@@ -828,52 +914,49 @@ def measure_gaps(
     oversized = props["radius_um"].to_numpy() > OVERSIZE_FACTOR * largest
     traced = np.flatnonzero(~(spans | oversized))
 
-    # Batches of particles whose centroids share a block (then by label), each task fed
-    # the input blocks that its particles' crops meet: a block travels once per task.
+    # Batches of neighbours: particles ordered by the block that holds their
+    # centroid (then by label), as many per task as fit its memory.
     edges = [np.cumsum((0, *c)) for c in label_volume.chunks]
     home = np.stack(
         [np.searchsorted(edges[a][1:-1], centroids[traced, a], side="right") for a in range(3)],
         axis=1,
     )
     traced = traced[np.lexsort((particles[traced], *home.T[::-1]))]
-    grids = {
-        "phases": phase_volume.to_delayed(),
-        "labels": label_volume.to_delayed(),
-        "sample": None if sample_volume is None else sample_volume.to_delayed(),
-    }
     measure = dask.delayed(_measure_batch, pure=True)
+    jobs = []
+    for row in traced:
+        lo = [max(0, int(bbox[row, 2 * a]) - margin) for a in range(3)]
+        hi = [min(shape[a], int(bbox[row, 2 * a + 1]) + margin) for a in range(3)]
+        centroid = (float(centroids[row, 0]), float(centroids[row, 1]), float(centroids[row, 2]))
+        jobs.append((int(particles[row]), centroid, (lo[0], lo[1], lo[2]), (hi[0], hi[1], hi[2])))
+    boxes = np.array([[lo, hi] for *_, lo, hi in jobs], dtype=np.int64).reshape(-1, 2, 3)
+    inputs = [v for v in (phase_volume, label_volume, sample_volume) if v is not None]
     batches = []
-    for first in range(0, len(traced), int(particles_per_task)):
-        jobs = []
-        needed: set[tuple[int, int, int]] = set()
-        for row in traced[first : first + int(particles_per_task)]:
-            lo = [max(0, int(bbox[row, 2 * a]) - margin) for a in range(3)]
-            hi = [min(shape[a], int(bbox[row, 2 * a + 1]) + margin) for a in range(3)]
-            jobs.append(
-                (
-                    int(particles[row]),
-                    (float(centroids[row, 0]), float(centroids[row, 1]), float(centroids[row, 2])),
-                    (lo[0], lo[1], lo[2]),
-                    (hi[0], hi[1], hi[2]),
-                )
-            )
-            ranges = [
-                range(
-                    int(np.searchsorted(edges[a], lo[a], side="right")) - 1,
-                    int(np.searchsorted(edges[a], hi[a], side="left")),
-                )
-                for a in range(3)
-            ]
-            needed.update((i, j, k) for i in ranges[0] for j in ranges[1] for k in ranges[2])
-        indices = sorted(needed)
-        sample_grid = grids["sample"]
+    for batch in batch_particles(
+        boxes,
+        sum(np.dtype(v.dtype).itemsize for v in inputs),
+        lambda voxels: task_peak_bytes(voxels, int(n_rays), max_length_vox),
+        int(particles_per_task),
+        task_bytes(),
+    ):
+        # the inputs cut to the box around the batch's crops: the pieces of the
+        # blocks it meets (a block's piece travels, not the block)
+        low, high = boxes[batch, 0].min(axis=0), boxes[batch, 1].max(axis=0)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
+        pieces = [v[box] for v in inputs]
+        starts = [low[a] + np.cumsum((0, *pieces[0].chunks[a][:-1])) for a in range(3)]
+        origins = [
+            (int(starts[0][i]), int(starts[1][j]), int(starts[2][k]))
+            for i, j, k in np.ndindex(*pieces[0].numblocks)
+        ]
+        parts = [list(piece.to_delayed().ravel()) for piece in pieces]
         batches.append(
             measure(
-                jobs,
-                [tuple(int(edges[a][index[a]]) for a in range(3)) for index in indices],
-                [grids["phases"][index] for index in indices],
-                [grids["labels"][index] for index in indices],
-                None if sample_grid is None else [sample_grid[index] for index in indices],
+                [jobs[i] for i in batch],
+                origins,
+                parts[0],
+                parts[1],
+                parts[2] if sample_volume is not None else None,
                 directions,
                 max_length_vox,
                 step,

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from debond.pipeline.measure import measure_gaps
+from debond.pipeline.measure import measure_gaps, task_peak_bytes
 from debond.sections import Section, param
 from debond.stages.base import Plan, Stage, Work
 from debond.storage import open_volume
@@ -29,7 +29,11 @@ class Parameters(Section):
         3.0, "Rays that meet no CBD within this length are not counted.", "µm", gt=0
     )
     particles_per_task: int = param(
-        16, "Particles measured together in one task.", "particles", ge=1
+        16,
+        "Most particles measured together in one task (fewer where their crops "
+        "would not fit a task's memory).",
+        "particles",
+        ge=1,
     )
     min_valid_ray_fraction: float = param(
         0.2,
@@ -76,17 +80,13 @@ def describe(rows: pd.DataFrame) -> str:
     )
 
 
-#: Peak bytes of a task per voxel of its block: the phases, labels and sample
-#: mask, and the per-voxel arrays of the particles' properties (measured with
-#: tracemalloc, tests/test_memory.py) ...
-BYTES_PER_VOXEL = 32.0
-#: ... and per point of one particle's rays (n_rays × steps of 0.25 voxel):
-#: their coordinates and the phases sampled along them.
-BYTES_PER_RAY_POINT = 72.0
-
-
 def peak_bytes(block_shape: tuple[int, ...], parameters: Mapping[str, Any]) -> float:
     """Peak memory of measuring the particles of one block, bytes.
+
+    The block is both the task's input and the crop its rays are traced in
+    (:func:`debond.pipeline.measure.task_peak_bytes`). A task of the stage
+    holds the blocks its particles' crops meet; :func:`measure_gaps` batches
+    the particles so that those blocks and the largest crop fit a task's memory.
 
     Parameters
     ----------
@@ -99,5 +99,4 @@ def peak_bytes(block_shape: tuple[int, ...], parameters: Mapping[str, Any]) -> f
     defaults = inspect.signature(measure_gaps).parameters
     n_rays = parameters.get("n_rays", defaults["n_rays"].default)
     length_um = parameters.get("max_ray_length_um", defaults["max_ray_length_um"].default)
-    steps = math.ceil(length_um / parameters["voxel_size_um"] / 0.25)
-    return BYTES_PER_VOXEL * math.prod(block_shape) + BYTES_PER_RAY_POINT * n_rays * steps
+    return task_peak_bytes(math.prod(block_shape), n_rays, length_um / parameters["voxel_size_um"])

@@ -8,24 +8,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
 from dask.callbacks import Callback
+from dask.utils import key_split
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from debond.memory import TASK_MEMORY_KEY
 from debond.pipeline.measure import (
     GAP_COLUMNS,
     OVERSIZE_FACTOR,
     PARTICLE_COLUMNS,
+    RAY_STEP_VOXELS,
+    batch_particles,
     fibonacci_directions,
     measure_gaps,
     particle_properties,
     ray_gaps_kernel,
+    task_peak_bytes,
 )
 from debond.pipeline.segment import CBD, GRAPHITE, PORE, SEI, SILICON
 
@@ -279,12 +285,19 @@ class TaskCounter(Callback):
     def __init__(self) -> None:
         super().__init__()
         self.per_compute: list[int] = []
+        self.names: list[list[str]] = []
 
     def _start(self, dsk: Any) -> None:
         self.per_compute.append(0)
+        self.names.append([])
 
     def _pretask(self, key: Any, dsk: Any, state: Any) -> None:
         self.per_compute[-1] += 1
+        self.names[-1].append(key_split(key))  # "_measure_batch-…" splits as "measure_batch"
+
+    def batches(self) -> list[int]:
+        """The ray-tracing tasks of each compute."""
+        return [names.count("measure_batch") for names in self.names]
 
 
 def test_particle_properties_is_one_task_per_block_not_per_particle() -> None:
@@ -449,8 +462,39 @@ def test_measure_gaps_batches_particles_per_task() -> None:
         per_all = measure_gaps(phases, labels, voxel_size_um=1.0, particles_per_task=4)
     pd.testing.assert_frame_equal(per_one, per_all, check_exact=True)
     # two computes each (properties and the CBD check; the rays): one batch task, not four
-    runs = counter.per_compute
-    assert len(runs) == 4 and runs[3] == runs[1] - 3
+    assert counter.batches() == [0, 4, 0, 1]
+
+
+def test_batches_fit_a_tasks_memory_and_give_the_same_gaps() -> None:
+    """A budget that holds two particles' crops: more tasks, each within it, the same table."""
+    phases, labels, sample = mixed_phantom()
+    kwargs: dict[str, Any] = {"voxel_size_um": 1.0, "max_ray_length_um": 6.0, "n_rays": 64}
+    lazy = [da.from_array(v, chunks=(20, 22, 40)) for v in (phases, labels, sample)]
+    with TaskCounter() as counter:
+        whole = measure_gaps(*lazy[:2], sample=lazy[2], particles_per_task=64, **kwargs)
+        props = particle_properties(labels, voxel_size_um=1.0)
+        margin = math.ceil(6.0 + RAY_STEP_VOXELS) + 2
+        sizes = [
+            (min(labels.shape[a], int(r[f"{c}1"]) + margin) - max(0, int(r[f"{c}0"]) - margin))
+            for _, r in props.iterrows()
+            for a, c in enumerate("zyx")
+        ]
+        crops = np.prod(np.reshape(sizes, (-1, 3)), axis=1)
+        work = task_peak_bytes(int(crops.max()), 64, 6.0)
+        budget = work + 6.0 * 2.5 * crops.max()  # inputs are 6 bytes a voxel
+        with dask.config.set({TASK_MEMORY_KEY: budget}):
+            split = measure_gaps(*lazy[:2], sample=lazy[2], particles_per_task=64, **kwargs)
+    pd.testing.assert_frame_equal(split, whole, check_exact=True)
+    assert counter.batches()[1] == 1 and 1 < counter.batches()[-1] < len(props)
+
+
+def test_a_particle_too_large_for_the_budget_goes_alone() -> None:
+    boxes = np.array([[[0, 0, 0], [10, 10, 10]], [[0, 0, 0], [2, 2, 2]], [[1, 1, 1], [3, 3, 3]]])
+    work = lambda voxels: 2.0 * voxels  # noqa: E731
+    # the first alone needs 1000 + 2000 bytes: over the budget, alone in its batch
+    assert batch_particles(boxes, 1.0, work, most=8, budget=100.0) == [[0], [1, 2]]
+    assert batch_particles(boxes, 1.0, work, most=1, budget=1e9) == [[0], [1], [2]]
+    assert batch_particles(boxes, 1.0, work, most=8, budget=3000.0) == [[0, 1, 2]]
 
 
 def test_measure_gaps_without_particles_returns_an_empty_table() -> None:
