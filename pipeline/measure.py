@@ -39,6 +39,7 @@ an axis has its centre at ``i * voxel_size_um`` µm.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,6 +48,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
+import zarr
 from numpy.typing import NDArray
 from scipy import ndimage
 
@@ -343,7 +345,9 @@ def _properties_frame(stats: np.ndarray, voxel_size_um: float) -> pd.DataFrame:
 
 
 def _as_volume(array: Any, name: str, shape: tuple[int, ...] | None = None) -> da.Array:
-    """``array`` as a 3-D Dask array (NumPy input in cubes of 8 MiB)."""
+    """``array`` as a 3-D Dask array (NumPy input in cubes of 8 MiB, Zarr in its chunks)."""
+    if isinstance(array, zarr.Array):
+        array = da.from_zarr(array)
     if not isinstance(array, da.Array):
         array = np.asarray(array)
     if array.ndim != 3:
@@ -673,6 +677,45 @@ def _measure_batch(
     return out
 
 
+def _read_box(array: zarr.Array, low: Sequence[int], high: Sequence[int]) -> np.ndarray:
+    """The box ``[low, high)`` of a stored array, read one of its chunks at a time.
+
+    Zarr decodes up to ``async.concurrency`` chunks (10) of one read at once;
+    read chunk by chunk, a task holds one decoded chunk beside the box.
+    """
+    out = np.empty(tuple(int(b - a) for a, b in zip(low, high, strict=True)), array.dtype)
+    edges = [
+        [int(lo), *range((int(lo) // c + 1) * c, int(hi), c), int(hi)]
+        for lo, hi, c in zip(low, high, array.chunks, strict=True)
+    ]
+    for piece in itertools.product(*(itertools.pairwise(e) for e in edges)):
+        source = tuple(slice(a, b) for a, b in piece)
+        target = tuple(slice(a - lo, b - lo) for (a, b), lo in zip(piece, low, strict=True))
+        out[target] = array[source]
+    return out
+
+
+def _read_and_measure(
+    jobs: list[tuple[int, tuple[float, float, float], tuple[int, int, int], tuple[int, int, int]]],
+    low: tuple[int, int, int],
+    high: tuple[int, int, int],
+    phases: zarr.Array,
+    labels: zarr.Array,
+    sample: zarr.Array | None,
+    *rays: Any,
+) -> np.ndarray:
+    """:func:`_measure_batch` on the box ``[low, high)`` read here from the stored
+    phases, labels and sample (None: no sample): one task, no input sent to it."""
+    return _measure_batch(
+        jobs,
+        [low],
+        [_read_box(phases, low, high)],
+        [_read_box(labels, low, high)],
+        None if sample is None else [_read_box(sample, low, high)],
+        *rays,
+    )
+
+
 def _empty_gaps() -> pd.DataFrame:
     dtypes = {
         "particle": np.int64,
@@ -698,13 +741,13 @@ def _check_prior_upper(radius_range_um: Any) -> float:
 
 
 def measure_gaps(
-    phases: da.Array | np.ndarray,
-    labels: da.Array | np.ndarray,
+    phases: da.Array | np.ndarray | zarr.Array,
+    labels: da.Array | np.ndarray | zarr.Array,
     *,
     voxel_size_um: float,
     n_rays: int = 256,
     max_ray_length_um: float = 3.0,
-    sample: da.Array | np.ndarray | None = None,
+    sample: da.Array | np.ndarray | zarr.Array | None = None,
     particles_per_task: int = 16,
     radius_range_um: tuple[float, float] | None = None,
     min_valid_ray_fraction: float = MIN_VALID_RAY_FRACTION,
@@ -718,9 +761,9 @@ def measure_gaps(
        is its crop. Particles are ordered by the block of ``labels`` that holds
        their centroid (then by label), and consecutive ones, at most
        ``particles_per_task``, go to one ``dask.delayed`` task
-       (:func:`batch_particles`), which receives ``phases``, ``labels`` and
-       ``sample`` (rechunked to the labels' chunks) cut to the box around
-       their crops, cuts the crops from it and runs
+       (:func:`batch_particles`), which gets ``phases``, ``labels`` and
+       ``sample`` cut to the box around their crops, cuts the crops from it
+       and runs
        :func:`ray_gaps_kernel` for each with ``n_rays``
        :func:`fibonacci_directions` and steps of 0.25 voxel.
     3. Per particle the valid rays' gaps are averaged.
@@ -753,14 +796,18 @@ def measure_gaps(
     box, which is why they are batched together (sending each its own crops
     moved every crop between workers twice); sending whole blocks instead of
     the box gave a task up to 27 blocks of 128³ (370 MiB) on 1 GiB workers.
+    Given Zarr arrays (as the stage gives the stored ones), a task reads its
+    box from the store itself, one chunk at a time: one task per batch, no
+    input sent between workers. Otherwise (NumPy or Dask, or a mix) the box is
+    cut in the graph from the blocks it meets, and those pieces are sent.
     A particle spanning the volume (a percolating network) would need every
     block; such particles are flagged (``spans_box``), not traced.
 
     Parameters
     ----------
-    phases : (z, y, x) dask or NumPy array of integers
+    phases : (z, y, x) dask, NumPy or Zarr array of integers
         Phase codes: 0 pore, 1 graphite, 2 CBD, 3 silicon, 4 SEI.
-    labels : (z, y, x) dask or NumPy array of integers
+    labels : (z, y, x) dask, NumPy or Zarr array of integers
         Silicon particles 1..N (0 background), unique over the volume.
     voxel_size_um : float
         Voxel edge, µm, > 0.
@@ -769,7 +816,7 @@ def measure_gaps(
     max_ray_length_um : float
         Longest gap counted, µm, > 0 (default 3.0); rays finding no CBD within
         it are not counted.
-    sample : (z, y, x) dask or NumPy array of bool, optional
+    sample : (z, y, x) dask, NumPy or Zarr array of bool, optional
         True inside the sample (e.g. the milled cylinder); rays that reach a
         voxel outside it before the CBD are not counted. None: the whole volume.
     particles_per_task : int
@@ -931,17 +978,28 @@ def measure_gaps(
         jobs.append((int(particles[row]), centroid, (lo[0], lo[1], lo[2]), (hi[0], hi[1], hi[2])))
     boxes = np.array([[lo, hi] for *_, lo, hi in jobs], dtype=np.int64).reshape(-1, 2, 3)
     inputs = [v for v in (phase_volume, label_volume, sample_volume) if v is not None]
+    # Stored inputs are read by the batch's task itself: the box, one chunk at a time.
+    given = [v for v in (phases, labels, sample) if v is not None]
+    in_zarr = [v for v in given if isinstance(v, zarr.Array)]
+    stored = len(in_zarr) == len(given)
+    chunk_bytes = max(math.prod(v.chunks) * v.dtype.itemsize for v in in_zarr) if stored else 0
+    read = dask.delayed(_read_and_measure, pure=True)
     batches = []
     for batch in batch_particles(
         boxes,
         sum(np.dtype(v.dtype).itemsize for v in inputs),
-        lambda voxels: task_peak_bytes(voxels, int(n_rays), max_length_vox),
+        lambda voxels: max(task_peak_bytes(voxels, int(n_rays), max_length_vox), 2.0 * chunk_bytes),
         int(particles_per_task),
         task_bytes(),
     ):
+        low, high = boxes[batch, 0].min(axis=0), boxes[batch, 1].max(axis=0)
+        rays = (directions, max_length_vox, step, shape)
+        if stored:
+            corners = tuple(int(a) for a in low), tuple(int(b) for b in high)
+            batches.append(read([jobs[i] for i in batch], *corners, phases, labels, sample, *rays))
+            continue
         # the inputs cut to the box around the batch's crops: the pieces of the
         # blocks it meets (a block's piece travels, not the block)
-        low, high = boxes[batch, 0].min(axis=0), boxes[batch, 1].max(axis=0)
         box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
         pieces = [v[box] for v in inputs]
         starts = [low[a] + np.cumsum((0, *pieces[0].chunks[a][:-1])) for a in range(3)]
@@ -957,10 +1015,7 @@ def measure_gaps(
                 parts[0],
                 parts[1],
                 parts[2] if sample_volume is not None else None,
-                directions,
-                max_length_vox,
-                step,
-                shape,
+                *rays,
             )
         )
     results = np.full((len(props), 3), np.nan)

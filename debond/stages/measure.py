@@ -14,7 +14,7 @@ import zarr
 from debond.pipeline.measure import measure_gaps, task_peak_bytes
 from debond.sections import Section, param
 from debond.stages.base import Plan, Stage, Work
-from debond.storage import open_volume
+from debond.storage import get_array, open_volume
 from debond.storage.tables import NOT_MEASURED
 
 if TYPE_CHECKING:
@@ -50,12 +50,12 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
     inputs = campaign.registry.upstream(group, stage, sample)
 
     def rows() -> pd.DataFrame:
-        table = measure_gaps(
-            open_volume(group, sample.id, "phases").data,
-            open_volume(group, sample.id, "particles").data,
-            sample=open_volume(group, sample.id, "sample").data,
-            **parameters,
-        )
+        names = ("phases", "particles", "sample")
+        for name in names:
+            open_volume(group, sample.id, name)  # raises if missing or incomplete
+        # the stored arrays themselves: each task reads its particles' box
+        phases, labels, inside = (get_array(group, sample.id, name) for name in names)
+        table = measure_gaps(phases, labels, sample=inside, **parameters)
         table.insert(0, "modality", "3d")
         table.insert(0, "cycles", sample.cycles)
         table.insert(0, "sample", sample.id)
@@ -85,8 +85,8 @@ def peak_bytes(block_shape: tuple[int, ...], parameters: Mapping[str, Any]) -> f
 
     The block is both the task's input and the crop its rays are traced in
     (:func:`debond.pipeline.measure.task_peak_bytes`). A task of the stage
-    holds the blocks its particles' crops meet; :func:`measure_gaps` batches
-    the particles so that those blocks and the largest crop fit a task's memory.
+    holds the box around its particles' crops; :func:`measure_gaps` batches
+    the particles so that this box and the largest crop fit a task's memory.
 
     Parameters
     ----------

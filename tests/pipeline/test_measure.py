@@ -13,6 +13,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
 from dask.callbacks import Callback
 from dask.utils import key_split
 from hypothesis import HealthCheck, given, settings
@@ -26,6 +27,7 @@ from debond.pipeline.measure import (
     OVERSIZE_FACTOR,
     PARTICLE_COLUMNS,
     RAY_STEP_VOXELS,
+    _read_box,
     batch_particles,
     fibonacci_directions,
     measure_gaps,
@@ -297,7 +299,9 @@ class TaskCounter(Callback):
 
     def batches(self) -> list[int]:
         """The ray-tracing tasks of each compute."""
-        return [names.count("measure_batch") for names in self.names]
+        return [
+            names.count("measure_batch") + names.count("read_and_measure") for names in self.names
+        ]
 
 
 def test_particle_properties_is_one_task_per_block_not_per_particle() -> None:
@@ -486,6 +490,40 @@ def test_batches_fit_a_tasks_memory_and_give_the_same_gaps() -> None:
             split = measure_gaps(*lazy[:2], sample=lazy[2], particles_per_task=64, **kwargs)
     pd.testing.assert_frame_equal(split, whole, check_exact=True)
     assert counter.batches()[1] == 1 and 1 < counter.batches()[-1] < len(props)
+
+
+def test_stored_inputs_are_read_by_each_batch_and_give_the_same_gaps(tmp_path: Path) -> None:
+    """Zarr inputs (chunks unlike the labels' or each other's): one task per batch,
+    which reads its box; the table of the NumPy inputs, exactly."""
+    phases, labels, sample = mixed_phantom()
+    kwargs: dict[str, Any] = {"voxel_size_um": 1.0, "max_ray_length_um": 6.0, "n_rays": 64}
+    stored = [
+        zarr.create_array(tmp_path / name, data=v, chunks=chunks)
+        for name, v, chunks in (
+            ("phases", phases, (16, 16, 16)),
+            ("labels", labels, (13, 17, 11)),
+            ("sample", sample, (40, 5, 31)),
+        )
+    ]
+    expected = measure_gaps(phases, labels, sample=sample, particles_per_task=3, **kwargs)
+    with TaskCounter() as counter:
+        got = measure_gaps(*stored[:2], sample=stored[2], particles_per_task=3, **kwargs)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    assert counter.batches()[-1] == math.ceil(len(expected) / 3)
+    # the rays' compute runs the batches and nothing else: no block, no piece of one
+    assert counter.per_compute[-1] == counter.batches()[-1]
+
+
+def test_a_box_is_read_chunk_by_chunk_as_one_slice(tmp_path: Path) -> None:
+    volume = np.random.default_rng(5).integers(0, 1000, (30, 41, 52), dtype=np.int32)
+    array = zarr.create_array(tmp_path / "v", data=volume, chunks=(7, 16, 13))
+    for low, high in (
+        ((0, 0, 0), (30, 41, 52)),
+        ((6, 15, 12), (8, 17, 40)),
+        ((3, 4, 5), (4, 5, 6)),
+    ):
+        box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+        np.testing.assert_array_equal(_read_box(array, low, high), volume[box])
 
 
 def test_a_particle_too_large_for_the_budget_goes_alone() -> None:
