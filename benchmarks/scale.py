@@ -22,7 +22,7 @@ Usage: ``python benchmarks/scale.py [--size N] [--reference N] [--memory-limit B
 [--sample DIR]``. Writing a 1024³ sample takes most of an hour: ``--sample DIR``
 runs the ``--size`` sample already written in DIR (its campaign file and
 inputs, by an earlier run of this benchmark or :func:`write_sample`) after
-removing its store, and writes it there first when DIR is empty.
+removing its store and tables, and writes it there first when DIR is empty.
 """
 
 from __future__ import annotations
@@ -103,8 +103,10 @@ def run_one(campaign_file: Path, memory_limit: float, workers: int) -> dict[str,
         for name in CHAIN:
             client.run(_reset_peak)
             start = time.perf_counter()
-            run_campaign(campaign, client, stages=[name], echo=lambda _: None)
+            outcomes = run_campaign(campaign, client, stages=[name], echo=lambda _: None)
             seconds = time.perf_counter() - start
+            if any(o.state != "done" for o in outcomes):  # a figure of work not done is none
+                raise RuntimeError(f"{name}: {outcomes} (see {campaign_file.parent}/campaign.log)")
             peaks = client.run(high_water_mark)
             stages[name] = {"seconds": seconds, "peak_rss_bytes": max(peaks.values())}
             peak = fmt_mib(max(peaks.values()))
@@ -138,8 +140,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         kept = args.sample if size == args.size else None
         with contextlib.nullcontext(kept) if kept else tempfile.TemporaryDirectory() as folder:
             campaign_file, synth_s = Path(folder) / "campaign.toml", None
-            if campaign_file.is_file():  # a kept sample: its store goes, its inputs stay
-                shutil.rmtree(Path(folder) / "store.zarr", ignore_errors=True)
+            if campaign_file.is_file():  # a kept sample: its outputs go, its inputs stay
+                for outputs in ("store.zarr", "tables"):
+                    shutil.rmtree(Path(folder) / outputs, ignore_errors=True)
             else:
                 Path(folder).mkdir(parents=True, exist_ok=True)
                 campaign_file, synth_s = write_sample(Path(folder), size)
