@@ -20,7 +20,9 @@ What is measured
    2-worker cluster, on a phantom of non-overlapping silicon spheres (code 3,
    labels 1..N, radii 3–6 voxels) each wrapped by a CBD shell (code 2, 2
    voxels thick) at a random gap of 0.5–4 voxels, pore elsewhere (default 200
-   particles in 192³, inputs chunked 64³ and persisted on the workers).
+   particles in 192³, inputs chunked 64³ and persisted on the workers), and
+   again with the inputs written to a Zarr store in the same chunks, as the
+   stage gives them (each batch reads its box from the store).
 3. Memory: every worker's high-water mark (``VmHWM`` of
    ``/proc/<pid>/status``, Linux; read on the worker with ``client.run`` and
    reset before each part by writing 5 to ``/proc/self/clear_refs``), the
