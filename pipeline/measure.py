@@ -107,10 +107,10 @@ GAP_COLUMNS = (
 
 #: Default :func:`measure_gaps` ``min_valid_ray_fraction``.
 MIN_VALID_RAY_FRACTION = 0.2
-#: Peak bytes of a task per voxel of a particle's crop: the crops of the phases,
-#: labels and sample mask, and the kernel's per-voxel arrays (measured with
-#: tracemalloc, tests/test_memory.py) ...
-CROP_BYTES_PER_VOXEL = 32.0
+#: Peak bytes of a task per voxel of a particle's crop: the kernel's per-voxel
+#: arrays (the crops are views of the batch's box, or copies where the box came
+#: in pieces; measured with tracemalloc, tests/test_memory.py) ...
+CROP_BYTES_PER_VOXEL = 24.0
 #: ... and per point of one particle's rays (n_rays × steps of 0.25 voxel):
 #: their coordinates and the phases sampled along them.
 RAY_POINT_BYTES = 72.0
@@ -619,7 +619,12 @@ def _crop(
     hi: Sequence[int],
 ) -> np.ndarray:
     """The box ``[lo, hi)`` (global voxel indices) cut from the blocks that cover it, each
-    given with the global index of its first voxel."""
+    given with the global index of its first voxel: a view of a block that holds all
+    of it, else a copy assembled from the blocks."""
+    for origin, block in blocks:
+        inside = [slice(a - o, b - o) for a, b, o in zip(lo, hi, origin, strict=True)]
+        if all(0 <= s.start and s.stop <= n for s, n in zip(inside, block.shape, strict=True)):
+            return block[tuple(inside)]
     out = np.empty(tuple(b - a for a, b in zip(lo, hi, strict=True)), blocks[0][1].dtype)
     for origin, block in blocks:
         inside_out, inside_block = [], []
