@@ -564,6 +564,7 @@ def run_gaps(size: int, n_particles: int, chunk: int, seed: int, repeats: int) -
                 zarr.create_array(Path(folder) / name, data=v, chunks=(chunk,) * 3)
                 for name, v in (("phases", data.phases), ("labels", data.labels))
             ]
+            worker_hwm(client, reset=True)
             cpu = cluster_cpu_seconds(client)
             stored_timing, stored_table = time_repeats(lambda: pipeline_gaps(*stored), repeats)
             stored_cpu = (cluster_cpu_seconds(client) - cpu) / repeats

@@ -105,7 +105,7 @@ def run_one(campaign_file: Path, memory_limit: float, workers: int) -> dict[str,
             start = time.perf_counter()
             outcomes = run_campaign(campaign, client, stages=[name], echo=lambda _: None)
             seconds = time.perf_counter() - start
-            if any(o.state != "done" for o in outcomes):  # a figure of work not done is none
+            if any(o.state != "done" for o in outcomes):  # skipped or failed: no time to report
                 raise RuntimeError(f"{name}: {outcomes} (see {campaign_file.parent}/campaign.log)")
             peaks = client.run(high_water_mark)
             stages[name] = {"seconds": seconds, "peak_rss_bytes": max(peaks.values())}
