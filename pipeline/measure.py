@@ -908,10 +908,14 @@ def measure_gaps(
                 f"{sample_volume.dtype}"
             )
 
-    # The rays' tasks take whole blocks, cut at the labels' chunks.
-    if phase_volume.chunks != label_volume.chunks:
+    # Stored inputs are read by each batch's task itself, one chunk at a time;
+    # other inputs are cut in the graph, in pieces that line up at the labels' chunks.
+    given = [v for v in (phases, labels, sample) if v is not None]
+    in_zarr = [v for v in given if isinstance(v, zarr.Array)]
+    stored = len(in_zarr) == len(given)
+    if not stored and phase_volume.chunks != label_volume.chunks:
         phase_volume = phase_volume.rechunk(label_volume.chunks)
-    if sample_volume is not None and sample_volume.chunks != label_volume.chunks:
+    if not stored and sample_volume is not None and sample_volume.chunks != label_volume.chunks:
         sample_volume = sample_volume.rechunk(label_volume.chunks)
     # Optimise once: both computations below then see the same task for every
     # input key (a distributed scheduler warns, and may fail, when a later graph
@@ -983,12 +987,9 @@ def measure_gaps(
         jobs.append((int(particles[row]), centroid, (lo[0], lo[1], lo[2]), (hi[0], hi[1], hi[2])))
     boxes = np.array([[lo, hi] for *_, lo, hi in jobs], dtype=np.int64).reshape(-1, 2, 3)
     inputs = [v for v in (phase_volume, label_volume, sample_volume) if v is not None]
-    # Stored inputs are read by the batch's task itself: the box, one chunk at a time.
-    given = [v for v in (phases, labels, sample) if v is not None]
-    in_zarr = [v for v in given if isinstance(v, zarr.Array)]
-    stored = len(in_zarr) == len(given)
     chunk_bytes = max(math.prod(v.chunks) * v.dtype.itemsize for v in in_zarr) if stored else 0
     read = dask.delayed(_read_and_measure, pure=True)
+    rays = (directions, max_length_vox, step, shape)
     batches = []
     for batch in batch_particles(
         boxes,
@@ -998,7 +999,6 @@ def measure_gaps(
         task_bytes(),
     ):
         low, high = boxes[batch, 0].min(axis=0), boxes[batch, 1].max(axis=0)
-        rays = (directions, max_length_vox, step, shape)
         if stored:
             corners = tuple(int(a) for a in low), tuple(int(b) for b in high)
             batches.append(read([jobs[i] for i in batch], *corners, phases, labels, sample, *rays))
