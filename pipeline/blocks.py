@@ -22,13 +22,15 @@ halo and gives scipy's result.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dask.array as da
 import numpy as np
+import zarr
 
-__all__ = ["halo_fits", "map_exact", "merge_chunks", "merge_small_chunks"]
+__all__ = ["halo_fits", "map_exact", "merge_chunks", "merge_small_chunks", "read_box"]
 
 
 def merge_small_chunks(chunks: Sequence[int], minimum: int) -> tuple[int, ...]:
@@ -126,3 +128,33 @@ def map_exact(
         meta=np.empty((0,) * array.ndim, dtype=dtype),
         **kwargs,
     )
+
+
+def read_box(array: zarr.Array, low: Sequence[int], high: Sequence[int]) -> np.ndarray:
+    """The box ``[low, high)`` of a stored array, read one of its chunks at a time.
+
+    Zarr decodes up to ``async.concurrency`` chunks (10) of one read at once;
+    read chunk by chunk, a task holds one decoded chunk beside the box.
+
+    Parameters
+    ----------
+    array : zarr.Array
+        Any number of axes.
+    low, high : sequences of int
+        The box's first corner and the one past its last, per axis.
+
+    Returns
+    -------
+    ndarray
+        ``array[low:high]`` along every axis, of the array's dtype.
+    """
+    out = np.empty(tuple(int(b - a) for a, b in zip(low, high, strict=True)), array.dtype)
+    edges = [
+        [int(lo), *range((int(lo) // c + 1) * c, int(hi), c), int(hi)]
+        for lo, hi, c in zip(low, high, array.chunks, strict=True)
+    ]
+    for piece in itertools.product(*(itertools.pairwise(e) for e in edges)):
+        source = tuple(slice(a, b) for a, b in piece)
+        target = tuple(slice(a - lo, b - lo) for (a, b), lo in zip(piece, low, strict=True))
+        out[target] = array[source]
+    return out

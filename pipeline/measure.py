@@ -39,7 +39,6 @@ an axis has its centre at ``i * voxel_size_um`` µm.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -53,6 +52,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from debond.memory import task_bytes
+from debond.pipeline.blocks import read_box
 from debond.pipeline.checks import positive
 from debond.pipeline.levels import check_size_prior
 from debond.pipeline.segment import CBD, GRAPHITE, SILICON
@@ -682,24 +682,6 @@ def _measure_batch(
     return out
 
 
-def _read_box(array: zarr.Array, low: Sequence[int], high: Sequence[int]) -> np.ndarray:
-    """The box ``[low, high)`` of a stored array, read one of its chunks at a time.
-
-    Zarr decodes up to ``async.concurrency`` chunks (10) of one read at once;
-    read chunk by chunk, a task holds one decoded chunk beside the box.
-    """
-    out = np.empty(tuple(int(b - a) for a, b in zip(low, high, strict=True)), array.dtype)
-    edges = [
-        [int(lo), *range((int(lo) // c + 1) * c, int(hi), c), int(hi)]
-        for lo, hi, c in zip(low, high, array.chunks, strict=True)
-    ]
-    for piece in itertools.product(*(itertools.pairwise(e) for e in edges)):
-        source = tuple(slice(a, b) for a, b in piece)
-        target = tuple(slice(a - lo, b - lo) for (a, b), lo in zip(piece, low, strict=True))
-        out[target] = array[source]
-    return out
-
-
 def _read_and_measure(
     jobs: list[tuple[int, tuple[float, float, float], tuple[int, int, int], tuple[int, int, int]]],
     low: tuple[int, int, int],
@@ -714,9 +696,9 @@ def _read_and_measure(
     return _measure_batch(
         jobs,
         [low],
-        [_read_box(phases, low, high)],
-        [_read_box(labels, low, high)],
-        None if sample is None else [_read_box(sample, low, high)],
+        [read_box(phases, low, high)],
+        [read_box(labels, low, high)],
+        None if sample is None else [read_box(sample, low, high)],
         *rays,
     )
 

@@ -22,12 +22,12 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from debond.memory import TASK_MEMORY_KEY
+from debond.pipeline.blocks import read_box
 from debond.pipeline.measure import (
     GAP_COLUMNS,
     OVERSIZE_FACTOR,
     PARTICLE_COLUMNS,
     RAY_STEP_VOXELS,
-    _read_box,
     batch_particles,
     fibonacci_directions,
     measure_gaps,
@@ -523,7 +523,7 @@ def test_a_box_is_read_chunk_by_chunk_as_one_slice(tmp_path: Path) -> None:
         ((3, 4, 5), (4, 5, 6)),
     ):
         box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
-        np.testing.assert_array_equal(_read_box(array, low, high), volume[box])
+        np.testing.assert_array_equal(read_box(array, low, high), volume[box])
 
 
 def test_a_particle_too_large_for_the_budget_goes_alone() -> None:
