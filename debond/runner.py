@@ -315,6 +315,7 @@ def _submit(group: zarr.Group, plan: Plan, work: Work) -> tuple[list[PendingWrit
             parameters=plan.parameters,
             inputs=plan.inputs,
             purpose=output.purpose,
+            chunks=output.chunks,
             attrs=output.attrs,
             overwrite=True,
         )

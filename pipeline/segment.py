@@ -30,7 +30,12 @@ campaign's ``[segmentation]`` section):
    objects are pore.
 
 The sample mask (step 3) is a pass over slabs of whole z-slices (a slice's
-holes and hull are the slice's own): a plane of booleans per slice. Steps 4–7
+holes and hull are the slice's own): a plane of booleans per slice. The slabs
+split the blocks' z-ranges, so a block's mask comes from its own slabs. Given
+the stored reconstruction (a ``zarr.Array``), each slab task reads its slices
+(and the Gaussian's reach beyond them) from the store and denoises them
+itself: slabs are never cut from the denoised cubes, which would hold whole
+slices as deep as a cube (512 MiB at 1024² float32). Steps 4–7
 run block by block in one kernel (:func:`phases_kernel`) on that mask and the
 attenuation, with a halo deep enough for every neighbourhood operation; a
 block is the largest cube whose task fits the memory a task may use
@@ -52,13 +57,14 @@ import dask
 import dask.array as da
 import edt
 import numpy as np
+import zarr
 from dask_image import ndfilters
 from numpy.typing import NDArray
 from scipy import ndimage
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
 from debond.memory import largest_block, task_bytes
-from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks
+from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks, read_box
 from debond.pipeline.levels import (
     CALIBRATION_EDGE,
     EIGEN_CHUNK_VOXELS,
@@ -71,6 +77,7 @@ from debond.pipeline.levels import (
     sample_slices,
     silicon_cores,
 )
+from debond.storage import default_chunks
 
 __all__ = [
     "CBD",
@@ -409,7 +416,7 @@ def denoise(volume: da.Array, sigma_voxels: float) -> da.Array:
 
 
 def segment(
-    recon: da.Array | NDArray[np.floating],
+    recon: da.Array | NDArray[np.floating] | zarr.Array,
     *,
     voxel_size_um: float,
     sigma_voxels: float = 1.0,
@@ -427,8 +434,9 @@ def segment(
 
     Parameters
     ----------
-    recon : (z, y, x) dask or NumPy array
-        Attenuation, 1/µm.
+    recon : (z, y, x) dask, NumPy or Zarr array
+        Attenuation, 1/µm. A Zarr array (the stored ``recon``) is read in
+        cubes, and the sample pass reads its slabs from it (module docstring).
     voxel_size_um : float
         Voxel edge, µm.
     sigma_voxels : float
@@ -466,7 +474,11 @@ def segment(
         With a prior: no grey level holds objects of its size (the message
         gives the levels found).
     """
-    volume = recon if isinstance(recon, da.Array) else da.asarray(np.asarray(recon))
+    stored = recon if isinstance(recon, zarr.Array) else None
+    if stored is not None:
+        volume = da.from_zarr(stored, chunks=default_chunks(stored.shape, "volume", np.float32))
+    else:
+        volume = recon if isinstance(recon, da.Array) else da.asarray(np.asarray(recon))
     if volume.ndim != 3:
         raise ValueError(f"recon must be 3D (z, y, x); got shape {volume.shape}")
     if not voxel_size_um > 0:
@@ -478,9 +490,12 @@ def segment(
     volume = volume.astype(np.float32)
     if sigma_voxels > 0:
         volume = denoise(volume, sigma_voxels)
+    source = _SlabSource(volume, stored, sigma_voxels)
     sei_voxels = max(1, round(sei_max_um / voxel_size_um))
     if thresholds is None and radius_range_um is not None:
-        return _segment_with_prior(volume, voxel_size_um, radius_range_um, sei_voxels, porosity)
+        return _segment_with_prior(
+            volume, source, voxel_size_um, radius_range_um, sei_voxels, porosity
+        )
     low, high = (float(v) for v in dask.compute(volume.min(), volume.max()))
     if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
         raise ValueError(
@@ -491,18 +506,17 @@ def segment(
     decided = thresholds_from_histogram(counts.compute(), edges, thresholds)
     graphite_voxels = max(0, round(graphite_min_radius_um / voxel_size_um))
     halo = _halo(sei_voxels, graphite_voxels)
-    sample = _slices(volume, ranked_sample, dtype=bool, thresholds=decided)
-    coded = _blockwise(
-        volume,
+    blocks = _blocks(volume, halo, functools.partial(kernel_peak_bytes, prior=False))
+    sample = source.slices(blocks.chunks[0], ranked_sample, thresholds=decided)
+    phases = _blockwise(
+        blocks,
         sample,
         phases_kernel,
         halo,
-        functools.partial(kernel_peak_bytes, prior=False),
         thresholds=decided,
         sei_max_voxels=sei_voxels,
         graphite_min_radius_voxels=graphite_voxels,
     )
-    phases = da.where(sample, coded, np.uint8(PORE)).astype(np.uint8)
     return Segmentation(phases=phases, sample=sample, thresholds=decided, porosity=porosity)
 
 
@@ -521,6 +535,9 @@ SAMPLE_BYTES_PER_VOXEL = 6.0
 #: ... and per voxel of one slice, for the slice in hand (its masks and the
 #: convex hull's coordinates: 40 bytes traced, the ranked pass's 3).
 SAMPLE_BYTES_PER_PLANE_VOXEL = 40.0
+#: Bytes per voxel of a slab read from the store, halo included, when the
+#: task denoises it (the slab as read and its Gaussian, float32; 8.0 traced) ...
+STORED_SAMPLE_BYTES_PER_VOXEL = 8.0
 
 
 def kernel_peak_bytes(block_shape: Sequence[int], *, prior: bool) -> float:
@@ -545,15 +562,105 @@ def kernel_peak_bytes(block_shape: Sequence[int], *, prior: bool) -> float:
     return RANKED_BYTES_PER_VOXEL * math.prod(block_shape)
 
 
-def _slices(volume: da.Array, kernel: Callable[..., NDArray[Any]], **kwargs: Any) -> da.Array:
-    """``kernel`` over slabs of whole z-slices, as many as fit in a task's memory."""
-    plane = volume.shape[1] * volume.shape[2]
-    room = task_bytes() - SAMPLE_BYTES_PER_PLANE_VOXEL * plane
-    depth = max(1, min(volume.shape[0], int(room // (SAMPLE_BYTES_PER_VOXEL * plane))))
-    dtype = kwargs.pop("dtype")
-    return volume.rechunk({0: depth, 1: -1, 2: -1}).map_blocks(
-        kernel, dtype=dtype, meta=np.empty((0, 0, 0), dtype=dtype), **kwargs
-    )
+def _slab_depths(z_chunks: Sequence[int], depth: int) -> tuple[int, ...]:
+    """Slabs at most ``depth`` deep that split each of ``z_chunks`` evenly.
+
+    Examples
+    --------
+    >>> _slab_depths((100, 40), 30)
+    (25, 25, 25, 25, 20, 20)
+    """
+    slabs: list[int] = []
+    for chunk in z_chunks:
+        count = -(-chunk // max(1, depth))
+        base, extra = divmod(chunk, count)
+        slabs += [base + 1] * extra + [base] * (count - extra)
+    return tuple(slabs)
+
+
+@dataclass(frozen=True)
+class _SlabSource:
+    """Where the sample pass's slabs of whole slices come from.
+
+    ``volume``'s slabs (denoised already), cut in the graph from its blocks;
+    or, with ``stored``, each read from the store and denoised by its own
+    task as :func:`denoise` did ``volume``.
+    """
+
+    volume: da.Array
+    stored: zarr.Array | None
+    sigma_voxels: float
+
+    @property
+    def reach(self) -> int:
+        """The Gaussian's reach beyond a slab, slices (scipy's truncate=4)."""
+        return math.ceil(4.0 * self.sigma_voxels) if self.sigma_voxels > 0 else 0
+
+    def depth(self) -> int:
+        """The deepest slab whose task fits :func:`task_bytes`, slices."""
+        plane = self.volume.shape[1] * self.volume.shape[2]
+        room = task_bytes() - SAMPLE_BYTES_PER_PLANE_VOXEL * plane
+        if self.stored is None:
+            return max(1, int(room // (SAMPLE_BYTES_PER_VOXEL * plane)))
+        # the slab as read is freed before the kernel's own 6 bytes a voxel
+        read = max(STORED_SAMPLE_BYTES_PER_VOXEL, SAMPLE_BYTES_PER_VOXEL)
+        room -= math.prod(self.stored.chunks) * self.stored.dtype.itemsize
+        return max(1, int(room // (read * plane)) - 2 * self.reach)
+
+    def slices(
+        self, z_chunks: Sequence[int], kernel: Callable[..., NDArray[np.bool_]], **kwargs: Any
+    ) -> da.Array:
+        """``kernel`` over slabs of whole z-slices that split ``z_chunks``; bool."""
+        slabs = _slab_depths(z_chunks, self.depth())
+        meta = np.empty((0, 0, 0), dtype=bool)
+        if self.stored is None:
+            return self.volume.rechunk({0: slabs, 1: -1, 2: -1}).map_blocks(
+                kernel, dtype=bool, meta=meta, **kwargs
+            )
+        _, n_y, n_x = self.volume.shape
+        stops = itertools.accumulate(slabs)
+        read = functools.partial(_stored_slab, self.stored, self.reach, self.sigma_voxels, kernel)
+        return da.concatenate(
+            [
+                da.from_delayed(
+                    dask.delayed(read, pure=True)(stop - n, stop, **kwargs),
+                    (n, n_y, n_x),
+                    dtype=bool,
+                    meta=meta,
+                )
+                for n, stop in zip(slabs, stops, strict=True)
+            ]
+        )
+
+
+def _stored_slab(
+    stored: zarr.Array,
+    reach: int,
+    sigma_voxels: float,
+    kernel: Callable[..., NDArray[np.bool_]],
+    start: int,
+    stop: int,
+    **kwargs: Any,
+) -> NDArray[np.bool_]:
+    """``kernel`` on slices ``[start, stop)`` of the stored volume, denoised here.
+
+    The slices are read with ``reach`` more on either side (as the volume
+    has), so their Gaussian is :func:`denoise`'s exactly.
+    """
+    _, n_y, n_x = stored.shape
+    low, high = max(0, start - reach), min(stored.shape[0], stop + reach)
+    slab = read_box(stored, (low, 0, 0), (high, n_y, n_x)).astype(np.float32, copy=False)
+    if sigma_voxels > 0:
+        slab = ndimage.gaussian_filter(slab, sigma_voxels, mode="nearest")
+    return kernel(slab[start - low : stop - low], **kwargs)
+
+
+def _blocks(volume: da.Array, halo: int, peak: Callable[[tuple[int, ...]], float]) -> da.Array:
+    """``volume`` in the largest cubes (:func:`debond.memory.largest_block`) whose
+    task, halo included, fits :func:`debond.memory.task_bytes` by `peak` (bytes
+    of a padded block's task)."""
+    block = largest_block(volume.shape, (halo,) * 3, peak, task_bytes())
+    return merge_chunks(volume.rechunk(block), dict.fromkeys(range(3), halo))
 
 
 def _blockwise(
@@ -561,20 +668,17 @@ def _blockwise(
     sample: da.Array,
     kernel: Callable[..., NDArray[np.uint8]],
     halo: int,
-    peak: Callable[[tuple[int, ...]], float],
     **kwargs: Any,
 ) -> da.Array:
-    """``kernel(block, …, sample=…)`` over blocks sized to a task's memory, with halos.
+    """``kernel(block, …, sample=…)`` over the blocks of ``volume`` (:func:`_blocks`),
+    with halos, and :data:`PORE` outside the sample.
 
-    The block is the largest cube (:func:`debond.memory.largest_block`) whose
-    task, halo included, fits :func:`debond.memory.task_bytes` by `peak` (bytes of
-    a padded block's task); an axis taken
-    whole needs no halo. The result is the kernel's on the whole volume
-    whatever the blocks (the halo is deeper than the kernel's reach).
+    An axis taken whole needs no halo. The result is the kernel's on the
+    whole volume whatever the blocks (the halo is deeper than the kernel's
+    reach).
     """
-    block = largest_block(volume.shape, (halo,) * 3, peak, task_bytes())
     depth = {axis: halo for axis in range(3)}
-    volume = merge_chunks(volume.rechunk(block), depth)
+    volume = merge_chunks(volume, depth)
     sample = sample.rechunk(volume.chunks)
     halos = {axis: (halo if len(volume.chunks[axis]) > 1 else 0) for axis in range(3)}
     return da.map_overlap(
@@ -600,8 +704,9 @@ def _on_block(
     kernel: Callable[..., NDArray[np.uint8]],
     **kwargs: Any,
 ) -> NDArray[np.uint8]:
-    """``kernel(block, sample=sample, **kwargs)``: what each task of :func:`_blockwise` runs."""
-    return kernel(block, sample=sample, **kwargs)
+    """``kernel(block, sample=sample, **kwargs)`` and :data:`PORE` outside the sample:
+    what each task of :func:`_blockwise` runs."""
+    return np.where(sample, kernel(block, sample=sample, **kwargs), np.uint8(PORE))
 
 
 def _central(volume: da.Array, edge: int) -> da.Array:
@@ -614,6 +719,7 @@ def _central(volume: da.Array, edge: int) -> da.Array:
 
 def _segment_with_prior(
     volume: da.Array,
+    source: _SlabSource,
     voxel_size_um: float,
     radius_range_um: tuple[float, float],
     sei_voxels: int,
@@ -623,17 +729,12 @@ def _segment_with_prior(
     levels = calibrate(
         np.asarray(_central(volume, CALIBRATION_EDGE).compute()), voxel_size_um, radius_range_um
     )
-    sample = _slices(volume, sample_slices, dtype=bool, solid=levels.solid)
-    coded = _blockwise(
-        volume,
-        sample,
-        prior_phases_kernel,
-        levels.halo + sei_voxels,
-        functools.partial(kernel_peak_bytes, prior=True),
-        levels=levels,
-        sei_max_voxels=sei_voxels,
+    halo = levels.halo + sei_voxels
+    blocks = _blocks(volume, halo, functools.partial(kernel_peak_bytes, prior=True))
+    sample = source.slices(blocks.chunks[0], sample_slices, solid=levels.solid)
+    phases = _blockwise(
+        blocks, sample, prior_phases_kernel, halo, levels=levels, sei_max_voxels=sei_voxels
     )
-    phases = da.where(sample, coded, np.uint8(PORE)).astype(np.uint8)
     return Segmentation(phases, sample, None, porosity=porosity, levels=levels)
 
 

@@ -8,7 +8,8 @@ fsspec URL (``s3://…``, ``memory://…``)::
         projections             (angle, z, x)   chunks: a few whole projections
         sinograms               (z, angle, x)   chunks: a few whole sinograms
         recon, phases, particles, …   OME-Zarr image groups (NGFF 0.5), each holding
-          0                     (z, y, x) chunks: cubes of 64–128 voxels
+          0                     (z, y, x) chunks: cubes of 64–128 voxels (recon:
+                                as deep as one reconstruction task's slab)
           1                     the same, 2× coarser per axis, half-size chunks
 
 Volumes are OME-Zarr multiscale images, so that napari and the OME-Zarr

@@ -53,12 +53,17 @@ class StageError(ValueError):
 
 @dataclass(frozen=True)
 class Output:
-    """One array a stage writes: the lazy data and how to store it."""
+    """One array a stage writes: the lazy data and how to store it.
+
+    ``chunks`` is the stored chunk shape (default: the purpose's,
+    :func:`debond.storage.default_chunks`).
+    """
 
     name: str
     data: da.Array
     purpose: str
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    chunks: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)

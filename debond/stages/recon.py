@@ -11,7 +11,7 @@ import zarr
 from debond.pipeline.recon import reconstruct_sinograms
 from debond.sections import Section, param
 from debond.stages.base import Output, Plan, Stage, Work
-from debond.storage import open_volume
+from debond.storage import default_chunks, open_volume
 
 if TYPE_CHECKING:
     from debond.campaign import Campaign, Sample
@@ -62,11 +62,38 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         if result.estimate is not None:
             attrs["estimated_seconds"] = round(result.estimate.seconds, 1)
         return Work(
-            outputs=[Output("recon", result.volume, "volume", attrs)],
+            outputs=[
+                Output(
+                    "recon",
+                    result.volume,
+                    "volume",
+                    attrs,
+                    chunks=slab_chunks(result.volume.shape, parameters["slab_rows"]),
+                )
+            ],
             detail=result.detail,
         )
 
     return Plan(stage, campaign, sample, parameters, dict(inputs), build)
+
+
+def slab_chunks(shape: tuple[int, ...], slab_rows: int) -> tuple[int, int, int]:
+    """Stored chunks of ``recon``: the volume's cubes in y and x, one slab deep.
+
+    A task reconstructs whole slices, ``slab_rows`` of them. Stored in cubes,
+    every chunk would wait for the slabs of all its slices, and a worker would
+    hold whole slices as deep as a cube (512 MiB at 1024² float32); a chunk
+    as deep as a slab (at most a cube) is written from one task's slices.
+
+    Examples
+    --------
+    >>> slab_chunks((1024, 1024, 1024), 8)
+    (8, 128, 128)
+    >>> slab_chunks((40, 64, 64), 300)
+    (40, 64, 64)
+    """
+    cube = default_chunks(shape, "volume", np.float32)
+    return min(slab_rows, cube[0]), cube[1], cube[2]
 
 
 #: Peak bytes of a task per sinogram value (its float32 copy, less what is

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
+import zarr
 from dask_image import ndfilters
 from scipy import ndimage
 from skimage.feature import hessian_matrix
 
+from debond.memory import TASK_MEMORY_KEY
 from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks
 from debond.pipeline.levels import (
     CREST_REACH_VOXELS,
@@ -244,6 +248,34 @@ def test_the_prior_path_does_not_depend_on_the_chunking() -> None:
     )
     assert np.array_equal(whole.phases.compute(), chunked.phases.compute())
     assert np.array_equal(whole.sample.compute(), chunked.sample.compute())
+
+
+@pytest.mark.parametrize("prior", [False, True])
+def test_a_stored_recon_gives_the_phases_of_the_whole_array(tmp_path: Path, prior: bool) -> None:
+    """The stored recon (chunks unlike the blocks), denoised, in a small task memory:
+    the sample pass reads and denoises its own slabs, which split the blocks'
+    z-ranges, and nothing of it is cut from the denoised volume; the result is the
+    whole array's, exactly."""
+    if prior:
+        values = prior_scan((0.03, 0.06, 0.32, 0.18, 0.10), seed=1)[1]
+    else:
+        values = np.random.default_rng(3).random((40, 48, 44)).astype(np.float32)
+        values[:, :6] = 0.0  # air in the first rows: the sample is not everything
+    stored = zarr.create_array(tmp_path / "recon", data=values, chunks=(3, 20, 17))
+    kwargs: dict[str, Any] = {"voxel_size_um": 0.05, "sigma_voxels": 1.0}
+    if prior:
+        kwargs["radius_range_um"] = (0.35, 0.5)
+    else:
+        kwargs.update(graphite_min_radius_um=0.1, sei_max_um=0.1)
+    whole = segment(values, **kwargs)
+    with dask.config.set({TASK_MEMORY_KEY: "300 KiB"}):
+        got = segment(stored, **kwargs)
+    assert len(got.sample.chunks[0]) > len(got.phases.chunks[0])
+    blocks = np.cumsum(got.phases.chunks[0])
+    assert set(blocks) <= set(np.cumsum(got.sample.chunks[0]))
+    assert not [name for name in got.sample.dask.layers if "rechunk" in name]
+    assert np.array_equal(got.sample.compute(), whole.sample.compute())
+    assert np.array_equal(got.phases.compute(), whole.phases.compute())
 
 
 def test_a_volume_without_objects_of_the_prior_size_says_what_it_found() -> None:
