@@ -38,7 +38,11 @@ class Parameters(Section):
         "ram-lak", "Filter of FBP."
     )
     slab_rows: int = param(
-        8, "Sinogram rows reconstructed together in one task (one GPU call).", "rows", ge=1
+        8,
+        "Sinogram rows reconstructed together in one task (one GPU call); also the depth "
+        "of the stored recon's chunks (at most 128), so each is written from one task.",
+        "rows",
+        ge=1,
     )
 
 
