@@ -90,6 +90,7 @@ __all__ = [
     "Segmentation",
     "Thresholds",
     "denoise",
+    "gaussian_reach",
     "import_phases",
     "kernel_peak_bytes",
     "open_with_ball",
@@ -365,9 +366,21 @@ def prior_phases_kernel(
     return phases
 
 
+def gaussian_reach(sigma_voxels: float) -> int:
+    """How far a Gaussian of ``sigma_voxels`` reaches, voxels (scipy's and
+    dask-image's truncate=4; 0 for none).
+
+    Examples
+    --------
+    >>> gaussian_reach(1.0), gaussian_reach(0.0)
+    (4, 0)
+    """
+    return math.ceil(4.0 * sigma_voxels) if sigma_voxels > 0 else 0
+
+
 def _halo(sei_max_voxels: int, graphite_min_radius_voxels: int) -> int:
     """Deepest reach of the kernel's neighbourhood operations, voxels."""
-    gaussian = math.ceil(4.0 * GRAPHITE_SIGMA_VOXELS)  # scipy's truncate=4
+    gaussian = gaussian_reach(GRAPHITE_SIGMA_VOXELS)
     return max(2, sei_max_voxels + 2, gaussian + 2 * graphite_min_radius_voxels)
 
 
@@ -397,7 +410,7 @@ def denoise(volume: da.Array, sigma_voxels: float) -> da.Array:
     True
     """
     volume = volume.astype(np.float32)
-    reach = math.ceil(4.0 * sigma_voxels)  # scipy's and dask-image's truncate=4
+    reach = gaussian_reach(sigma_voxels)
     depth = {0: reach, 1: reach, 2: reach}
     volume = merge_chunks(volume, depth)
     if halo_fits(volume.shape, depth):
@@ -593,8 +606,8 @@ class _SlabSource:
 
     @property
     def reach(self) -> int:
-        """The Gaussian's reach beyond a slab, slices (scipy's truncate=4)."""
-        return math.ceil(4.0 * self.sigma_voxels) if self.sigma_voxels > 0 else 0
+        """The Gaussian's reach beyond a slab, slices (:func:`denoise`'s halo)."""
+        return gaussian_reach(self.sigma_voxels)
 
     def depth(self) -> int:
         """The deepest slab whose task fits :func:`task_bytes`, slices."""
