@@ -35,6 +35,7 @@ from debond.storage.provenance import (
 from debond.storage.volumes import (
     ARRAY_NAMES,
     PendingWrite,
+    complete_array,
     create_volume,
     default_chunks,
     find_array,
@@ -71,6 +72,7 @@ __all__ = [
     "array_identity",
     "changes",
     "chunk_damage",
+    "complete_array",
     "create_volume",
     "default_chunks",
     "digest",

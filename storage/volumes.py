@@ -647,6 +647,35 @@ def get_array(store: Location | zarr.Group, sample: str, name: str) -> zarr.Arra
     return node
 
 
+def _require_complete(array: zarr.Array, where: str) -> None:
+    if COMPLETE_KEY not in array.attrs:
+        raise IncompleteArray(
+            f"array {where} is not complete: its write was interrupted or is still running; "
+            "rerun its stage, or pass allow_incomplete=True to read it as it is"
+        )
+
+
+def complete_array(store: Location | zarr.Group, sample: str, name: str) -> zarr.Array:
+    """:func:`get_array`, for an array whose write completed: for tasks that read
+    their own boxes from the store (what :func:`open_volume` checks, without the view).
+
+    Raises
+    ------
+    SampleNotFound, ArrayNotFound
+        As :func:`get_array`.
+    IncompleteArray
+        (a ``RuntimeError``) if the array has no completion marker.
+    MetadataError
+        (a ``ValueError``) if the array has no valid ``voxel_size_um``.
+    """
+    group = _as_group(store, "r")
+    array = get_array(group, sample, name)
+    where = f"{_array_path(sample, name)} in {store_location(group.store)}"
+    _voxel_size_of(array, where)
+    _require_complete(array, where)
+    return array
+
+
 def find_array(store: Location | zarr.Group, sample: str, name: str) -> zarr.Array | None:
     """Like :func:`get_array`, but None where the sample or the array does not exist."""
     try:
@@ -1044,11 +1073,8 @@ def _to_data_array(
     where = f"{_array_path(sample, name)} in {store_location(group.store)}"
     stored = dict(array.attrs)
     voxel = _voxel_size_of(array, where)
-    if COMPLETE_KEY not in stored and not allow_incomplete:
-        raise IncompleteArray(
-            f"array {where} is not complete: its write was interrupted or is still running; "
-            "rerun its stage, or pass allow_incomplete=True to read it as it is"
-        )
+    if not allow_incomplete:
+        _require_complete(array, where)
     names = getattr(array.metadata, "dimension_names", None)
     purpose = stored.get("purpose")
     default = PURPOSE_DIMS.get(purpose if isinstance(purpose, str) else "", SPATIAL_DIMS)

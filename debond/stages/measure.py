@@ -14,7 +14,7 @@ import zarr
 from debond.pipeline.measure import measure_gaps, task_peak_bytes
 from debond.sections import Section, param
 from debond.stages.base import Plan, Stage, Work
-from debond.storage import get_array, open_volume
+from debond.storage import complete_array
 from debond.storage.tables import NOT_MEASURED
 
 if TYPE_CHECKING:
@@ -50,11 +50,10 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
     inputs = campaign.registry.upstream(group, stage, sample)
 
     def rows() -> pd.DataFrame:
-        names = ("phases", "particles", "sample")
-        for name in names:
-            open_volume(group, sample.id, name)  # raises if missing or incomplete
         # the stored arrays themselves: each task reads its particles' box
-        phases, labels, inside = (get_array(group, sample.id, name) for name in names)
+        phases, labels, inside = (
+            complete_array(group, sample.id, name) for name in ("phases", "particles", "sample")
+        )
         table = measure_gaps(phases, labels, sample=inside, **parameters)
         table.insert(0, "modality", "3d")
         table.insert(0, "cycles", sample.cycles)

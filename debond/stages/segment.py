@@ -12,7 +12,7 @@ from debond.pipeline.ingest import read_tiff_volume
 from debond.pipeline.segment import PHASE_NAMES, import_phases, kernel_peak_bytes, segment
 from debond.sections import Section, Thresholds, param
 from debond.stages.base import Output, Plan, Stage, Work
-from debond.storage import get_array, open_volume
+from debond.storage import complete_array
 
 if TYPE_CHECKING:
     from debond.campaign import Campaign, Sample
@@ -83,9 +83,8 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
     inputs = campaign.registry.upstream(group, stage, sample)
 
     def build() -> Work:
-        open_volume(group, sample.id, "recon")  # raises if missing or incomplete
         # the stored array: the sample pass reads its slabs from it
-        result = segment(get_array(group, sample.id, "recon"), **parameters)
+        result = segment(complete_array(group, sample.id, "recon"), **parameters)
         attrs: dict[str, object] = {"phase_codes": _CODES}
         t, levels = result.thresholds, result.levels
         if t is not None:

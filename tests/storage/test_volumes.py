@@ -28,6 +28,7 @@ from debond.storage import (
     StoreError,
     StoreFormatError,
     StoreNotFound,
+    complete_array,
     create_volume,
     default_chunks,
     foreign_content,
@@ -334,10 +335,13 @@ def test_writing_block_by_block_then_marking_complete(location: str) -> None:
         array[start : start + 3] = data[start : start + 3]
     with pytest.raises(IncompleteArray, match=r"samples/c02/phases .* is not complete"):
         open_volume(location, "c02", "phases")
+    with pytest.raises(IncompleteArray, match=r"samples/c02/phases .* is not complete"):
+        complete_array(location, "c02", "phases")
     partial = open_volume(location, "c02", "phases", allow_incomplete=True)
     np.testing.assert_array_equal(partial.values, data)
     mark_complete(array)
     np.testing.assert_array_equal(open_volume(location, "c02", "phases").values, data)
+    np.testing.assert_array_equal(complete_array(location, "c02", "phases")[...], data)
 
 
 def test_overwrite_is_explicit_and_replaces_every_chunk(location: str) -> None:
