@@ -373,10 +373,11 @@ def _plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -
         raise RunError(str(error)) from error
 
 
-def _build(plan: Plan) -> Work:
-    """The plan's graph; bad input raises :class:`RunError` naming the stage and sample."""
+def _build(plan: Plan, build: Callable[[], Work] | None = None) -> Work:
+    """The plan's graph (or its next pass's, `build`); bad input raises
+    :class:`RunError` naming the stage and sample."""
     try:
-        return plan.build()
+        return (build or plan.build)()
     except (IngestError, StoreError, ValueError, KeyError, OSError) as error:
         raise RunError(f"{plan.stage.name} of {plan.sample.where}: {_describe(error)}") from error
 
@@ -402,41 +403,68 @@ def _execute(
     echo: Echo,
     flight: _Flight | None = None,
 ) -> Outcome:
-    """Create one stage's outputs, compute their writes on the cluster, mark them complete."""
+    """Create one stage's outputs, compute their writes on the cluster, mark them complete.
+
+    A work with a next pass (:attr:`Work.then`) has it built and run once its
+    own outputs are complete; the stage's extras and check are the last pass's.
+    """
     flight = flight or _Flight()
     if work.table is not None:
         return _run_table(plan, work, reason, echo, flight)
-    name, sample = plan.stage.name, plan.sample.id
-    pending, collections = _submit(group, plan, work)
-    note = f"; {work.detail}" if work.detail else ""
+    name, sample, detail = plan.stage.name, plan.sample.id, work.detail
+    note = f"; {detail}" if detail else ""
     _say(plan, echo, f"running (output {reason}{note})")
     started = time.perf_counter()
     with flight.tracked(plan):
-        futures = client.compute(collections, resources=stage_resources(client, plan.stage.gpu))
-        flight.fly(futures)
-        if flight.stop.is_set():  # stopped while this was being submitted
-            client.cancel(futures)
-        wait(futures)
-        flight.land(futures)
+        why, extras = _write_pass(client, group, plan, work, flight)
+        while why is None and work.then is not None:
+            work = _build(plan, work.then)
+            why, extras = _write_pass(client, group, plan, work, flight)
     seconds = time.perf_counter() - started
     if flight.stop.is_set():
-        client.cancel(futures)
         return Outcome(name, sample, "interrupted", seconds, "stopped; not marked complete")
+    if why is not None:
+        _say(plan, echo, f"FAILED after {seconds:.1f} s: {why}")
+        return Outcome(name, sample, "failed", seconds, why)
+    found = "".join(f"; {key} {_number(value)}" for key, value in extras.items())
+    warning = work.check(extras) if work.check is not None else ""
+    _say(plan, echo, f"done in {seconds:.1f} s{found}" + (f"; {warning}" if warning else ""))
+    return Outcome(name, sample, "done", seconds, detail)
+
+
+def _write_pass(
+    client: Client, group: zarr.Group, plan: Plan, work: Work, flight: _Flight
+) -> tuple[str | None, dict[str, Any]]:
+    """Compute one pass of a stage's writes and extras; mark its outputs complete.
+
+    Returns
+    -------
+    why : str or None
+        What went wrong on the cluster ("stopped" when the run was), None if nothing.
+    extras : dict
+        The computed extras (empty when something went wrong).
+    """
+    pending, collections = _submit(group, plan, work)
+    futures = client.compute(collections, resources=stage_resources(client, plan.stage.gpu))
+    flight.fly(futures)
+    if flight.stop.is_set():  # stopped while this was being submitted
+        client.cancel(futures)
+    wait(futures)
+    flight.land(futures)
+    if flight.stop.is_set():
+        client.cancel(futures)
+        return "stopped", {}
     broken = [future for future in futures if future.status != "finished"]
     if broken:
         why = _first_error(broken)  # before cancelling: a cancelled future forgets its cause
         client.cancel(futures)
-        _say(plan, echo, f"FAILED after {seconds:.1f} s: {why}")
-        return Outcome(name, sample, "failed", seconds, why)
+        return why, {}
     values = [np.asarray(f.result()).item() for f in futures[len(pending) :]]
     extras = dict(zip(work.extras, values, strict=True))
     for write in pending[:-1]:
         write.finish()
     pending[-1].finish(extras)
-    found = "".join(f"; {key} {_number(value)}" for key, value in extras.items())
-    warning = work.check(extras) if work.check is not None else ""
-    _say(plan, echo, f"done in {seconds:.1f} s{found}" + (f"; {warning}" if warning else ""))
-    return Outcome(name, sample, "done", seconds, work.detail)
+    return None, extras
 
 
 def _run_table(plan: Plan, work: Work, reason: str, echo: Echo, flight: _Flight) -> Outcome:

@@ -132,6 +132,71 @@ def test_a_toy_stage_is_one_module_and_one_registry_entry(tmp_path: Path) -> Non
     np.testing.assert_array_equal(inverted, 7 - np.where(grey == 85, 3, 0))
 
 
+def refuse(block: np.ndarray) -> np.ndarray:
+    """A kernel that fails on the cluster."""
+    raise ArithmeticError(f"refused a block of {block.shape}")
+
+
+def plan_two_passes(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
+    """``inverted``, then ``doubled`` from the stored ``inverted`` (:func:`refuse` at offset 0)."""
+    parameters = campaign.stage_parameters(stage.name)
+
+    def build() -> Work:
+        phases = open_volume(group, sample.id, "phases").data
+
+        def second() -> Work:
+            inverted = open_volume(group, sample.id, "inverted").data  # complete by now
+            if parameters["offset"] == 0:
+                inverted = inverted.map_blocks(refuse, dtype=inverted.dtype)
+            return Work(
+                [Output("doubled", 2 * inverted, "volume")], extras={"total": inverted.sum()}
+            )
+
+        return Work([Output("inverted", invert(phases, **parameters), "volume")], then=second)
+
+    return Plan(stage, campaign, sample, parameters, {}, build)
+
+
+def test_a_stage_in_two_passes_reads_its_first_pass_from_the_store(tmp_path: Path) -> None:
+    """The second pass is built once the first one's outputs are complete; when it
+    fails, the stage is not complete and runs again whole."""
+    import tifffile
+
+    grey = np.zeros((4, 6, 6), np.uint8)
+    grey[1:3, 2:4, 2:4] = 85
+    tifffile.imwrite(tmp_path / "seg.tif", grey, photometric="minisblack")
+    text = (
+        '[campaign]\nname = "toy"\n[[sample]]\nid = "s"\ncycles = 0\nphases = "seg.tif"\n'
+        "phase_codes = {pore = 0, silicon = 85, cbd = 170}\nvoxel_size_um = 0.1\n"
+        "[invert]\noffset = {}\n"
+    )
+    stage = Stage(
+        "invert", InvertParameters, invert, plan_two_passes, "`phases` → `inverted`, `doubled`",
+        reads=("phases",), writes=("inverted", "doubled"),
+    )  # fmt: skip
+    registry = Registry([*REGISTRY[:4], stage, *REGISTRY[4:]])
+    expected = 7 - np.where(grey == 85, 3, 0)
+    lines: list[str] = []
+    with cluster(workers=1) as client:
+        (tmp_path / "c.toml").write_text(text.replace("{}", "0"))
+        campaign = load_campaign(tmp_path / "c.toml", registry=registry)
+        with pytest.raises(RunError, match="ArithmeticError: refused a block") as raised:
+            run_campaign(campaign, client, stages=["segment", "invert"], echo=lines.append)
+        failed = [(o.stage, o.state) for o in raised.value.outcomes]
+        assert failed == [("segment", "done"), ("invert", "failed")]
+        assert open_volume(campaign.store_location, "s", "inverted").data.shape == grey.shape
+        (tmp_path / "c.toml").write_text(text.replace("{}", "7"))
+        campaign = load_campaign(tmp_path / "c.toml", registry=registry)
+        done = run_campaign(campaign, client, stages=["invert"], echo=lines.append)
+        assert [(o.stage, o.state) for o in done] == [("invert", "done")]
+        again = run_campaign(campaign, client, stages=["invert"], echo=lines.append)
+        assert [(o.stage, o.state) for o in again] == [("invert", "skipped")]
+    doubled = open_volume(campaign.store_location, "s", "doubled")
+    np.testing.assert_array_equal(doubled.data.compute(), 2 * expected)
+    assert doubled.attrs["total"] == expected.sum()
+    assert any(f"total {expected.sum()}" in line for line in lines)
+
+
 # ----------------------------------------------------------------- old names
 
 

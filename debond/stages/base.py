@@ -85,6 +85,11 @@ class Work:
         Receives the computed extras and returns a warning ('' for none).
     describe : callable, optional
         For a table stage: one line on its rows (how many, how many flagged).
+    then : callable, optional
+        The next pass: built once these outputs are written and marked
+        complete, so that its graph may read them from the store (the
+        segmentation's phases read the stored sample mask). The stage's
+        result, extras and check are then the last pass's.
     """
 
     outputs: list[Output]
@@ -93,6 +98,7 @@ class Work:
     table: Callable[[], pd.DataFrame] | None = None
     check: Callable[[Mapping[str, float]], str] | None = None
     describe: Callable[[pd.DataFrame], str] | None = None
+    then: Callable[[], Work] | None = None
 
 
 @dataclass(frozen=True)
