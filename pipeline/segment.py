@@ -42,6 +42,15 @@ block is the largest cube whose task fits the memory a task may use
 (:func:`debond.memory.task_bytes`, from the workers' limit;
 :func:`kernel_peak_bytes` is the kernel's memory model). The result equals
 the kernel on the whole volume, whatever the chunking and the blocks.
+
+The phase pass runs in one graph with the sample pass
+(:attr:`Segmentation.phases`), or, once the sample mask is stored, from the
+store (:attr:`Segmentation.from_store`): each block's task then reads its own
+padded box of the reconstruction and of the mask and denoises the box itself,
+so it depends on no other task. In one graph at 1024³ on workers of 1 GiB, the
+denoised volume's padded blocks ran far ahead of the slower phase kernel and
+were spilled (18 GB); tasks without dependencies are held back by the
+scheduler until a worker is free for them.
 """
 
 from __future__ import annotations
@@ -88,6 +97,7 @@ __all__ = [
     "SEI",
     "SILICON",
     "Segmentation",
+    "StoredPhases",
     "Thresholds",
     "denoise",
     "gaussian_reach",
@@ -95,9 +105,11 @@ __all__ = [
     "kernel_peak_bytes",
     "open_with_ball",
     "phases_kernel",
+    "pore_fraction",
     "prior_phases_kernel",
     "ranked_sample",
     "segment",
+    "stored_block_peak_bytes",
     "thresholds_from_histogram",
 ]
 
@@ -152,6 +164,10 @@ class Segmentation:
     levels : Levels or None
         The phase levels, when the size prior found them
         (:func:`debond.pipeline.levels.calibrate`).
+    from_store : StoredPhases or None
+        Given the stored ``sample``, the phases again, each block read from
+        the store by its own task (module docstring); None unless the
+        reconstruction was a Zarr array.
     """
 
     phases: da.Array
@@ -159,13 +175,12 @@ class Segmentation:
     thresholds: Thresholds | None
     porosity: float | None = None
     levels: Levels | None = None
+    from_store: StoredPhases | None = None
 
     @property
     def pore_fraction(self) -> da.Array:
-        """Pore voxels over sample voxels (0-d, lazy)."""
-        inside = self.sample.sum()
-        pores = ((self.phases == PORE) & self.sample).sum()
-        return pores / da.maximum(inside, 1)
+        """Pore voxels over sample voxels (0-d, lazy; :func:`pore_fraction`)."""
+        return pore_fraction(self.phases, self.sample)
 
     def porosity_warning(self, pore_fraction: float) -> str:
         """A warning when the computed pore fraction is far from the known porosity ('' if not)."""
@@ -178,6 +193,21 @@ class Segmentation:
             f"WARNING: pore fraction {pore_fraction:.3f} is {off:.3f} from "
             f"segment.porosity = {self.porosity}: check the thresholds"
         )
+
+
+def pore_fraction(phases: da.Array, sample: da.Array) -> da.Array:
+    """Pore voxels over sample voxels (0-d, lazy).
+
+    Parameters
+    ----------
+    phases : (z, y, x) dask array of uint8
+        Phase codes.
+    sample : (z, y, x) dask array of bool
+        The sample mask; chunked as ``phases`` for one task per block.
+    """
+    inside = sample.sum()
+    pores = ((phases == PORE) & sample).sum()
+    return pores / da.maximum(inside, 1)
 
 
 def thresholds_from_histogram(
@@ -477,7 +507,8 @@ def segment(
     -------
     Segmentation
         ``phases`` and ``sample`` in blocks sized to a task's memory
-        (:func:`debond.memory.task_bytes`).
+        (:func:`debond.memory.task_bytes`); with a Zarr ``recon``, also
+        ``from_store``, the phase pass for when the sample mask is stored.
 
     Raises
     ------
@@ -519,18 +550,21 @@ def segment(
     decided = thresholds_from_histogram(counts.compute(), edges, thresholds)
     graphite_voxels = max(0, round(graphite_min_radius_um / voxel_size_um))
     halo = _halo(sei_voxels, graphite_voxels)
-    blocks = _blocks(volume, halo, functools.partial(kernel_peak_bytes, prior=False))
+    peak = functools.partial(kernel_peak_bytes, prior=False)
+    keywords = {
+        "thresholds": decided,
+        "sei_max_voxels": sei_voxels,
+        "graphite_min_radius_voxels": graphite_voxels,
+    }
+    blocks = _blocks(volume, halo, peak)
     sample = source.slices(blocks.chunks[0], ranked_sample, thresholds=decided)
-    phases = _blockwise(
-        blocks,
-        sample,
-        phases_kernel,
-        halo,
+    return Segmentation(
+        phases=_blockwise(blocks, sample, phases_kernel, halo, **keywords),
+        sample=sample,
         thresholds=decided,
-        sei_max_voxels=sei_voxels,
-        graphite_min_radius_voxels=graphite_voxels,
+        porosity=porosity,
+        from_store=source.phases(phases_kernel, halo, peak, keywords),
     )
-    return Segmentation(phases=phases, sample=sample, thresholds=decided, porosity=porosity)
 
 
 #: Peak bytes per voxel of :func:`phases_kernel`'s block, halo included, float32
@@ -548,9 +582,13 @@ SAMPLE_BYTES_PER_VOXEL = 6.0
 #: ... and per voxel of one slice, for the slice in hand (its masks and the
 #: convex hull's coordinates: 40 bytes traced, the ranked pass's 3).
 SAMPLE_BYTES_PER_PLANE_VOXEL = 40.0
-#: Bytes per voxel of a slab read from the store, halo included, when the
-#: task denoises it (the slab as read and its Gaussian, float32; 8.0 traced) ...
-STORED_SAMPLE_BYTES_PER_VOXEL = 8.0
+#: Bytes per voxel of a box read from the store and denoised by its own task,
+#: the Gaussian's reach included: the box as read and its Gaussian (float32;
+#: 8.0 traced for a slab of the sample pass) ...
+STORED_READ_BYTES_PER_VOXEL = 8.0
+#: ... and, in the phase pass, what a block's task holds beside the kernel: the
+#: Gaussian (float32) and the block's sample mask (bool).
+STORED_BLOCK_BYTES_PER_VOXEL = 5.0
 
 
 def kernel_peak_bytes(block_shape: Sequence[int], *, prior: bool) -> float:
@@ -575,6 +613,30 @@ def kernel_peak_bytes(block_shape: Sequence[int], *, prior: bool) -> float:
     return RANKED_BYTES_PER_VOXEL * math.prod(block_shape)
 
 
+def stored_block_peak_bytes(block_shape: Sequence[int], reach: int, kernel: float) -> float:
+    """Peak memory of one block's task of the phase pass from the store, bytes.
+
+    Parameters
+    ----------
+    block_shape : (3,) ints
+        The block, halo included.
+    reach : int
+        Voxels read beyond the block on every side for the denoising Gaussian
+        (:func:`gaussian_reach`; fewer at the volume's faces).
+    kernel : float
+        The kernel's own peak on the block, bytes (:func:`kernel_peak_bytes`).
+
+    Returns
+    -------
+    float
+        The larger of the read (:data:`STORED_READ_BYTES_PER_VOXEL`) and the
+        kernel beside what the task holds (:data:`STORED_BLOCK_BYTES_PER_VOXEL`),
+        per voxel read.
+    """
+    read = math.prod(n + 2 * reach for n in block_shape)
+    return max(STORED_READ_BYTES_PER_VOXEL * read, STORED_BLOCK_BYTES_PER_VOXEL * read + kernel)
+
+
 def _slab_depths(z_chunks: Sequence[int], depth: int) -> tuple[int, ...]:
     """Slabs at most ``depth`` deep that split each of ``z_chunks`` evenly.
 
@@ -593,7 +655,8 @@ def _slab_depths(z_chunks: Sequence[int], depth: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class _SlabSource:
-    """Where the sample pass's slabs of whole slices come from.
+    """Where the sample pass's slabs of whole slices come from, and the phase
+    pass's blocks once the sample is stored.
 
     ``volume``'s slabs (denoised already), cut in the graph from its blocks;
     or, with ``stored``, each read from the store and denoised by its own
@@ -616,7 +679,7 @@ class _SlabSource:
         if self.stored is None:
             return max(1, int(room // (SAMPLE_BYTES_PER_VOXEL * plane)))
         # the slab as read is freed before the kernel's own 6 bytes a voxel
-        read = max(STORED_SAMPLE_BYTES_PER_VOXEL, SAMPLE_BYTES_PER_VOXEL)
+        read = max(STORED_READ_BYTES_PER_VOXEL, SAMPLE_BYTES_PER_VOXEL)
         room -= math.prod(self.stored.chunks) * self.stored.dtype.itemsize
         return max(1, int(room // (read * plane)) - 2 * self.reach)
 
@@ -632,7 +695,7 @@ class _SlabSource:
             )
         _, n_y, n_x = self.volume.shape
         stops = itertools.accumulate(slabs)
-        read = functools.partial(_stored_slab, self.stored, self.reach, self.sigma_voxels, kernel)
+        read = functools.partial(_stored_slab, self.stored, self.sigma_voxels, kernel)
         return da.concatenate(
             [
                 da.from_delayed(
@@ -645,27 +708,128 @@ class _SlabSource:
             ]
         )
 
+    def phases(
+        self,
+        kernel: Callable[..., NDArray[np.uint8]],
+        halo: int,
+        peak: Callable[[tuple[int, ...]], float],
+        keywords: Mapping[str, Any],
+    ) -> StoredPhases | None:
+        """The phase pass from the store (None without one), in the largest
+        blocks whose task fits :func:`task_bytes`; `peak` is the kernel's."""
+        if self.stored is None:
+            return None
+
+        def task(block: tuple[int, ...]) -> float:
+            return stored_block_peak_bytes(block, self.reach, peak(block))
+
+        chunks = _blocks(self.volume, halo, task).chunks
+        return StoredPhases(self.stored, self.sigma_voxels, chunks, kernel, halo, dict(keywords))
+
+
+@dataclass(frozen=True)
+class StoredPhases:
+    """The phase pass from the store, in blocks of its own, given the stored sample.
+
+    Attributes
+    ----------
+    recon : zarr.Array
+        The stored reconstruction, 1/µm.
+    sigma_voxels : float
+        Its denoising Gaussian, voxels.
+    chunks : tuple of tuples of int
+        The blocks (dask chunks of the phases).
+    kernel : callable
+        :func:`phases_kernel` or :func:`prior_phases_kernel`.
+    halo : int
+        Voxels read beyond a block (:func:`_blockwise`'s halo).
+    keywords : dict
+        The kernel's keywords but ``sample``.
+    """
+
+    recon: zarr.Array
+    sigma_voxels: float
+    chunks: tuple[tuple[int, ...], ...]
+    kernel: Callable[..., NDArray[np.uint8]]
+    halo: int
+    keywords: Mapping[str, Any]
+
+    def __call__(self, sample: zarr.Array) -> da.Array:
+        """Phase codes, lazy, with :data:`PORE` outside ``sample``: one task per block,
+        without dependencies, equal to :attr:`Segmentation.phases`.
+
+        Raises
+        ------
+        ValueError
+            ``sample`` not the reconstruction's shape.
+        """
+        if tuple(sample.shape) != tuple(self.recon.shape):
+            raise ValueError(
+                f"the stored sample mask has shape {tuple(sample.shape)}; expected the "
+                f"reconstruction's {tuple(self.recon.shape)}"
+            )
+        task = functools.partial(
+            _stored_block,
+            self.recon,
+            sample,
+            self.sigma_voxels,
+            self.halo,
+            self.kernel,
+            self.keywords,
+        )
+        meta = np.empty((0, 0, 0), dtype=np.uint8)
+        return da.map_blocks(task, chunks=self.chunks, dtype=np.uint8, meta=meta)
+
+
+def _read_denoised(
+    stored: zarr.Array, start: Sequence[int], stop: Sequence[int], sigma_voxels: float
+) -> NDArray[np.float32]:
+    """The box ``[start, stop)`` of the stored volume as :func:`denoise` makes it.
+
+    The box is read with the Gaussian's reach on every side (clipped at the
+    volume's faces, where ``mode="nearest"`` pads as it does on the whole
+    volume), so its Gaussian is :func:`denoise`'s exactly.
+    """
+    reach = gaussian_reach(sigma_voxels)
+    low = [max(0, a - reach) for a in start]
+    high = [min(n, b + reach) for b, n in zip(stop, stored.shape, strict=True)]
+    box = read_box(stored, low, high).astype(np.float32, copy=False)
+    if sigma_voxels > 0:
+        box = ndimage.gaussian_filter(box, sigma_voxels, mode="nearest")
+    return box[tuple(slice(a - lo, b - lo) for a, b, lo in zip(start, stop, low, strict=True))]
+
 
 def _stored_slab(
     stored: zarr.Array,
-    reach: int,
     sigma_voxels: float,
     kernel: Callable[..., NDArray[np.bool_]],
     start: int,
     stop: int,
     **kwargs: Any,
 ) -> NDArray[np.bool_]:
-    """``kernel`` on slices ``[start, stop)`` of the stored volume, denoised here.
-
-    The slices are read with ``reach`` more on either side (as the volume
-    has), so their Gaussian is :func:`denoise`'s exactly.
-    """
+    """``kernel`` on slices ``[start, stop)`` of the stored volume, denoised here."""
     _, n_y, n_x = stored.shape
-    low, high = max(0, start - reach), min(stored.shape[0], stop + reach)
-    slab = read_box(stored, (low, 0, 0), (high, n_y, n_x)).astype(np.float32, copy=False)
-    if sigma_voxels > 0:
-        slab = ndimage.gaussian_filter(slab, sigma_voxels, mode="nearest")
-    return kernel(slab[start - low : stop - low], **kwargs)
+    return kernel(_read_denoised(stored, (start, 0, 0), (stop, n_y, n_x), sigma_voxels), **kwargs)
+
+
+def _stored_block(
+    recon: zarr.Array,
+    sample: zarr.Array,
+    sigma_voxels: float,
+    halo: int,
+    kernel: Callable[..., NDArray[np.uint8]],
+    keywords: Mapping[str, Any],
+    block_info: dict[Any, Any] | None = None,
+) -> NDArray[np.uint8]:
+    """:func:`_on_block` on one block of the stored volume and sample, read with
+    ``halo`` beyond it (clipped at the faces, as :func:`_blockwise`'s), then trimmed."""
+    assert block_info is not None
+    where = block_info[None]["array-location"]
+    start = [max(0, a - halo) for a, _ in where]
+    stop = [min(n, b + halo) for (_, b), n in zip(where, recon.shape, strict=True)]
+    block = _read_denoised(recon, start, stop, sigma_voxels)
+    phases = _on_block(block, read_box(sample, start, stop), kernel=kernel, **keywords)
+    return phases[tuple(slice(a - s, b - s) for (a, b), s in zip(where, start, strict=True))]
 
 
 def _blocks(volume: da.Array, halo: int, peak: Callable[[tuple[int, ...]], float]) -> da.Array:
@@ -743,12 +907,18 @@ def _segment_with_prior(
         np.asarray(_central(volume, CALIBRATION_EDGE).compute()), voxel_size_um, radius_range_um
     )
     halo = levels.halo + sei_voxels
-    blocks = _blocks(volume, halo, functools.partial(kernel_peak_bytes, prior=True))
+    peak = functools.partial(kernel_peak_bytes, prior=True)
+    keywords = {"levels": levels, "sei_max_voxels": sei_voxels}
+    blocks = _blocks(volume, halo, peak)
     sample = source.slices(blocks.chunks[0], sample_slices, solid=levels.solid)
-    phases = _blockwise(
-        blocks, sample, prior_phases_kernel, halo, levels=levels, sei_max_voxels=sei_voxels
+    return Segmentation(
+        _blockwise(blocks, sample, prior_phases_kernel, halo, **keywords),
+        sample,
+        None,
+        porosity=porosity,
+        levels=levels,
+        from_store=source.phases(prior_phases_kernel, halo, peak, keywords),
     )
-    return Segmentation(phases, sample, None, porosity=porosity, levels=levels)
 
 
 def import_phases(grey: da.Array, phase_codes: Mapping[str, int], *, source: str) -> da.Array:

@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
 from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
 from scipy.spatial import cKDTree
@@ -39,9 +40,11 @@ from debond.campaign import load_campaign
 from debond.memory import TASK_MEMORY_KEY, largest_block, task_budget, task_bytes
 from debond.pipeline.ingest import DARKS, DATA, FLATS, THETA
 from debond.pipeline.segment import (
+    kernel_peak_bytes,
     phases_kernel,
     prior_phases_kernel,
     segment,
+    stored_block_peak_bytes,
     thresholds_from_histogram,
 )
 from debond.runner import run_campaign, sized_tasks, task_memory
@@ -168,6 +171,36 @@ def test_segment_estimate(volumes: dict[Any, Any], prior: bool) -> None:
         thresholds = thresholds_from_histogram(counts, edges, (0.015, 0.08, 0.14, 0.25))
         measured = traced_peak(lambda v=values, t=thresholds: phases_kernel(v, t))
         check("segment", shape, {"radius_range_um": None, "thresholds": None}, measured)
+
+
+@pytest.mark.parametrize("prior", [True, False], ids=["size-prior", "ranked"])
+def test_a_block_from_the_store_fits_its_estimate(
+    tmp_path: Path, volumes: dict[Any, Any], prior: bool
+) -> None:
+    """The phase pass from the store: a block's task reads its box of recon and of
+    the mask, denoises the box and runs the kernel (one block: the whole scene)."""
+    options: dict[str, Any] = {"voxel_size_um": VOXEL_UM, "sigma_voxels": 1.0}
+    if prior:
+        options["radius_range_um"] = PRIOR_UM
+    else:
+        options["thresholds"] = (0.015, 0.08, 0.14, 0.25)
+    for shape, (_, values) in volumes.items():
+        recon = zarr.create_array(tmp_path / f"recon{shape}", data=values, chunks=(8, 16, 16))
+        with dask.config.set({TASK_MEMORY_KEY: 2**30}):
+            result = segment(recon, **options)
+        assert result.from_store is not None
+        mask = result.sample.compute()
+        stored = zarr.create_array(tmp_path / f"sample{shape}", data=mask, chunks=(8, 16, 16))
+        phases = result.from_store(stored)
+        assert phases.npartitions == 1
+        measured = traced_peak(lambda p=phases: p.compute(scheduler="sync"))
+        # the block is the scene: nothing to read beyond its faces
+        estimate = stored_block_peak_bytes(shape, 0, kernel_peak_bytes(shape, prior=prior))
+        ratio = measured / estimate
+        assert 0.8 <= ratio <= 1.2, (
+            f"a block of {shape} from the store: measured {measured / 2**20:.2f} MiB, "
+            f"estimated {estimate / 2**20:.2f} MiB ({ratio:.2f})"
+        )
 
 
 def test_label_and_measure_estimates(volumes: dict[Any, Any]) -> None:

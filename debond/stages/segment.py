@@ -9,7 +9,13 @@ import dask.array as da
 import zarr
 
 from debond.pipeline.ingest import read_tiff_volume
-from debond.pipeline.segment import PHASE_NAMES, import_phases, kernel_peak_bytes, segment
+from debond.pipeline.segment import (
+    PHASE_NAMES,
+    import_phases,
+    kernel_peak_bytes,
+    pore_fraction,
+    segment,
+)
 from debond.sections import Section, Thresholds, param
 from debond.stages.base import Output, Plan, Stage, Work
 from debond.storage import complete_array
@@ -114,15 +120,20 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
         def check(extras: Mapping[str, float]) -> str:
             return result.porosity_warning(extras["pore_fraction"])
 
-        return Work(
-            outputs=[
-                Output("sample", result.sample, "volume"),
-                Output("phases", result.phases, "volume", attrs),
-            ],
-            extras={"pore_fraction": result.pore_fraction},
-            detail=detail,
-            check=check,
-        )
+        def phases() -> Work:
+            # each block's task reads its own box of recon and of the stored
+            # mask: no task waits on another's result (bounded at any size)
+            stored = complete_array(group, sample.id, "sample")
+            assert result.from_store is not None
+            data = result.from_store(stored)
+            inside = da.from_zarr(stored, chunks=data.chunks)
+            return Work(
+                outputs=[Output("phases", data, "volume", attrs)],
+                extras={"pore_fraction": pore_fraction(data, inside)},
+                check=check,
+            )
+
+        return Work(outputs=[Output("sample", result.sample, "volume")], detail=detail, then=phases)
 
     return Plan(stage, campaign, sample, parameters, dict(inputs), build)
 

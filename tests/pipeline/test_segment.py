@@ -255,7 +255,8 @@ def test_a_stored_recon_gives_the_phases_of_the_whole_array(tmp_path: Path, prio
     """The stored recon (chunks unlike the blocks), denoised, in a small task memory:
     the sample pass reads and denoises its own slabs, which split the blocks'
     z-ranges, and nothing of it is cut from the denoised volume; the result is the
-    whole array's, exactly."""
+    whole array's, exactly. So are the phases from the store, given the stored
+    mask (other chunks again): one task per block, which depends on no other."""
     if prior:
         values = prior_scan((0.03, 0.06, 0.32, 0.18, 0.10), seed=1)[1]
     else:
@@ -276,6 +277,15 @@ def test_a_stored_recon_gives_the_phases_of_the_whole_array(tmp_path: Path, prio
     assert not [name for name in got.sample.dask.layers if "rechunk" in name]
     assert np.array_equal(got.sample.compute(), whole.sample.compute())
     assert np.array_equal(got.phases.compute(), whole.phases.compute())
+    mask = zarr.create_array(tmp_path / "sample", data=whole.sample.compute(), chunks=(7, 9, 30))
+    assert got.from_store is not None
+    stored_phases = got.from_store(mask)
+    graph = dict(stored_phases.__dask_graph__())
+    assert len(graph) == stored_phases.npartitions
+    assert prior or stored_phases.npartitions > 8  # the prior's halo fills its scene
+    assert not any(task.dependencies for task in graph.values())
+    assert np.array_equal(stored_phases.compute(), whole.phases.compute())
+    assert whole.from_store is None
 
 
 def test_a_volume_without_objects_of_the_prior_size_says_what_it_found() -> None:
