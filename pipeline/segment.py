@@ -67,6 +67,9 @@ import dask.array as da
 import edt
 import numpy as np
 import zarr
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+from dask.typing import Key
 from dask_image import ndfilters
 from numpy.typing import NDArray
 from scipy import ndimage
@@ -777,8 +780,18 @@ class StoredPhases:
             self.kernel,
             self.keywords,
         )
+        name = f"stored-phases-{tokenize(self, sample)}"
+        edges = [list(itertools.pairwise(itertools.accumulate(c, initial=0))) for c in self.chunks]
+        graph: dict[Key, Any] = {}
+        for index in itertools.product(*(range(len(c)) for c in self.chunks)):
+            where = [axis[i] for axis, i in zip(edges, index, strict=True)]
+            graph[(name, *index)] = (functools.partial(task, where),)
+        # a layer of its own, not a blockwise one: a reduction over the phases
+        # computed beside their write (the pore fraction) would otherwise fuse a
+        # copy of every block's kernel into its own tasks
+        layer = HighLevelGraph.from_collections(name, graph, dependencies=())
         meta = np.empty((0, 0, 0), dtype=np.uint8)
-        return da.map_blocks(task, chunks=self.chunks, dtype=np.uint8, meta=meta)
+        return da.Array(layer, name, self.chunks, dtype=np.uint8, meta=meta)
 
 
 def _read_denoised(
@@ -819,12 +832,11 @@ def _stored_block(
     halo: int,
     kernel: Callable[..., NDArray[np.uint8]],
     keywords: Mapping[str, Any],
-    block_info: dict[Any, Any] | None = None,
+    where: Sequence[tuple[int, int]],
 ) -> NDArray[np.uint8]:
-    """:func:`_on_block` on one block of the stored volume and sample, read with
-    ``halo`` beyond it (clipped at the faces, as :func:`_blockwise`'s), then trimmed."""
-    assert block_info is not None
-    where = block_info[None]["array-location"]
+    """:func:`_on_block` on the block ``where`` (first and past-last voxel per axis)
+    of the stored volume and sample, read with ``halo`` beyond it (clipped at the
+    faces, as :func:`_blockwise`'s), then trimmed."""
     start = [max(0, a - halo) for a, _ in where]
     stop = [min(n, b + halo) for (_, b), n in zip(where, recon.shape, strict=True)]
     block = _read_denoised(recon, start, stop, sigma_voxels)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from dask_image import ndfilters
 from scipy import ndimage
 from skimage.feature import hessian_matrix
 
+from debond.cluster import cluster
 from debond.memory import TASK_MEMORY_KEY
 from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks
 from debond.pipeline.levels import (
@@ -32,14 +35,16 @@ from debond.pipeline.levels import (
 )
 from debond.pipeline.segment import (
     CBD,
+    PORE,
     SILICON,
     denoise,
     phases_kernel,
+    pore_fraction,
     segment,
     thresholds_from_histogram,
 )
 from debond.pipeline.segment import open_with_ball as open_ball
-from debond.storage import open_volume
+from debond.storage import open_volume, prepare_write
 from debond.synth import ATTENUATION_PER_UM
 
 VOXEL_UM = 0.06
@@ -280,12 +285,47 @@ def test_a_stored_recon_gives_the_phases_of_the_whole_array(tmp_path: Path, prio
     mask = zarr.create_array(tmp_path / "sample", data=whole.sample.compute(), chunks=(7, 9, 30))
     assert got.from_store is not None
     stored_phases = got.from_store(mask)
-    graph = dict(stored_phases.__dask_graph__())
-    assert len(graph) == stored_phases.npartitions
+    # one layer, of one task per block, that depends on nothing
+    assert stored_phases.dask.dependencies == {stored_phases.name: set()}
+    assert len(stored_phases.dask) == stored_phases.npartitions
     assert prior or stored_phases.npartitions > 8  # the prior's halo fills its scene
-    assert not any(task.dependencies for task in graph.values())
     assert np.array_equal(stored_phases.compute(), whole.phases.compute())
     assert whole.from_store is None
+
+
+def counted_kernel(calls: Path, block: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """:func:`phases_kernel`, with a line written to ``calls`` per call (from any process)."""
+    with calls.open("a", encoding="ascii") as f:
+        f.write(f"{block.shape}\n")
+    return phases_kernel(block, **kwargs)
+
+
+def test_the_phases_written_with_their_pore_fraction_run_each_block_once(tmp_path: Path) -> None:
+    """As the stage computes them on the cluster: the write and the pore fraction
+    beside it share the blocks' tasks; a copy of the kernel fused into the
+    reduction's tasks would run every block twice."""
+    values = np.random.default_rng(3).random((40, 48, 44)).astype(np.float32)
+    values[:, :6] = 0.0
+    stored = zarr.create_array(tmp_path / "recon", data=values, chunks=(8, 16, 16))
+    with dask.config.set({TASK_MEMORY_KEY: "300 KiB"}):
+        got = segment(stored, voxel_size_um=0.05, graphite_min_radius_um=0.1, sei_max_um=0.1)
+    mask = zarr.create_array(tmp_path / "sample", data=got.sample.compute(), chunks=(8, 16, 16))
+    assert got.from_store is not None
+    calls = tmp_path / "calls.txt"
+    counting = dataclasses.replace(got.from_store, kernel=functools.partial(counted_kernel, calls))
+    phases = counting(mask)
+    write = prepare_write(
+        tmp_path / "store.zarr", "s", "phases", phases, voxel_size_um=0.05, stage="segment",
+        purpose="volume",
+    )  # fmt: skip
+    fraction = pore_fraction(phases, da.from_zarr(mask, chunks=phases.chunks))
+    with cluster(workers=1) as client:
+        _, found = client.gather(client.compute([write.task, fraction]))
+    assert len(calls.read_text(encoding="ascii").splitlines()) == phases.npartitions > 8
+    whole = got.phases.compute()
+    inside = got.sample.compute()
+    assert found == pytest.approx(np.count_nonzero((whole == PORE) & inside) / inside.sum())
+    assert np.array_equal(write.array[...], whole)
 
 
 def test_a_volume_without_objects_of_the_prior_size_says_what_it_found() -> None:
