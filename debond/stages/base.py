@@ -76,7 +76,10 @@ class Work:
         Arrays written in this order; the last is the stage's result.
     extras : dict of str to 0-d dask array
         Scalars computed with the outputs and recorded as attributes of the
-        last one (e.g. ``pore_fraction``).
+        last one (e.g. ``pore_fraction``). They are optimised apart from the
+        writes: one that reduces an output's data fuses a copy of the data's
+        last layer into its own tasks when that layer is blockwise, unless
+        the data is a layer of its own (as the segmentation's phases are).
     detail : str
         One line on what was found (shown as the stage runs).
     table : callable, optional
