@@ -30,7 +30,15 @@ import dask.array as da
 import numpy as np
 import zarr
 
-__all__ = ["halo_fits", "map_exact", "merge_chunks", "merge_small_chunks", "read_box"]
+__all__ = [
+    "block_edges",
+    "block_location",
+    "halo_fits",
+    "map_exact",
+    "merge_chunks",
+    "merge_small_chunks",
+    "read_box",
+]
 
 
 def merge_small_chunks(chunks: Sequence[int], minimum: int) -> tuple[int, ...]:
@@ -128,6 +136,32 @@ def map_exact(
         meta=np.empty((0,) * array.ndim, dtype=dtype),
         **kwargs,
     )
+
+
+def block_edges(chunks: Sequence[int]) -> np.ndarray:
+    """The first voxel of every block along one axis, and the one past the last.
+
+    Examples
+    --------
+    >>> block_edges((4, 4, 2)).tolist()
+    [0, 4, 8, 10]
+    """
+    return np.cumsum((0, *chunks), dtype=np.int64)
+
+
+def block_location(
+    chunks: Sequence[Sequence[int]], index: Sequence[int]
+) -> tuple[tuple[int, int], ...]:
+    """Where block ``index`` of a chunked array lies: ``(start, stop)`` per axis.
+
+    As ``block_info[0]["array-location"]`` of ``dask.array.map_blocks``.
+
+    Examples
+    --------
+    >>> block_location(((4, 4, 2), (3,)), (2, 0))
+    ((8, 10), (0, 3))
+    """
+    return tuple((sum(c[:i]), sum(c[: i + 1])) for c, i in zip(chunks, index, strict=True))
 
 
 def read_box(array: zarr.Array, low: Sequence[int], high: Sequence[int]) -> np.ndarray:

@@ -52,7 +52,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from debond.memory import task_bytes
-from debond.pipeline.blocks import read_box
+from debond.pipeline.blocks import block_edges, read_box
 from debond.pipeline.checks import positive
 from debond.pipeline.levels import check_size_prior
 from debond.pipeline.segment import CBD, GRAPHITE, SILICON
@@ -954,7 +954,7 @@ def measure_gaps(
 
     # Batches of neighbours: particles ordered by the block that holds their
     # centroid (then by label), as many per task as fit its memory.
-    edges = [np.cumsum((0, *c)) for c in label_volume.chunks]
+    edges = [block_edges(c) for c in label_volume.chunks]
     home = np.stack(
         [np.searchsorted(edges[a][1:-1], centroids[traced, a], side="right") for a in range(3)],
         axis=1,

@@ -76,7 +76,7 @@ from scipy import ndimage
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
 from debond.memory import largest_block, task_bytes
-from debond.pipeline.blocks import halo_fits, map_exact, merge_chunks, read_box
+from debond.pipeline.blocks import block_location, halo_fits, map_exact, merge_chunks, read_box
 from debond.pipeline.levels import (
     CALIBRATION_EDGE,
     EIGEN_CHUNK_VOXELS,
@@ -781,10 +781,9 @@ class StoredPhases:
             self.keywords,
         )
         name = f"stored-phases-{tokenize(self, sample)}"
-        edges = [list(itertools.pairwise(itertools.accumulate(c, initial=0))) for c in self.chunks]
         graph: dict[Key, Any] = {}
         for index in itertools.product(*(range(len(c)) for c in self.chunks)):
-            where = [axis[i] for axis, i in zip(edges, index, strict=True)]
+            where = list(block_location(self.chunks, index))
             graph[(name, *index)] = (functools.partial(task, where),)
         # a layer of its own, not a blockwise one: a reduction over the phases
         # computed beside their write (the pore fraction) would otherwise fuse a
