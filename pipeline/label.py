@@ -36,6 +36,19 @@ component's box, and so its pieces, do not depend on the chunking. A
 component whose box exceeds ``max_split_voxels`` (a percolating network)
 stays whole and is flagged by the measure stage.
 
+From the store (:func:`label_stored`, what the label stage runs): the same
+steps and the same labels, but no task keeps a block of labels for another.
+Step 1's tasks read their own boxes of the stored mask and keep only what
+step 3 needs (statistics, border labels, faces); the splitting tasks read
+their components' boxes of the mask and write the pieces to a scratch array
+in the store, one batch to its own chunks; the final labels' tasks read
+their blocks again, label them again (cc3d numbers a block the same way
+every time) and paste the pieces from the scratch array. Each task holds its
+own block or box and nothing else, whatever the volume's size: cc3d runs
+twice per block, and the pieces are written and read once, where the
+in-memory form persists every block's labels and splits every candidate
+twice.
+
 This is the approach of dask-image's ``ndmeasure.label`` (label with offsets,
 join across faces, relabel), with the merge done as a block-wise reduction:
 one pair task per block, reading the faces of at most 13 neighbours, so the
@@ -62,9 +75,11 @@ with ``min_volume_voxels=0``, equals ``scipy.ndimage.label`` with
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -73,6 +88,7 @@ import dask
 import dask.array as da
 import numba
 import numpy as np
+import zarr
 from dask.highlevelgraph import HighLevelGraph
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
@@ -80,6 +96,7 @@ from scipy.spatial import cKDTree
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from debond.pipeline.blocks import block_edges, block_location, read_box
 from debond.pipeline.checks import positive
 from debond.pipeline.levels import check_size_prior
 from debond.pipeline.segment import SILICON
@@ -90,11 +107,15 @@ __all__ = [
     "LABEL_BLOCK_VOXELS",
     "MAX_SPLIT_VOXELS",
     "NECK_FRACTION",
+    "SCRATCH_CHUNK",
+    "SPLIT_BYTES_PER_VOXEL",
     "Labels",
+    "StoredMask",
     "coarse_chunks",
     "label",
     "label_kernel",
     "label_particles",
+    "label_stored",
     "split_kernel",
 ]
 
@@ -124,9 +145,14 @@ H_FLOOR = 0.5
 
 #: Default :func:`label` ``max_split_voxels``: the largest bounding box (voxels) of a
 #: component that is split, and the most box voxels one splitting task holds. The
-#: distance transform, maxima and watershed need about 40 bytes per box voxel:
-#: 2**25 voxels (a 322³ box) take about 1.3 GB.
+#: distance transform, maxima and watershed need about :data:`SPLIT_BYTES_PER_VOXEL`
+#: bytes per box voxel: 2**25 voxels (a 322³ box) take about 4 GB.
 MAX_SPLIT_VOXELS = 2**25
+
+#: Peak bytes of :func:`split_kernel` per voxel of a component's box, measured
+#: (tests/test_memory.py): scikit-image's ``h_maxima`` holds about 105 of them,
+#: scipy's distance transform 49 and the watershed 22, one after the other.
+SPLIT_BYTES_PER_VOXEL = 120.0
 
 #: :func:`label_particles`' ``block_voxels``: the mask's chunks are joined into labelling
 #: blocks of at least about this many voxels (128³). A block costs a few tasks and a
@@ -134,6 +160,11 @@ MAX_SPLIT_VOXELS = 2**25
 #: millisecond of cc3d each) spend most of their time in scheduling; a 128³ block holds
 #: 2 MB of mask and 2–8 MB of labels while it is labelled.
 LABEL_BLOCK_VOXELS = 2**21
+
+#: :func:`label_stored`: elements per chunk of the scratch array of pieces (2 bytes
+#: each); a splitting batch writes whole chunks of its own, a final-labels task reads
+#: one at a time.
+SCRATCH_CHUNK = 2**20
 
 
 def _meta(dtype: Any, ndim: int = 3) -> np.ndarray:
@@ -345,25 +376,26 @@ class _Block(NamedTuple):
     """One labelled block: its local labels (kept on the worker that made them), its
     statistics, its labels on the volume's outer faces and its six faces."""
 
-    labels: np.ndarray  # local labels 0..n, the narrowest unsigned dtype that holds n
+    labels: np.ndarray | None  # local labels 0..n, narrowest unsigned dtype; None: not kept
     stats: np.ndarray  # (8, n) int64: voxels, global C-order index of the first voxel, box
     border: np.ndarray  # local labels on the volume's outer faces, unique
     faces: tuple[np.ndarray, ...]  # 6 planes of local labels: axis 0 first, last, axis 1 …
 
 
-def _block_kernel(
-    mask: np.ndarray, connectivity: int, boxes: bool, block_info: dict[Any, Any] | None = None
-) -> np.ndarray:
-    """Label one block (cc3d, once) and keep its labels, statistics, border labels and
-    faces (a :class:`_Block` boxed in a (1, 1, 1) object array). Bounding boxes are
-    measured only with ``boxes`` (the splitting needs them); else their rows are 0."""
-    _check_zero_one(mask, "mask")
+def _describe_block(
+    mask: np.ndarray,
+    location: Sequence[tuple[int, int]],
+    shape: Sequence[int],
+    connectivity: int,
+    boxes: bool,
+) -> _Block:
+    """Label one block (cc3d, once) at ``location`` (``(start, stop)`` per axis) of a
+    volume of ``shape``: its labels, statistics, border labels and faces. Bounding boxes
+    are measured only with ``boxes`` (the splitting needs them); else their rows are 0."""
     labels, n, (volumes, first, local_boxes) = _label_block(mask, connectivity, boxes)
-    assert block_info is not None
-    location, shape = block_info[0]["array-location"], block_info[0]["shape"]
     coords = np.unravel_index(first, labels.shape)
     global_first = np.ravel_multi_index(
-        tuple(c + start for c, (start, _) in zip(coords, location, strict=True)), shape
+        tuple(c + start for c, (start, _) in zip(coords, location, strict=True)), tuple(shape)
     )
     stats = np.zeros((_N_STATS, n), np.int64)
     stats[0] = volumes
@@ -383,7 +415,18 @@ def _block_kernel(
         if touches
     ]
     border = np.unique(np.concatenate([face.ravel() for face in outer] + [np.zeros(1, np.int32)]))
-    return _boxed(_Block(labels, stats, border[1:], faces))
+    return _Block(labels, stats, border[1:], faces)
+
+
+def _block_kernel(
+    mask: np.ndarray, connectivity: int, boxes: bool, block_info: dict[Any, Any] | None = None
+) -> np.ndarray:
+    """:func:`_describe_block` of one block of a dask mask, boxed in a (1, 1, 1) object
+    array; its labels are kept (persisted) for the final lookup."""
+    _check_zero_one(mask, "mask")
+    assert block_info is not None
+    location, shape = block_info[0]["array-location"], block_info[0]["shape"]
+    return _boxed(_describe_block(mask, location, shape, connectivity, boxes))
 
 
 def _faces_kernel(block: np.ndarray) -> np.ndarray:
@@ -499,7 +542,7 @@ def _relabel_kernel(
 ) -> np.ndarray:
     """Final labels of one block: ``table[start + local]`` on its kept local labels."""
     kept: _Block = block.item()
-    assert block_id is not None
+    assert block_id is not None and kept.labels is not None
     start = int(starts[block_id])
     n = kept.stats.shape[1]
     block_table = table[start : start + n + 1].copy()
@@ -648,7 +691,7 @@ def _merge_markers(
 
 
 def _piece_stats(
-    pieces: np.ndarray, n: int, origin: tuple[int, int, int], shape: tuple[int, ...]
+    pieces: np.ndarray, n: int, origin: tuple[int, ...], shape: tuple[int, ...]
 ) -> np.ndarray:
     """(8, n) int64 statistics of pieces 1..n of a crop at ``origin`` of a volume of
     ``shape``: voxels, global C-order index of the first voxel, global half-open box."""
@@ -678,6 +721,29 @@ class _Split(NamedTuple):
     stats: np.ndarray | None
 
 
+def _split_one(
+    body: np.ndarray,
+    origin: tuple[int, ...],
+    shape: tuple[int, ...],
+    min_radius_vox: float,
+    connectivity: int,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Split one component (``body``: its voxels on its bounding box at ``origin`` of a
+    volume of ``shape``): its pieces and their :func:`_piece_stats`, or (None, None)
+    when it stays whole."""
+    sides = [
+        side
+        for axis in range(3)
+        for side in (origin[axis] == 0, origin[axis] + body.shape[axis] == shape[axis])
+    ]
+    pieces, n = split_kernel(
+        body, min_radius_vox=min_radius_vox, connectivity=connectivity, open_sides=sides
+    )
+    if n <= 1:
+        return None, None
+    return pieces, _piece_stats(pieces, n, origin, shape)
+
+
 def _split_batch(
     crops: list[np.ndarray],
     components: list[int],
@@ -689,27 +755,38 @@ def _split_batch(
     """Split each component of a batch on its bounding box (crops of the labels)."""
     found = []
     for crop, component, origin in zip(crops, components, origins, strict=True):
-        sides = [
-            side
-            for axis in range(3)
-            for side in (origin[axis] == 0, origin[axis] + crop.shape[axis] == shape[axis])
-        ]
-        pieces, n = split_kernel(
-            np.asarray(crop) == component,
-            min_radius_vox=min_radius_vox,
-            connectivity=connectivity,
-            open_sides=sides,
-        )
-        if n <= 1:
-            found.append(_Split(component, origin, None, None))
-        else:
-            found.append(_Split(component, origin, pieces, _piece_stats(pieces, n, origin, shape)))
+        body = np.asarray(crop) == component
+        pieces, stats = _split_one(body, origin, shape, min_radius_vox, connectivity)
+        found.append(_Split(component, origin, pieces, stats))
     return found
 
 
 def _split_summary(batch: list[_Split]) -> list[tuple[int, np.ndarray | None]]:
     """The statistics of a batch, without the pieces (what reaches the client)."""
     return [(item.component, item.stats) for item in batch]
+
+
+def _paste(
+    out: np.ndarray,
+    location: Sequence[tuple[int, int]],
+    origin: Sequence[int],
+    pieces: np.ndarray,
+    table: np.ndarray,
+) -> None:
+    """Write ``table[pieces]`` into ``out`` (the block at ``location``) where the pieces
+    (on a box at ``origin``) meet the block and are nonzero."""
+    inside_block, inside_crop = [], []
+    for axis, (start, stop) in enumerate(location):
+        lo = max(start, origin[axis])
+        hi = min(stop, origin[axis] + pieces.shape[axis])
+        if lo >= hi:
+            return
+        inside_block.append(slice(lo - start, hi - start))
+        inside_crop.append(slice(lo - origin[axis], hi - origin[axis]))
+    crop = pieces[tuple(inside_crop)]
+    where = crop > 0
+    target = out[tuple(inside_block)]
+    target[where] = table[crop[where]]
 
 
 def _paste_kernel(
@@ -724,21 +801,117 @@ def _paste_kernel(
     out = table[block]
     for batch in batches:
         for item in batch:
-            if item.pieces is None:
-                continue
-            inside_block, inside_crop = [], []
-            for axis, (start, stop) in enumerate(location):
-                lo = max(start, item.origin[axis])
-                hi = min(stop, item.origin[axis] + item.pieces.shape[axis])
-                if lo >= hi:
-                    break
-                inside_block.append(slice(lo - start, hi - start))
-                inside_crop.append(slice(lo - item.origin[axis], hi - item.origin[axis]))
-            else:
-                crop = item.pieces[tuple(inside_crop)]
-                where = crop > 0
-                target = out[tuple(inside_block)]
-                target[where] = pieces[item.component][crop[where]]
+            if item.pieces is not None:
+                _paste(out, location, item.origin, item.pieces, pieces[item.component])
+    return out
+
+
+# ------------------------------------------------------------ from the store
+
+
+class StoredMask(NamedTuple):
+    """A mask read from a stored array: its voxels equal to ``value``.
+
+    Attributes
+    ----------
+    array : zarr.Array
+        (Z, Y, X) stored volume, e.g. the phases.
+    value : int or bool
+        The voxels of the mask, e.g. ``SILICON`` in the phases, True in a
+        stored boolean mask.
+    """
+
+    array: zarr.Array
+    value: int | bool
+
+    def read(self, low: Sequence[int], high: Sequence[int]) -> np.ndarray:
+        """The mask on the box ``[low, high)``, (z, y, x) bool (:func:`read_box`)."""
+        return np.asarray(read_box(self.array, low, high) == self.value)
+
+
+def _stored_block_kernel(
+    source: StoredMask, location: tuple[tuple[int, int], ...], boxes: bool, connectivity: int
+) -> np.ndarray:
+    """:func:`_describe_block` of one block read from the store, boxed; its labels are
+    not kept (the final pass labels the block again)."""
+    low, high = zip(*location, strict=True)
+    block = _describe_block(
+        source.read(low, high), location, source.array.shape, connectivity, boxes
+    )
+    return _boxed(block._replace(labels=None))
+
+
+def _split_stored_batch(
+    source: StoredMask,
+    members: list[tuple[int, int, tuple[int, ...], tuple[int, ...], int]],
+    min_radius_vox: float,
+    connectivity: int,
+    scratch: zarr.Array,
+) -> list[tuple[int, np.ndarray | None]]:
+    """Split each component of a batch on its bounding box read from the store.
+
+    ``members`` holds, per component, its label, the C-order index of its first
+    voxel, its box's low and high corners and where its pieces go in ``scratch``
+    (a 1-D array of this batch's own chunks): the pieces of a split component are
+    written there, raveled in C order; only their statistics are returned.
+
+    The component is the connected component of the mask on its box that holds
+    its first voxel: its box holds all of it, and no other voxel of the box
+    connects to it, inside the box or out."""
+    shape = tuple(int(s) for s in source.array.shape)
+    found: list[tuple[int, np.ndarray | None]] = []
+    for component, first, low, high, offset in members:
+        labels, _, _ = _label_block(source.read(low, high), connectivity)
+        at = tuple(int(c) - lo for c, lo in zip(np.unravel_index(first, shape), low, strict=True))
+        body = labels == labels[at]
+        del labels
+        pieces, stats = _split_one(body, low, shape, min_radius_vox, connectivity)
+        if pieces is not None:
+            if pieces.max() > np.iinfo(scratch.dtype).max:
+                raise ValueError(
+                    f"component {component} splits into {pieces.max()} pieces; at most "
+                    f"{np.iinfo(scratch.dtype).max} are kept"
+                )
+            scratch[offset : offset + pieces.size] = pieces.ravel().astype(scratch.dtype)
+        found.append((component, stats))
+    return found
+
+
+class _Pasted(NamedTuple):
+    """A split component's pieces as a final-labels task reads them from the scratch."""
+
+    low: tuple[int, ...]  # the box's first voxel
+    high: tuple[int, ...]  # one past its last
+    offset: int  # where its raveled pieces start in the scratch array
+    table: np.ndarray  # (pieces + 1,) int32: piece → final label
+
+
+def _stored_labels_kernel(
+    source: StoredMask,
+    location: tuple[tuple[int, int], ...],
+    connectivity: int,
+    table: np.ndarray,
+    pasted: list[_Pasted],
+    scratch: zarr.Array | None,
+) -> np.ndarray:
+    """Final labels of one block read from the store: its cc3d labels (as the first
+    pass numbered them) through ``table``, then the pieces of the split components whose
+    boxes meet it, read from ``scratch``."""
+    low, high = zip(*location, strict=True)
+    labels, n, _ = _label_block(source.read(low, high), connectivity)
+    if n + 1 != len(table):
+        raise RuntimeError(
+            f"the block at {location} of {source.array} holds {n} components now and "
+            f"{len(table) - 1} when it was first labelled: the array changed during the stage"
+        )
+    out = _lookup_loop(labels, table)
+    del labels
+    for item in pasted:
+        assert scratch is not None
+        size = math.prod(b - a for a, b in zip(item.low, item.high, strict=True))
+        raveled = read_box(scratch, (item.offset,), (item.offset + size,))
+        pieces = raveled.reshape(tuple(b - a for a, b in zip(item.low, item.high, strict=True)))
+        _paste(out, location, item.low, pieces, item.table)
     return out
 
 
@@ -754,7 +927,8 @@ class Labels:
     labels : (Z, Y, X) dask array of int32
         0 for background, 1..count for the particles; the shape and chunks of
         the mask. Lazy: computing it applies the lookup table to the block
-        labels that :func:`label` kept (persisted) on the workers.
+        labels that :func:`label` kept (persisted) on the workers, or, from
+        :func:`label_stored`, to each block read and labelled again.
     count : int
         Number of particles N (after dropping small ones).
     volumes : (N,) ndarray of int64
@@ -898,7 +1072,7 @@ def label(
     max_split_voxels : int
         Largest bounding box (voxels) of a component that is split, and the
         most box voxels one splitting task holds (default
-        :data:`MAX_SPLIT_VOXELS`, 2**25, about 1.3 GB per task); larger
+        :data:`MAX_SPLIT_VOXELS`, 2**25, about 4 GB per task); larger
         components (percolating networks) stay whole.
     block_voxels : int, optional
         Label blocks of at least about this many voxels: along each axis,
@@ -959,16 +1133,7 @@ def label(
         coarse = coarse_chunks(array.chunks, block_voxels)
         if coarse != array.chunks:
             array = array.rechunk(coarse)
-    if int(np.prod(array.numblocks)) >= 2**31:
-        raise ValueError(f"mask must have fewer than 2**31 blocks; got {array.numblocks} blocks")
-    largest = int(np.prod([max(c) for c in array.chunks], dtype=np.int64))
-    if largest >= 2**31:
-        raise ValueError(
-            f"mask chunks must hold fewer than 2**31 voxels; the largest holds {largest}. "
-            "Rechunk it, e.g. mask.rechunk(128)"
-        )
-    grid = array.numblocks
-    box = _meta(object)
+    _check_blocks(array.chunks)
     token = dask.base.tokenize(array.name, connectivity)
 
     # 1: label every block once and keep its labels where they were made (persisted:
@@ -981,16 +1146,69 @@ def label(
         prior is not None,
         chunks=_one_per_block(array),
         dtype=object,
-        meta=box,
+        meta=_meta(object),
         name=f"label-blocks-{token}",
     )
     (blocks,) = dask.persist(blocks)
+    merged = _merge(_block_summaries(blocks, connectivity, token), minimum)
+
+    # 6: the lookup table as one graph key each, applied block by block.
+    token = dask.base.tokenize(token, minimum)
+    starts_key = dask.delayed(
+        merged.starts.reshape(array.numblocks), name=f"label-starts-{token}", pure=True
+    )
+    table_key = dask.delayed(merged.table, name=f"label-table-{token}", pure=True)
+    labels = da.map_blocks(
+        _relabel_kernel,
+        blocks,
+        starts_key,
+        table_key,
+        chunks=array.chunks,
+        dtype=np.int32,
+        meta=_meta(np.int32),
+        name=f"label-{token}",
+    )
+    whole = merged.labels(labels)
+    if prior is None:
+        return whole
+    return _split_components(
+        whole,
+        merged.first,
+        merged.boxes,
+        min_radius_vox=prior,
+        connectivity=connectivity,
+        max_split_voxels=max_split,
+        token=token,
+    )
+
+
+def _check_blocks(chunks: tuple[tuple[int, ...], ...]) -> None:
+    """Labelling blocks that the packed pairs and cc3d's labels can address."""
+    if math.prod(len(c) for c in chunks) >= 2**31:
+        raise ValueError(
+            f"mask must have fewer than 2**31 blocks; got {tuple(len(c) for c in chunks)} blocks"
+        )
+    largest = math.prod(max(c) for c in chunks)
+    if largest >= 2**31:
+        raise ValueError(
+            f"mask chunks must hold fewer than 2**31 voxels; the largest holds {largest}. "
+            "Rechunk it, e.g. mask.rechunk(128)"
+        )
+
+
+def _block_summaries(blocks: da.Array, connectivity: int, token: str) -> np.ndarray:
+    """Per block (C order), what the client needs of it: its statistics, its border
+    labels and the packed pairs of labels touching its forward neighbours across faces,
+    edges and corners (:func:`_pairs_kernel`); one dask.compute.
+
+    ``blocks`` holds one :class:`_Block` per block (its grid is the labelling blocks').
+    The graph grows linearly with the number of blocks: a pair task reads the faces of
+    at most 13 neighbours."""
+    grid = blocks.numblocks
+    box = _meta(object)
     faces = da.map_blocks(
         _faces_kernel, blocks, dtype=object, meta=box, name=f"label-faces-{token}"
     )
-    # 3: per block, its statistics and the pairs of labels touching its forward
-    # neighbours across faces, edges and corners (the graph grows linearly with the
-    # number of blocks); only these small results reach the client.
     offsets = _forward_offsets(connectivity)
     pairs_name = f"label-pairs-{token}"
     layer: dict[Any, Any] = {}
@@ -1010,17 +1228,53 @@ def label(
             [o for o, _ in neighbours],
             connectivity,
         )
-    pairs_graph = HighLevelGraph.from_collections(pairs_name, layer, dependencies=[blocks, faces])
+    dependencies: list[Any] = [blocks, faces]
+    pairs_graph = HighLevelGraph.from_collections(pairs_name, layer, dependencies=dependencies)
     pairs_array = da.Array(pairs_graph, pairs_name, chunks=blocks.chunks, dtype=object, meta=box)
-    (per_block_boxes,) = dask.compute(pairs_array)
-    per_block = per_block_boxes.ravel()  # (stats, border, pairs) of each block in C order
+    (per_block,) = dask.compute(pairs_array)
+    return per_block.ravel()
 
+
+class _Merged(NamedTuple):
+    """The components of a blocked labelling, merged across blocks on the client."""
+
+    starts: np.ndarray  # (blocks,) int64: offset of each block's provisional labels
+    table: np.ndarray  # (provisional + 1,) int32: provisional label → final label, 0 → 0
+    volumes: np.ndarray  # (N,) int64: voxels of final labels 1..N
+    first: np.ndarray  # (N,) int64: global C-order index of each one's first voxel
+    boxes: np.ndarray  # (N, 6) int64: half-open boxes z0, z1, y0, y1, x0, x1
+    touches_border: np.ndarray  # (N,) bool
+
+    def labels(self, labels: da.Array) -> Labels:
+        """The :class:`Labels` of these components with the lazy ``labels``."""
+        return Labels(
+            labels=labels,
+            count=len(self.volumes),
+            volumes=self.volumes,
+            touches_border=self.touches_border,
+        )
+
+    def block_table(self, index: int) -> np.ndarray:
+        """The lookup of block ``index``'s local labels 0..n (C order of the blocks)."""
+        start = int(self.starts[index])
+        stop = int(self.starts[index + 1]) if index + 1 < len(self.starts) else len(self.table) - 1
+        table = self.table[start : stop + 1].copy()
+        table[0] = 0  # provisional labels of this block are start+1 .. stop
+        return table
+
+
+def _merge(per_block: np.ndarray, minimum: int) -> _Merged:
+    """Join the blocks' provisional labels that touch (union-find over the pairs), drop
+    the components under ``minimum`` voxels and number the rest 1..N in order of first
+    appearance in C order of the volume.
+
+    ``per_block`` is :func:`_block_summaries`' result."""
     # 2: offsets of the blocks' provisional labels (blocks in C order).
     counts = np.array([stats.shape[1] for stats, _, _ in per_block], np.int64)
     total = int(counts.sum())
     if total > _INT32_MAX:
         raise ValueError(f"mask has {total} provisional labels; at most 2**31 − 1 are supported")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     stats_provisional = np.concatenate(
         [stats for stats, _, _ in per_block] + [np.empty((_N_STATS, 0), np.int64)], axis=1
     )
@@ -1064,38 +1318,7 @@ def label(
     )
     touches = np.zeros(len(kept) + 1, bool)
     touches[table[border]] = True
-
-    # 6: the lookup table as one graph key each, applied block by block.
-    token = dask.base.tokenize(token, minimum)
-    starts_key = dask.delayed(starts.reshape(grid), name=f"label-starts-{token}", pure=True)
-    table_key = dask.delayed(table, name=f"label-table-{token}", pure=True)
-    labels = da.map_blocks(
-        _relabel_kernel,
-        blocks,
-        starts_key,
-        table_key,
-        chunks=array.chunks,
-        dtype=np.int32,
-        meta=_meta(np.int32),
-        name=f"label-{token}",
-    )
-    whole = Labels(
-        labels=labels,
-        count=len(kept),
-        volumes=volume[kept],
-        touches_border=touches[1:],
-    )
-    if prior is None:
-        return whole
-    return _split_components(
-        whole,
-        first[kept],
-        boxes[kept],
-        min_radius_vox=prior,
-        connectivity=connectivity,
-        max_split_voxels=max_split,
-        token=token,
-    )
+    return _Merged(starts, table, volume[kept], first[kept], boxes[kept], touches[1:])
 
 
 def _batches(candidates: np.ndarray, boxes: np.ndarray, budget: int) -> list[list[int]]:
@@ -1113,47 +1336,33 @@ def _batches(candidates: np.ndarray, boxes: np.ndarray, budget: int) -> list[lis
     return batches
 
 
-def _split_components(
+def _candidates(
+    volumes: np.ndarray, boxes: np.ndarray, min_radius_vox: float, max_split_voxels: int
+) -> np.ndarray:
+    """Indices of the components that can hold two particles of the prior (more voxels
+    than a ball of its smallest radius) and whose box is small enough to split."""
+    sizes = np.prod(boxes[:, 1::2] - boxes[:, 0::2], axis=1)
+    smallest = 4.0 / 3.0 * math.pi * min_radius_vox**3
+    return np.flatnonzero((volumes > smallest) & (sizes <= max_split_voxels))
+
+
+class _Numbered(NamedTuple):
+    """Whole components and pieces numbered together by first voxel in C order."""
+
+    labels: Labels  # without its lazy labels (``labels.labels`` is the unsplit one)
+    table: np.ndarray  # (components + 1,) int32: component → final label (0: split)
+    pieces: dict[int, np.ndarray]  # split component → (pieces + 1,) int32 final labels
+
+
+def _number(
     whole: Labels,
     first: np.ndarray,
     boxes: np.ndarray,
-    *,
-    min_radius_vox: float,
-    connectivity: int,
-    max_split_voxels: int,
-    token: str,
-) -> Labels:
-    """Split the components of ``whole`` that can hold two particles of the prior
-    (:func:`split_kernel` on their bounding boxes, batched); renumber everything by first
-    appearance in C order; the final labels stay lazy."""
-    base = whole.labels
-    shape = tuple(int(s) for s in base.shape)
-    sizes = np.prod(boxes[:, 1::2] - boxes[:, 0::2], axis=1)
-    smallest = 4.0 / 3.0 * math.pi * min_radius_vox**3
-    candidates = np.flatnonzero((whole.volumes > smallest) & (sizes <= max_split_voxels))
-    batch_lists = _batches(candidates, boxes, max_split_voxels)
-    split = dask.delayed(_split_batch, pure=True)
-    summary = dask.delayed(_split_summary, pure=True)
-    batches = []
-    for members in batch_lists:
-        crops = [
-            base[tuple(slice(int(boxes[i, 2 * a]), int(boxes[i, 2 * a + 1])) for a in range(3))]
-            for i in members
-        ]
-        batches.append(
-            split(
-                crops,
-                [i + 1 for i in members],
-                [tuple(int(v) for v in boxes[i, 0::2]) for i in members],
-                shape,
-                min_radius_vox,
-                connectivity,
-            )
-        )
-    found = dask.compute(*(summary(batch) for batch in batches))
-
-    # Every object: a whole component (kept) or a piece; numbered by first voxel.
-    pieces = {component: stats for part in found for component, stats in part if stats is not None}
+    pieces: dict[int, np.ndarray],
+    shape: tuple[int, ...],
+) -> _Numbered:
+    """Number the components of ``whole`` that stay whole and the pieces of the split
+    ones (``pieces``: component → :func:`_piece_stats`) 1..N by first voxel in C order."""
     n = whole.count
     keep = np.ones(n, bool)
     keep[[c - 1 for c in pieces]] = False
@@ -1181,37 +1390,91 @@ def _split_components(
         tables[component] = np.concatenate([[0], number[at : at + stats.shape[1]]]).astype(np.int32)
         at += stats.shape[1]
     touches = (box[:, 0::2] == 0).any(axis=1) | (box[:, 1::2] == np.array(shape)).any(axis=1)
+    numbered = Labels(
+        labels=whole.labels,
+        count=count,
+        volumes=volume,
+        touches_border=touches,
+        components=n,
+        split=len(pieces),
+    )
+    return _Numbered(numbered, table, tables)
+
+
+def _blocks_met(chunks: tuple[tuple[int, ...], ...], box: np.ndarray) -> Iterator[tuple[int, ...]]:
+    """Indices of the blocks of ``chunks`` that a half-open box (z0, z1, y0, y1, x0, x1)
+    meets."""
+    edges = [block_edges(c) for c in chunks]
+    ranges = [
+        range(
+            int(np.searchsorted(edges[a], box[2 * a], side="right")) - 1,
+            int(np.searchsorted(edges[a], box[2 * a + 1], side="left")),
+        )
+        for a in range(3)
+    ]
+    return itertools.product(*ranges)
+
+
+def _split_components(
+    whole: Labels,
+    first: np.ndarray,
+    boxes: np.ndarray,
+    *,
+    min_radius_vox: float,
+    connectivity: int,
+    max_split_voxels: int,
+    token: str,
+) -> Labels:
+    """Split the components of ``whole`` that can hold two particles of the prior
+    (:func:`split_kernel` on their bounding boxes, batched); renumber everything by first
+    appearance in C order; the final labels stay lazy."""
+    base = whole.labels
+    shape = tuple(int(s) for s in base.shape)
+    candidates = _candidates(whole.volumes, boxes, min_radius_vox, max_split_voxels)
+    batch_lists = _batches(candidates, boxes, max_split_voxels)
+    split = dask.delayed(_split_batch, pure=True)
+    summary = dask.delayed(_split_summary, pure=True)
+    batches = []
+    for members in batch_lists:
+        crops = [
+            base[tuple(slice(int(boxes[i, 2 * a]), int(boxes[i, 2 * a + 1])) for a in range(3))]
+            for i in members
+        ]
+        batches.append(
+            split(
+                crops,
+                [i + 1 for i in members],
+                [tuple(int(v) for v in boxes[i, 0::2]) for i in members],
+                shape,
+                min_radius_vox,
+                connectivity,
+            )
+        )
+    found = dask.compute(*(summary(batch) for batch in batches))
+    pieces = {component: stats for part in found for component, stats in part if stats is not None}
+    numbered = _number(whole, first, boxes, pieces, shape)
 
     # The final labels: per block, the table of whole components and the pieces of the
     # split components whose boxes meet the block (their batches are recomputed).
     token = dask.base.tokenize(token, min_radius_vox, max_split_voxels)
-    table_key = dask.delayed(table, name=f"label-split-table-{token}", pure=True)
-    pieces_key = dask.delayed(tables, name=f"label-split-pieces-{token}", pure=True)
-    edges = [np.cumsum((0, *c)) for c in base.chunks]
+    table_key = dask.delayed(numbered.table, name=f"label-split-table-{token}", pure=True)
+    pieces_key = dask.delayed(numbered.pieces, name=f"label-split-pieces-{token}", pure=True)
     meets: dict[tuple[int, ...], list[int]] = {}
     for j, members in enumerate(batch_lists):
         for i in members:
             if i + 1 not in pieces:
                 continue
-            ranges = [
-                range(
-                    int(np.searchsorted(edges[a], boxes[i, 2 * a], side="right")) - 1,
-                    int(np.searchsorted(edges[a], boxes[i, 2 * a + 1], side="left")),
-                )
-                for a in range(3)
-            ]
-            for index in itertools.product(*ranges):
+            for index in _blocks_met(base.chunks, boxes[i]):
                 held = meets.setdefault(index, [])
                 if not held or held[-1] != j:
                     held.append(j)
     name = f"label-split-{token}"
     layer: dict[Any, Any] = {}
     for index in np.ndindex(*base.numblocks):
-        location = tuple((int(edges[a][index[a]]), int(edges[a][index[a] + 1])) for a in range(3))
         layer[(name, *index)] = (
             _paste_kernel,
             (base.name, *index),
-            location,
+            block_location(base.chunks, index),
             table_key.key,
             pieces_key.key,
             *(batches[j].key for j in meets.get(index, [])),
@@ -1219,14 +1482,192 @@ def _split_components(
     dependencies: list[Any] = [base, table_key, pieces_key, *batches]
     graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
     labels = da.Array(graph, name, chunks=base.chunks, dtype=np.int32, meta=_meta(np.int32))
-    return Labels(
-        labels=labels,
-        count=count,
-        volumes=volume,
-        touches_border=touches,
-        components=n,
-        split=len(pieces),
+    return dataclasses.replace(numbered.labels, labels=labels)
+
+
+def label_stored(
+    source: StoredMask,
+    scratch: zarr.Group,
+    *,
+    connectivity: int = 6,
+    min_volume_voxels: int = 0,
+    split_touching: bool = True,
+    radius_range_um: tuple[float, float] | None = None,
+    voxel_size_um: float | None = None,
+    max_split_voxels: int = MAX_SPLIT_VOXELS,
+    block_voxels: int | None = None,
+) -> Labels:
+    """:func:`label` of a stored mask, every task reading its own box from the store.
+
+    The same labels as :func:`label` of the same mask (the same components,
+    pieces and numbering, for any chunking), with memory bounded per task at
+    any volume size: no task's result is a block of labels, and no task
+    waits on another's large result.
+
+    1. Every block's task reads its box of the mask, labels it (cc3d) and
+       keeps its statistics, border labels and faces, not its labels; the
+       touching pairs, merge and numbering are :func:`label`'s.
+    2. With a size prior, every splitting task reads its components' boxes
+       of the mask (a component is the connected component of its box that
+       holds its first voxel), splits them and writes their pieces to
+       ``scratch`` (an array ``pieces``, each batch in chunks of its own);
+       only the pieces' statistics reach the client.
+    3. The returned ``labels`` are lazy: each block's task reads its box of
+       the mask, labels it again (cc3d numbers a block the same way every
+       time), looks up its final labels and pastes, from ``scratch``, the
+       pieces of the split components whose boxes meet it. Compute them
+       before the mask or ``scratch`` changes, then remove ``scratch``.
+
+    Parameters
+    ----------
+    source : StoredMask
+        The stored (Z, Y, X) array and the value of its mask's voxels.
+    scratch : zarr.Group
+        Where the pieces are kept between steps 2 and 3, in the same store
+        (every worker reads it); its ``pieces`` array is replaced.
+    connectivity, min_volume_voxels, split_touching : as for :func:`label`
+    radius_range_um, voxel_size_um, max_split_voxels : as for :func:`label`
+    block_voxels : int, optional
+        Label blocks of at least about this many voxels, whole stored chunks
+        (:func:`coarse_chunks`); None: the stored chunks.
+
+    Returns
+    -------
+    Labels
+        As :func:`label`'s; ``labels`` in the labelling blocks.
+
+    Raises
+    ------
+    ValueError
+        As :func:`label`; the stored array not 3-D or empty.
+    RuntimeError
+        (while ``labels`` compute) A block that holds other components than
+        when it was first read: the stored mask changed.
+    """
+    array = source.array
+    if array.ndim != 3 or 0 in array.shape:
+        raise ValueError(
+            f"the stored mask {array} must be 3-D (z, y, x) with at least one voxel on each "
+            f"axis; got shape {array.shape}"
+        )
+    connectivity = _check_connectivity(connectivity)
+    minimum = _check_min_volume(min_volume_voxels)
+    prior = _check_prior(split_touching, radius_range_um, voxel_size_um)
+    max_split = _check_max_split(max_split_voxels)
+    chunks = da.core.normalize_chunks(array.chunks, array.shape)
+    if block_voxels is not None:
+        chunks = coarse_chunks(chunks, block_voxels)
+    _check_blocks(chunks)
+    grid = tuple(len(c) for c in chunks)
+    shape = tuple(int(s) for s in array.shape)
+    token = uuid.uuid4().hex  # the store's content is not in the graph: a name per call
+
+    # 1: per block, its summary, read from the store (no dependencies)
+    name = f"label-stored-blocks-{token}"
+    layer: dict[Any, Any] = {
+        (name, *index): (
+            _stored_block_kernel,
+            source,
+            block_location(chunks, index),
+            prior is not None,
+            connectivity,
+        )
+        for index in np.ndindex(*grid)
+    }
+    blocks = da.Array(
+        HighLevelGraph.from_collections(name, layer, dependencies=[]),
+        name,
+        chunks=tuple((1,) * g for g in grid),
+        dtype=object,
+        meta=_meta(object),
     )
+    merged = _merge(_block_summaries(blocks, connectivity, token), minimum)
+    whole = merged.labels(blocks)  # its labels are replaced below
+    pasted: dict[tuple[int, ...], list[_Pasted]] = {}
+    pieces_array = None
+    numbered = None
+    if prior is not None:
+        # 2: split the candidates; their pieces wait in the scratch array
+        boxes = merged.boxes
+        batch_lists = _batches(
+            _candidates(merged.volumes, boxes, prior, max_split), boxes, max_split
+        )
+        sizes = np.prod(boxes[:, 1::2] - boxes[:, 0::2], axis=1)
+        offsets: dict[int, int] = {}
+        at = 0
+        for members in batch_lists:
+            at = -(-at // SCRATCH_CHUNK) * SCRATCH_CHUNK  # a batch writes its own chunks
+            for i in members:
+                offsets[i] = at
+                at += int(sizes[i])
+        pieces_array = scratch.create_array(
+            "pieces",
+            shape=(max(at, 1),),
+            chunks=(SCRATCH_CHUNK,),
+            dtype=np.uint16,
+            fill_value=0,
+            overwrite=True,
+        )
+        split = dask.delayed(_split_stored_batch, pure=False)
+        found = dask.compute(
+            *(
+                split(
+                    source,
+                    [
+                        (
+                            i + 1,
+                            int(merged.first[i]),
+                            tuple(int(v) for v in boxes[i, 0::2]),
+                            tuple(int(v) for v in boxes[i, 1::2]),
+                            offsets[i],
+                        )
+                        for i in members
+                    ],
+                    prior,
+                    connectivity,
+                    pieces_array,
+                )
+                for members in batch_lists
+            )
+        )
+        pieces = {c: stats for part in found for c, stats in part if stats is not None}
+        numbered = _number(whole, merged.first, boxes, pieces, shape)
+        for component, piece_table in numbered.pieces.items():
+            i = component - 1
+            item = _Pasted(
+                tuple(int(v) for v in boxes[i, 0::2]),
+                tuple(int(v) for v in boxes[i, 1::2]),
+                offsets[i],
+                piece_table,
+            )
+            for index in _blocks_met(chunks, boxes[i]):
+                pasted.setdefault(index, []).append(item)
+
+    # 3: the final labels, block by block from the store
+    name = f"label-stored-{token}"
+    layer = {}
+    for flat, index in enumerate(np.ndindex(*grid)):
+        block_table = merged.block_table(flat)
+        if numbered is not None:
+            block_table = numbered.table[block_table]
+        layer[(name, *index)] = (
+            _stored_labels_kernel,
+            source,
+            block_location(chunks, index),
+            connectivity,
+            block_table,
+            pasted.get(index, []),
+            pieces_array,
+        )
+    labels = da.Array(
+        HighLevelGraph.from_collections(name, layer, dependencies=[]),
+        name,
+        chunks=chunks,
+        dtype=np.int32,
+        meta=_meta(np.int32),
+    )
+    found_labels = whole if numbered is None else numbered.labels
+    return dataclasses.replace(found_labels, labels=labels)
 
 
 def coarse_chunks(
@@ -1283,7 +1724,8 @@ def coarse_chunks(
 
 
 def label_particles(
-    phases: da.Array,
+    phases: da.Array | zarr.Array,
+    scratch: zarr.Group | None = None,
     *,
     voxel_size_um: float,
     radius_range_um: tuple[float, float] | None = None,
@@ -1296,11 +1738,16 @@ def label_particles(
 
     The phases' chunks are joined into labelling blocks of at least
     :data:`LABEL_BLOCK_VOXELS` (128³) voxels (:func:`label`'s ``block_voxels``).
+    Stored phases are labelled from the store (:func:`label_stored`): the
+    same labels, with every task's memory bounded at any volume size.
 
     Parameters
     ----------
-    phases : (Z, Y, X) dask array of uint8
+    phases : (Z, Y, X) dask array or stored zarr.Array of uint8
         Phase codes (silicon is 3).
+    scratch : zarr.Group, optional
+        With stored ``phases``: where the split pieces wait for the final
+        labels (:func:`label_stored`); remove it once they are written.
     voxel_size_um : float
         Voxel edge, µm.
     radius_range_um : (float, float), optional
@@ -1321,14 +1768,26 @@ def label_particles(
     Returns
     -------
     Labels
+
+    Raises
+    ------
+    ValueError
+        Stored ``phases`` without a ``scratch`` group, and as :func:`label`.
     """
-    return label(
-        phases == SILICON,
-        connectivity=connectivity,
-        min_volume_voxels=min_volume_voxels,
-        split_touching=split_touching,
-        radius_range_um=radius_range_um,
-        voxel_size_um=voxel_size_um,
-        max_split_voxels=max_split_voxels,
-        block_voxels=LABEL_BLOCK_VOXELS,
-    )
+    keywords: dict[str, Any] = {
+        "connectivity": connectivity,
+        "min_volume_voxels": min_volume_voxels,
+        "split_touching": split_touching,
+        "radius_range_um": radius_range_um,
+        "voxel_size_um": voxel_size_um,
+        "max_split_voxels": max_split_voxels,
+        "block_voxels": LABEL_BLOCK_VOXELS,
+    }
+    if isinstance(phases, zarr.Array):
+        if scratch is None:
+            raise ValueError(
+                f"stored phases ({phases}) are labelled from the store and need a scratch "
+                "group for the split pieces; got scratch=None"
+            )
+        return label_stored(StoredMask(phases, SILICON), scratch, **keywords)
+    return label(phases == SILICON, **keywords)

@@ -14,12 +14,22 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+import zarr
 from dask.callbacks import Callback
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from debond.pipeline.label import CONNECTIVITIES, Labels, label, label_kernel
+from debond.pipeline.label import (
+    CONNECTIVITIES,
+    Labels,
+    StoredMask,
+    label,
+    label_kernel,
+    label_particles,
+    label_stored,
+)
+from debond.pipeline.segment import SILICON
 
 RANK = {6: 1, 18: 2, 26: 3}  # generate_binary_structure(3, rank) per connectivity
 
@@ -794,3 +804,121 @@ def test_split_on_scheduler_and_worker_processes(scheduler: str) -> None:
         got = result.labels.compute()
     assert result.count == expected.count and result.split > 0
     np.testing.assert_array_equal(got, expected.labels.compute())
+
+
+# ------------------------------------------------------------- from the store
+
+
+def stored(tmp_path: Path, volume: np.ndarray, chunks: Any) -> zarr.Array:
+    """``volume`` as a zarr array on disk, in ``chunks``."""
+    return zarr.create_array(tmp_path / f"stored-{chunk_id(chunks)}", data=volume, chunks=chunks)
+
+
+def touching_balls(seed: int = 4) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return balls(
+        (48, 48, 48),
+        [(tuple(rng.uniform(8, 40, 3)), rng.uniform(4, 9)) for _ in range(14)],
+    )
+
+
+@pytest.mark.parametrize("connectivity", [6, 26])
+@pytest.mark.parametrize(
+    ("chunks", "block_voxels"), [((16, 16, 16), None), ((7, 13, 48), 20**3)], ids=["16", "joined"]
+)
+@pytest.mark.parametrize("prior", [True, False], ids=["split", "whole"])
+def test_labels_from_the_store_are_the_labels_of_the_array(
+    tmp_path: Path, connectivity: int, chunks: Any, block_voxels: int | None, prior: bool
+) -> None:
+    """The stored path gives label()'s result on the same mask, numbers included,
+    whatever the stored chunks and blocks; the phases are read as their silicon."""
+    mask = touching_balls()
+    mask[0, 0, :5] = True  # a particle on the border, five voxels
+    phases = np.where(mask, SILICON, 1).astype(np.uint8)
+    keywords: dict[str, Any] = {"connectivity": connectivity, "min_volume_voxels": 3}
+    if prior:
+        keywords |= {"radius_range_um": (1.5, 25.0), "voxel_size_um": 0.5}
+    expected = label(da.from_array(mask, chunks=48), **keywords)
+    scratch = zarr.open_group(tmp_path / "scratch", mode="w")
+    got = label_stored(
+        StoredMask(stored(tmp_path, phases, chunks), SILICON),
+        scratch,
+        block_voxels=block_voxels,
+        **keywords,
+    )
+    labels = got.labels.compute()
+    np.testing.assert_array_equal(labels, expected.labels.compute())
+    assert (got.count, got.components, got.split) == (
+        expected.count,
+        expected.components,
+        expected.split,
+    )
+    np.testing.assert_array_equal(got.volumes, expected.volumes)
+    np.testing.assert_array_equal(got.touches_border, expected.touches_border)
+    if prior:
+        assert got.split > 0 and "pieces" in scratch
+    else:  # plain labelling: scipy's, small ones dropped
+        np.testing.assert_array_equal(labels, reference_kept(mask, connectivity, 3))
+    if block_voxels is None:
+        assert got.labels.chunks == da.core.normalize_chunks(chunks, mask.shape)
+
+
+def test_labels_from_the_store_are_tasks_that_read_the_store(tmp_path: Path) -> None:
+    """The final labels' graph is one task per block with no dependencies (each reads
+    its own box, so none holds another's result); the pieces wait in the scratch."""
+    mask = touching_balls(seed=5)
+    scratch = zarr.open_group(tmp_path / "scratch", mode="w")
+    got = label_stored(
+        StoredMask(stored(tmp_path, mask, (16, 16, 16)), True),
+        scratch,
+        radius_range_um=(1.5, 25.0),
+        voxel_size_um=0.5,
+    )
+    graph = got.labels.dask
+    assert len(dict(graph)) == got.labels.npartitions == 27
+    assert not any(graph.dependencies.values())
+    assert got.split > 0
+    held = scratch["pieces"]
+    assert isinstance(held, zarr.Array)
+    pieces = np.asarray(held[:])
+    assert 0 < int((pieces > 0).sum()) < got.volumes.sum()  # only the split components
+    np.testing.assert_array_equal(np.bincount(got.labels.compute().ravel())[1:], got.volumes)
+
+
+def test_a_mask_changed_in_the_store_is_reported(tmp_path: Path) -> None:
+    mask = touching_balls(seed=6)
+    array = stored(tmp_path, mask, (16, 16, 16))
+    got = label_stored(StoredMask(array, True), zarr.open_group(tmp_path / "scratch", mode="w"))
+    array[0, 0, 0] = array[0, 0, 2] = True  # two new components in the first block
+    array[0, 0, 1] = False
+    with pytest.raises(RuntimeError, match="changed"):
+        got.labels.compute()
+
+
+def test_stored_phases_need_a_scratch_and_a_3d_array(tmp_path: Path) -> None:
+    phases = stored(tmp_path, np.zeros((4, 4, 4), np.uint8), (4, 4, 4))
+    with pytest.raises(ValueError, match="scratch"):
+        label_particles(phases, voxel_size_um=0.5)
+    flat = zarr.create_array(tmp_path / "flat", data=np.zeros((4, 4), bool), chunks=(2, 2))
+    with pytest.raises(ValueError, match="3-D"):
+        label_stored(StoredMask(flat, True), zarr.open_group(tmp_path / "scratch", mode="w"))
+
+
+@pytest.mark.distributed
+def test_labels_from_the_store_on_scheduler_and_worker_processes(
+    tmp_path: Path, scheduler: str
+) -> None:
+    distributed = pytest.importorskip("distributed")
+    mask = touching_balls(seed=7)
+    expected = split(mask, chunks=48, lo=3.0)
+    with distributed.Client(scheduler) as client:
+        client.wait_for_workers(2, timeout=60)
+        got = label_stored(
+            StoredMask(stored(tmp_path, mask, (9, 13, 48)), True),
+            zarr.open_group(tmp_path / "scratch", mode="w"),
+            radius_range_um=(1.5, 25.0),
+            voxel_size_um=0.5,
+        )
+        labels = got.labels.compute()
+    assert got.count == expected.count and got.split > 0
+    np.testing.assert_array_equal(labels, expected.labels.compute())
