@@ -407,6 +407,7 @@ def _execute(
 
     A work with a next pass (:attr:`Work.then`) has it built and run once its
     own outputs are complete; the stage's extras and check are the last pass's.
+    A pass's :attr:`Work.cleanup` runs once the pass is over, done or not.
     """
     flight = flight or _Flight()
     if work.table is not None:
@@ -416,10 +417,10 @@ def _execute(
     _say(plan, echo, f"running (output {reason}{note})")
     started = time.perf_counter()
     with flight.tracked(plan):
-        why, extras = _write_pass(client, group, plan, work, flight)
+        why, extras = _pass(client, group, plan, work, flight)
         while why is None and work.then is not None:
             work = _build(plan, work.then)
-            why, extras = _write_pass(client, group, plan, work, flight)
+            why, extras = _pass(client, group, plan, work, flight)
     seconds = time.perf_counter() - started
     if flight.stop.is_set():
         return Outcome(name, sample, "interrupted", seconds, "stopped; not marked complete")
@@ -430,6 +431,17 @@ def _execute(
     warning = work.check(extras) if work.check is not None else ""
     _say(plan, echo, f"done in {seconds:.1f} s{found}" + (f"; {warning}" if warning else ""))
     return Outcome(name, sample, "done", seconds, detail)
+
+
+def _pass(
+    client: Client, group: zarr.Group, plan: Plan, work: Work, flight: _Flight
+) -> tuple[str | None, dict[str, Any]]:
+    """:func:`_write_pass`, then the pass's :attr:`Work.cleanup`, whatever happened."""
+    try:
+        return _write_pass(client, group, plan, work, flight)
+    finally:
+        if work.cleanup is not None:
+            work.cleanup()
 
 
 def _write_pass(

@@ -114,6 +114,9 @@ NGFF_VERSION = "0.5"
 LEVELS = ("0", "1")
 #: Group holding one group per sample.
 SAMPLES = "samples"
+#: Group of a sample holding what a stage keeps between its passes (one group per
+#: output), removed once the stage is done; not a volume, so never listed.
+SCRATCH = "scratch"
 #: Array names of DESIGN.md (any other valid name is accepted too).
 ARRAY_NAMES = ("projections", "sinograms", "recon", "phases", "particles")
 #: Purposes and the dimension names of their arrays.
@@ -701,6 +704,37 @@ def volume_status(
 
 
 # ------------------------------------------------------------------------ writing
+
+
+def _scratch_path(sample: str, name: str) -> str:
+    return f"{_array_path(sample, SCRATCH)}/{_check_key('array name', name)}"
+
+
+def scratch_group(store: Location | zarr.Group, sample: str, name: str) -> zarr.Group:
+    """An empty group ``samples/<sample>/scratch/<name>`` for what a stage writing
+    ``name`` keeps between its passes, in the store every worker reads.
+
+    What an earlier run left there (one stopped before it was done) is removed
+    first. Remove it with :func:`remove_scratch` once the output is written.
+    """
+    group = _as_group(store, "a")
+    path = _scratch_path(sample, name)
+    if path in group:
+        del group[path]
+    return group.require_group(path)
+
+
+def remove_scratch(store: Location | zarr.Group, sample: str, name: str) -> None:
+    """Remove :func:`scratch_group`'s group (nothing when there is none), and the
+    sample's scratch group when it is left empty."""
+    group = _as_group(store, "a")
+    path = _scratch_path(sample, name)
+    if path in group:
+        del group[path]
+    parent = _array_path(sample, SCRATCH)
+    node = group.get(parent)
+    if isinstance(node, zarr.Group) and not list(node.keys()):
+        del group[parent]
 
 
 def create_volume(

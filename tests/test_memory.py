@@ -39,6 +39,7 @@ from scipy.spatial import cKDTree
 from debond.campaign import load_campaign
 from debond.memory import TASK_MEMORY_KEY, largest_block, task_budget, task_bytes
 from debond.pipeline.ingest import DARKS, DATA, FLATS, THETA
+from debond.pipeline.label import SPLIT_BYTES_PER_VOXEL, split_kernel
 from debond.pipeline.segment import (
     kernel_peak_bytes,
     phases_kernel,
@@ -203,17 +204,37 @@ def test_a_block_from_the_store_fits_its_estimate(
         )
 
 
-def test_label_and_measure_estimates(volumes: dict[Any, Any]) -> None:
+def test_label_and_measure_estimates(tmp_path: Path, volumes: dict[Any, Any]) -> None:
+    """The label stage's largest task, a block's final labels from the stored phases
+    (one block: the whole scene), and a block of the measure stage."""
     label = REGISTRY.get("label").kernel
     measure = REGISTRY.get("measure").kernel
     with dask.config.set(scheduler="sync"):
         for shape, (phases, _) in volumes.items():
             lazy = da.from_array(phases, chunks=-1)
-            found = label(lazy, voxel_size_um=VOXEL_UM, radius_range_um=PRIOR_UM)
+            stored = zarr.create_array(tmp_path / f"phases{shape}", data=phases, chunks=shape)
+            scratch = zarr.open_group(tmp_path / f"scratch{shape}", mode="w")
+            found = label(stored, scratch, voxel_size_um=VOXEL_UM, radius_range_um=PRIOR_UM)
+            assert found.labels.npartitions == 1
             check("label", shape, {}, traced_peak(lambda f=found: f.labels.compute()))
             labels = da.from_array(found.labels.compute(), chunks=-1)
             measured = traced_peak(lambda p=lazy, lb=labels: measure(p, lb, voxel_size_um=VOXEL_UM))
             check("measure", shape, {"voxel_size_um": VOXEL_UM}, measured)
+
+
+@pytest.mark.parametrize("edge", [40, 80])
+def test_a_split_fits_its_estimate(edge: int) -> None:
+    """A splitting task holds :data:`SPLIT_BYTES_PER_VOXEL` per voxel of a component's
+    box: two touching balls, cut at their neck."""
+    z, y, x = np.indices((edge, edge, 2 * edge)).astype(np.float32)
+    radius = edge / 2.5
+    mask = np.zeros(z.shape, bool)
+    for centre in (0.5 * edge, 1.3 * edge):
+        mask |= (z - edge / 2) ** 2 + (y - edge / 2) ** 2 + (x - centre) ** 2 <= radius**2
+    assert split_kernel(mask, min_radius_vox=3.0)[1] == 2
+    measured = traced_peak(lambda: split_kernel(mask, min_radius_vox=3.0))
+    ratio = measured / (SPLIT_BYTES_PER_VOXEL * mask.size)
+    assert 0.8 <= ratio <= 1.2, f"a split of {mask.shape}: {ratio:.2f} of the estimate"
 
 
 @pytest.mark.parametrize("shape", [(192, 256), (384, 384)])

@@ -137,8 +137,13 @@ def refuse(block: np.ndarray) -> np.ndarray:
     raise ArithmeticError(f"refused a block of {block.shape}")
 
 
+#: What the toy stage's second passes cleaned up: the offset of each.
+CLEANED: list[int] = []
+
+
 def plan_two_passes(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) -> Plan:
-    """``inverted``, then ``doubled`` from the stored ``inverted`` (:func:`refuse` at offset 0)."""
+    """``inverted``, then ``doubled`` from the stored ``inverted`` (:func:`refuse` at offset 0);
+    the second pass records its cleanup in :data:`CLEANED`."""
     parameters = campaign.stage_parameters(stage.name)
 
     def build() -> Work:
@@ -149,7 +154,9 @@ def plan_two_passes(stage: Stage, campaign: Campaign, sample: Sample, group: zar
             if parameters["offset"] == 0:
                 inverted = inverted.map_blocks(refuse, dtype=inverted.dtype)
             return Work(
-                [Output("doubled", 2 * inverted, "volume")], extras={"total": inverted.sum()}
+                [Output("doubled", 2 * inverted, "volume")],
+                extras={"total": inverted.sum()},
+                cleanup=lambda: CLEANED.append(parameters["offset"]),
             )
 
         return Work([Output("inverted", invert(phases, **parameters), "volume")], then=second)
@@ -159,7 +166,7 @@ def plan_two_passes(stage: Stage, campaign: Campaign, sample: Sample, group: zar
 
 def test_a_stage_in_two_passes_reads_its_first_pass_from_the_store(tmp_path: Path) -> None:
     """The second pass is built once the first one's outputs are complete; when it
-    fails, the stage is not complete and runs again whole."""
+    fails, the stage is not complete and runs again whole. Its cleanup runs either way."""
     import tifffile
 
     grey = np.zeros((4, 6, 6), np.uint8)
@@ -177,6 +184,7 @@ def test_a_stage_in_two_passes_reads_its_first_pass_from_the_store(tmp_path: Pat
     registry = Registry([*REGISTRY[:4], stage, *REGISTRY[4:]])
     expected = 7 - np.where(grey == 85, 3, 0)
     lines: list[str] = []
+    CLEANED.clear()
     with cluster(workers=1) as client:
         (tmp_path / "c.toml").write_text(text.replace("{}", "0"))
         campaign = load_campaign(tmp_path / "c.toml", registry=registry)
@@ -184,11 +192,13 @@ def test_a_stage_in_two_passes_reads_its_first_pass_from_the_store(tmp_path: Pat
             run_campaign(campaign, client, stages=["segment", "invert"], echo=lines.append)
         failed = [(o.stage, o.state) for o in raised.value.outcomes]
         assert failed == [("segment", "done"), ("invert", "failed")]
+        assert CLEANED == [0]
         assert open_volume(campaign.store_location, "s", "inverted").data.shape == grey.shape
         (tmp_path / "c.toml").write_text(text.replace("{}", "7"))
         campaign = load_campaign(tmp_path / "c.toml", registry=registry)
         done = run_campaign(campaign, client, stages=["invert"], echo=lines.append)
         assert [(o.stage, o.state) for o in done] == [("invert", "done")]
+        assert CLEANED == [0, 7]
         again = run_campaign(campaign, client, stages=["invert"], echo=lines.append)
         assert [(o.stage, o.state) for o in again] == [("invert", "skipped")]
     doubled = open_volume(campaign.store_location, "s", "doubled")

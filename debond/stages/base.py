@@ -93,6 +93,10 @@ class Work:
         complete, so that its graph may read them from the store (the
         segmentation's phases read the stored sample mask). The stage's
         result, extras and check are then the last pass's.
+    cleanup : callable, optional
+        Called once this pass is over, done or not: removes what the stage
+        kept in the store for it (the label stage's split pieces,
+        :func:`debond.storage.scratch_group`).
     """
 
     outputs: list[Output]
@@ -102,6 +106,7 @@ class Work:
     check: Callable[[Mapping[str, float]], str] | None = None
     describe: Callable[[pd.DataFrame], str] | None = None
     then: Callable[[], Work] | None = None
+    cleanup: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import zarr
 from debond.pipeline.label import label_particles
 from debond.sections import Section, param
 from debond.stages.base import Output, Plan, Stage, Work
-from debond.storage import open_volume
+from debond.storage import complete_array, remove_scratch, scratch_group
 
 if TYPE_CHECKING:
     from debond.campaign import Campaign, Sample
@@ -32,7 +32,7 @@ class Parameters(Section):
     max_split_voxels: int = param(
         2**25,
         "A touching cluster whose bounding box holds more voxels stays whole (and is "
-        "flagged); bounds a splitting task's memory (about 40 bytes a voxel).",
+        "flagged); bounds a splitting task's memory (about 120 bytes a voxel).",
         "voxels",
         ge=1,
     )
@@ -43,8 +43,14 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
     inputs = campaign.registry.upstream(group, stage, sample)
 
     def build() -> Work:
-        phases = open_volume(group, sample.id, "phases").data
-        found = label_particles(phases, **parameters)
+        # every task reads its own box of the stored phases: bounded at any size
+        phases = complete_array(group, sample.id, "phases")
+        scratch = scratch_group(group, sample.id, "particles")
+        try:
+            found = label_particles(phases, scratch, **parameters)
+        except BaseException:
+            remove_scratch(group, sample.id, "particles")
+            raise
         attrs = {
             "particles": int(found.count),
             "units": "label (0: none)",
@@ -58,14 +64,21 @@ def plan(stage: Stage, campaign: Campaign, sample: Sample, group: zarr.Group) ->
             detail += f" ({found.split} of {found.components} components split at necks)"
         elif parameters["split_touching"]:
             detail += "; touching particles not split: no size prior (material.silicon_radius_um)"
-        return Work(outputs=[Output("particles", found.labels, "volume", attrs)], detail=detail)
+        return Work(
+            outputs=[Output("particles", found.labels, "volume", attrs)],
+            detail=detail,
+            cleanup=lambda: remove_scratch(group, sample.id, "particles"),
+        )
 
     return Plan(stage, campaign, sample, parameters, dict(inputs), build)
 
 
-#: Peak bytes of a task per voxel of its block of phases: the uint8 phases,
-#: the silicon mask and cc3d's labels (uint32 and the int32 result).
-BYTES_PER_VOXEL = 14.5
+#: Peak bytes of a task per voxel of its block of stored phases: the final
+#: labels' task holds the silicon mask, cc3d's labels (uint32, then their
+#: narrowed copy) and the int32 result. The splitting tasks hold about
+#: :data:`~debond.pipeline.label.SPLIT_BYTES_PER_VOXEL` bytes a voxel of a
+#: component's box instead (``max_split_voxels``).
+BYTES_PER_VOXEL = 8.0
 
 
 def peak_bytes(block_shape: tuple[int, ...], parameters: Mapping[str, Any]) -> float:

@@ -40,6 +40,8 @@ from debond.storage import (
     open_dataset,
     open_store,
     open_volume,
+    remove_scratch,
+    scratch_group,
     set_sample_attrs,
     write_volume,
 )
@@ -152,6 +154,27 @@ def test_listing_skips_what_a_killed_write_leaves(tmp_path: Path) -> None:
     assert list_arrays(store, "c01") == ["phases", "recon"]
     with pytest.raises(KeyError, match="arrays of 'c01': phases, recon"):
         get_array(store, "c01", "sinograms")
+
+
+def test_a_scratch_group_is_fresh_unlisted_and_removed(location: str) -> None:
+    """What a stage keeps between its passes: emptied when made again, never listed
+    as an array, and gone with its sample's scratch group once removed."""
+    write_volume(
+        location, "c01", "phases", np.zeros((2, 3, 4), np.uint8), voxel_size_um=VOXEL, stage="t"
+    )
+    scratch = scratch_group(location, "c01", "particles")
+    scratch.create_array("pieces", shape=(10,), chunks=(4,), dtype="uint16")[:] = 1
+    assert list_arrays(location, "c01") == ["phases"]
+    again = scratch_group(location, "c01", "particles")  # what a stopped run left
+    assert list(again.keys()) == []
+    again.create_array("pieces", shape=(3,), chunks=(3,), dtype="uint16")
+    remove_scratch(location, "c01", "particles")
+    remove_scratch(location, "c01", "particles")  # nothing left: nothing to do
+    store = open_store(location, "r")
+    assert "scratch" not in store["samples/c01"]
+    assert list_arrays(store, "c01") == ["phases"]
+    with pytest.raises(ValueError, match="array name"):
+        scratch_group(location, "c01", "a/b")
 
 
 def test_open_store_errors_name_the_location(location: str) -> None:
