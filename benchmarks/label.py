@@ -19,6 +19,10 @@ joins the chunks into labelling blocks of at least 128³ voxels
 - ``gathered``: the same plus the labels sent to this process
   (``labels.compute()``, 4 bytes a voxel over the workers' sockets), for a
   result in the same place as the references'.
+- ``from the store``: what the label stage runs, :func:`label_stored` on the
+  mask stored as a local Zarr array in the same chunks (every task reads its
+  own box: cc3d twice per block, once for the summaries and once for the
+  final labels), then its labels persisted and waited for.
 
 CPU time: the CPU seconds of the worker processes and of this process (client
 and scheduler) over each run, against scipy's; ``scipy CPU / (pipeline CPU /
@@ -52,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 import warnings
 from collections import defaultdict
@@ -62,6 +67,7 @@ from typing import Any
 import cc3d
 import dask.array as da
 import numpy as np
+import zarr
 from common import (
     MIB,
     Timing,
@@ -77,7 +83,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 import debond.pipeline.label as label_module
-from debond.pipeline.label import LABEL_BLOCK_VOXELS, label
+from debond.pipeline.label import LABEL_BLOCK_VOXELS, StoredMask, label, label_stored
 
 NAME = "label"
 CONNECTIVITY = 6
@@ -126,6 +132,18 @@ def pipeline_run(mask: da.Array) -> tuple[float, float, float, da.Array, int]:
     wait(labels)
     end = time.perf_counter()
     return middle - start, end - middle, end - start, labels, int(found.count)
+
+
+def stored_run(mask: zarr.Array, scratch: zarr.Group) -> tuple[float, da.Array, int]:
+    """:func:`label_stored` of a stored mask, then its labels persisted and waited for:
+    the seconds, the persisted labels and the count."""
+    start = time.perf_counter()
+    found = label_stored(
+        StoredMask(mask, True), scratch, connectivity=CONNECTIVITY, block_voxels=LABEL_BLOCK_VOXELS
+    )
+    labels = found.labels.persist()
+    wait(labels)
+    return time.perf_counter() - start, labels, int(found.count)
 
 
 @contextmanager
@@ -187,7 +205,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     times: dict[str, list[float]] = defaultdict(list)
     identical: dict[int, bool] = {}
     profiles: dict[int, dict[str, Any]] = {}
-    with local_cluster() as client:
+    folder = tempfile.TemporaryDirectory(prefix="debond-label-bench-")
+    scratch = zarr.open_group(f"{folder.name}/scratch", mode="w")
+    stored = {
+        chunk: zarr.create_array(f"{folder.name}/mask{chunk}", data=mask, chunks=(chunk,) * 3)
+        for chunk in args.chunks
+    }
+    with folder, local_cluster() as client:
         persisted: dict[int, da.Array] = {}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
@@ -198,6 +222,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             _, _, _, labels, _ = pipeline_run(persisted[chunk])
             got = np.asarray(labels.compute())
             identical[chunk] = bool(np.array_equal(got, reference))
+            _, labels, _ = stored_run(stored[chunk], scratch)
+            got = np.asarray(labels.compute())
+            identical[chunk] &= bool(np.array_equal(got, reference))
             del labels, got
         for _ in range(args.repeats):
             cpu = process_cpu_seconds()
@@ -215,6 +242,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 times[f"{chunk}:lookup"].append(lookup)
                 times[f"{chunk}:on_workers"].append(total)
                 times[f"{chunk}:gathered"].append(total + gather)
+                identical[chunk] &= found == count
+                del labels
+                seconds, labels, found = stored_run(stored[chunk], scratch)
+                times[f"{chunk}:stored"].append(seconds)
                 identical[chunk] &= found == count
                 del labels
         for chunk in args.chunks:
@@ -250,6 +281,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "cpu_s": timing[f"{chunk}:cpu"].as_dict(),
             "cpu_speed_vs_scipy_per_2_cores": timing["scipy:cpu"].median
             / (timing[f"{chunk}:cpu"].median / WORKERS),
+            "from_the_store": timing[f"{chunk}:stored"].as_dict()
+            | {
+                "voxels_per_s": voxels / timing[f"{chunk}:stored"].median,
+                "speed_vs_scipy": scipy_s / timing[f"{chunk}:stored"].median,
+            },
             "label_call_median_s": timing[f"{chunk}:label_call"].median,
             "lookup_median_s": timing[f"{chunk}:lookup"].median,
             "identical_to_scipy": identical[chunk],
@@ -257,8 +293,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
     payload: dict[str, Any] = {
         "name": NAME,
-        "description": "debond.pipeline.label.label on a LocalCluster of 2 workers against "
-        "scipy.ndimage.label and cc3d on the whole array, in turn in each repeat",
+        "description": "debond.pipeline.label.label (and label_stored, the stage's path) on a "
+        "LocalCluster of 2 workers against scipy.ndimage.label and cc3d on the whole array, "
+        "in turn in each repeat",
         "machine": machine | {"cc3d": getattr(cc3d, "__version__", None)},
         "load_average_at_end": list(os.getloadavg()),
         "sources": sources,
@@ -283,7 +320,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     payload["summary"] = {
         f"labelling {args.size}³ in {chunk}³ chunks, 2 workers vs scipy": (
             f"{entry['on_workers']['speed_vs_scipy']:.2f}× on workers, "
-            f"{entry['gathered']['speed_vs_scipy']:.2f}× gathered"
+            f"{entry['gathered']['speed_vs_scipy']:.2f}× gathered, "
+            f"{entry['from_the_store']['speed_vs_scipy']:.2f}× from the store"
         )
         for chunk, entry in pipeline.items()
     }
@@ -292,11 +330,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ["cc3d", f"{cc3d_s:.3f}", f"{voxels / cc3d_s / 1e6:.0f}", f"{scipy_s / cc3d_s:.2f}", ""],
     ]
     for chunk, entry in pipeline.items():
-        for where in ("on_workers", "gathered"):
+        for where in ("on_workers", "gathered", "from_the_store"):
             part = entry[where]
+            call = "label_stored()" if where == "from_the_store" else "label()"
             rows.append(
                 [
-                    f"label(), {chunk}³ chunks, {where.replace('_', ' ')}",
+                    f"{call}, {chunk}³ chunks, {where.replace('_', ' ')}",
                     f"{part['median_s']:.3f}",
                     f"{part['voxels_per_s'] / 1e6:.0f}",
                     f"{part['speed_vs_scipy']:.2f}",
