@@ -70,7 +70,17 @@ from debond.campaign import load_campaign
 from debond.cluster import cluster
 from debond.runner import RunError, run_campaign
 
-HEADERS = ("variant", "voxel nm", "found %", "spurious %", "Dice", "gap MAE vox", "radius err %")
+HEADERS = (
+    "variant",
+    "voxel nm",
+    "found %",
+    "spurious %",
+    "Dice",
+    "gap MAE vox",
+    "radius err %",
+    "radius bias vox",
+    "gap bias vox",
+)
 
 
 def _cell(value: float, scale: float = 1.0, digits: int = 1) -> str:
@@ -90,6 +100,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             _cell(s.get("silicon_dice", math.nan), 1, 3),
             _cell(s.get("gap_mae_vox", math.nan), 1, 2),
             _cell(s.get("radius_error", math.nan), 100),
+            _cell(s.get("radius_bias_vox", math.nan), 1, 2),
+            _cell(s.get("gap_bias_vox", math.nan), 1, 2),
         ]
         if row["state"] != "done":
             cells[0] += f" ({row['state']})"

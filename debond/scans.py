@@ -1352,6 +1352,10 @@ class Score:
     radius_error : float
         Median |r_measured − r_true| / r_true over matched particles (NaN when
         there is none).
+    radius_bias_vox, gap_bias_vox : float
+        Median signed r_measured − r_true and gap_measured − gap_true over the
+        same pairs, voxels (NaN when there is none). A silicon surface placed
+        inside the true one makes the first negative and the second positive.
     n_true, n_reported, n_matched, n_gaps : int
         True particles in view, reported particles (usable rows), true
         particles matched, matched pairs with both gaps.
@@ -1381,6 +1385,8 @@ class Score:
     n_cut: int = 0
     n_duplicates: int = 0
     n_merged: int = 0
+    radius_bias_vox: float = math.nan
+    gap_bias_vox: float = math.nan
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -1444,15 +1450,18 @@ def score(
     n_reported = len(points)
     spurious = float((~matches.any(axis=1)).mean()) if n_reported else 0.0
     gap_errors, radius_errors, paired = [], [], set()
+    radius_offsets, gap_offsets = [], []  # signed, voxels
     for j in np.flatnonzero(matched):
         candidates = np.flatnonzero(matches[:, j])
         best = candidates[np.argmin(distance[candidates, j])]
         paired.add(int(best))
         row = reported.iloc[best]
         radius_errors.append(abs(float(row["radius_um"]) - radii[j]) / radii[j])
+        radius_offsets.append((float(row["radius_um"]) - radii[j]) / voxel_size_um)
         measured, true = float(row["gap_mean_um"]), float(truth["gap_um"].iloc[j])
         if np.isfinite(measured) and np.isfinite(true):
             gap_errors.append(abs(measured - true) / voxel_size_um)
+            gap_offsets.append((measured - true) / voxel_size_um)
     to_cut = matches[:, ~in_view].any(axis=1)
     return Score(
         found=float(matched.sum() / in_view.sum()) if in_view.any() else 1.0,
@@ -1467,6 +1476,8 @@ def score(
         n_cut=int((~in_view).sum()),
         n_duplicates=int((matches.any(axis=1) & ~to_cut).sum()) - len(paired),
         n_merged=int((matches.sum(axis=1) > 1).sum()),
+        radius_bias_vox=float(np.median(radius_offsets)) if radius_offsets else math.nan,
+        gap_bias_vox=float(np.median(gap_offsets)) if gap_offsets else math.nan,
     )
 
 

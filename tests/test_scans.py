@@ -225,6 +225,7 @@ def test_the_truth_scores_perfectly(
     got = scans.score(truth, labels, codes, reported_from(truth), codes, TINY.voxel_size_um)
     assert (got.found, got.spurious, got.silicon_dice) == (1.0, 0.0, 1.0)
     assert got.gap_mae_vox == 0.0 and got.radius_error == 0.0
+    assert got.radius_bias_vox == 0.0 and got.gap_bias_vox == 0.0
     assert got.n_matched == got.n_true == got.n_reported == len(truth)
     assert got.n_duplicates == got.n_merged == 0
 
@@ -236,7 +237,7 @@ def test_a_perturbed_result_scores_imperfectly(
     assert len(truth) >= 2
     reported = reported_from(truth).iloc[1:].copy()  # one particle missed
     reported["gap_mean_um"] += TINY.voxel_size_um  # one voxel too wide
-    reported["radius_um"] *= 1.1
+    reported["radius_um"] *= 0.9
     spurious = reported.iloc[:1].copy()
     spurious[["centroid_z_um", "centroid_y_um", "centroid_x_um"]] = 0.0  # a corner: no particle
     reported = pd.concat([reported, spurious], ignore_index=True)
@@ -248,6 +249,10 @@ def test_a_perturbed_result_scores_imperfectly(
     assert 0.5 < got.silicon_dice < 1.0
     assert got.gap_mae_vox == pytest.approx(1.0, abs=0.01)
     assert got.radius_error == pytest.approx(0.1, abs=0.01)
+    # the signed medians: the gap 1 voxel wide, the radii 10 % small
+    assert got.gap_bias_vox == pytest.approx(1.0, abs=0.01)
+    small = -0.1 * np.median(truth["radius_um"].iloc[1:]) / TINY.voxel_size_um
+    assert got.radius_bias_vox == pytest.approx(small, rel=0.01)
 
 
 def test_a_particle_the_field_of_view_cuts_is_left_out(
