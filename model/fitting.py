@@ -42,6 +42,19 @@ the fitted noise is a blunder (:func:`noise_law`): a spurious object, a ray
 trace gone astray. It is left out of the fit (its σ_i is infinite) and named
 (:attr:`FitResult.blunders`), rather than setting its stratum's σ_0.
 
+Gaps and radii measured on images also share systematic errors: where the
+segmentation places the surfaces. A silicon surface placed a distance b
+outside the true one makes a particle's radius b too large and its gap b too
+narrow; the CBD's surface placed c further from the particle makes the gap c
+wider. Each is shared by the particles of a scan (one rule places them
+all), so no resample can see it. Given the standard uncertainty of each
+placement (``silicon_surface_sd_um``, ``cbd_surface_sd_um``, per sample),
+the full-data fit is repeated with every 3D surface of the kind moved out and
+in by it (:func:`moved_surfaces`), and each replicate is moved along those
+lines by draws Z ~ N(0, 1), one per kind shared by the whole table
+(:func:`surface_shifts`): the intervals then hold the placements'
+uncertainty, to first order on each side.
+
 Why (``benchmarks/coverage.py``, README "Accuracy"): resampling particles,
 with replicates started at the estimate and σ_0 from moments, gave 16–84 %
 intervals that held the truth in 47–65 % of data sets drawn from the model.
@@ -55,6 +68,7 @@ resample of 15 gaps a group under-represents their spread.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -101,6 +115,8 @@ STARTS = {
 #: estimate, and the most κ0's start is shifted up, µm (see replicate_starts).
 START_SPREAD = 0.2
 START_KAPPA_UM = 0.01
+#: The surfaces whose placement may carry an uncertainty (see fit()).
+SURFACES = ("silicon", "cbd")
 #: How the bootstrap draws its replicates (see fit()).
 BOOTSTRAP_METHODS = ("parametric", "particles")
 #: Relative standard deviation of a measured effective radius (see fit()); off
@@ -156,6 +172,12 @@ class FitResult:
         How the 2D rows were fitted: ``"law of R given r"`` (each through the
         law of its sphere's radius, ``fit``'s ``section_sizes``), ``"point
         radius"`` (at their table radius) or ``"none"`` (no 2D row fitted).
+    surface : dict
+        The surface-placement uncertainties the intervals hold, by kind
+        (``"silicon"``, ``"cbd"``; none: empty): ``sd_um`` (sample → µm, 3D
+        rows), and ``outward`` and ``inward``, the full-data estimates with
+        every 3D surface of that kind moved out or in by it (name → value).
+        See :func:`fit`'s ``silicon_surface_sd_um``.
     """
 
     parameters: dict[str, tuple[float, float, float]]
@@ -170,6 +192,7 @@ class FitResult:
     method: str = "parametric"
     section_rows: str = "none"
     blunders: list[dict[str, Any]] = field(default_factory=list)
+    surface: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The ``fit.json`` document of DESIGN.md (value = median, lower/upper = 16th/84th)."""
@@ -198,6 +221,7 @@ class FitResult:
             "capacity_population": self.capacity_population,
             "section_rows": self.section_rows,
             "blunders": self.blunders,
+            "surface": self.surface,
             "material": {
                 "volumetric_expansion": self.material.volumetric_expansion,
                 "half_cycle_hours": self.material.half_cycle_hours,
@@ -955,6 +979,8 @@ def fit(
     population: SizePopulation | None = None,
     method: str = "parametric",
     section_sizes: SectionSizes | None = None,
+    silicon_surface_sd_um: float | Mapping[str, float] = 0.0,
+    cbd_surface_sd_um: float | Mapping[str, float] = 0.0,
 ) -> FitResult:
     """Fit α0, κ0, δ0 and ζ0 to particle gaps and capacity retention, with bootstrap.
 
@@ -1008,6 +1034,13 @@ def fit(
         given its ``section_radius_um`` (see the module's notes), its
         ``radius_um`` being the R̂ its gap was converted at. None: 2D rows
         are fitted at ``radius_um`` like 3D rows.
+    silicon_surface_sd_um, cbd_surface_sd_um : float or mapping of str to float
+        Standard uncertainty of where the images place a 3D particle's
+        silicon surface, and the CBD's surface across its gap, µm: one value,
+        or one per sample (``sample`` → µm). The intervals then hold them
+        (see the module's notes and :attr:`FitResult.surface`); 0 (default):
+        the table's radii and gaps are taken as free of systematic error. 2D
+        rows are not moved.
 
     Returns
     -------
@@ -1036,6 +1069,10 @@ def fit(
                 f"n_bootstrap = {n_bootstrap} needs at least as many"
             )
     data = _prepare(particles, capacity, grid_size, radius_sd, population, section_sizes)
+    offsets = {
+        "silicon": surface_offsets(particles, silicon_surface_sd_um, "silicon_surface_sd_um"),
+        "cbd": surface_offsets(particles, cbd_surface_sd_um, "cbd_surface_sd_um"),
+    }
 
     # Full-data fit from a grid of starts with one σ per stratum (the spread of
     # its gaps); then per-particle σ_i from that fit, and refits (weights
@@ -1063,6 +1100,23 @@ def fit(
         data, best, material, sigma_gap_um, sigma_retention
     )
     sig_g = np.where(blunder, np.inf, sig_g)
+    moved: dict[str, dict[str, FloatArray]] = {}
+    for kind, offset in offsets.items():
+        if not offset.any():
+            continue
+        moved[kind] = {}
+        for side, sign in (("outward", 1.0), ("inward", -1.0)):
+            moved_data = _prepare(
+                moved_surfaces(particles, **{f"{kind}_um": sign * offset}),
+                capacity,
+                grid_size,
+                radius_sd,
+                population,
+                section_sizes,
+            )
+            reps = _full_data_replicates(moved_data, sig_g, sig_c, len(starts) + 1)
+            theta, cost, _ = _solve(moved_data, reps, np.vstack([best, starts]), material, chunk)
+            moved[kind][side] = theta[np.argmin(cost)]
 
     samples = _bootstrap(
         data,
@@ -1077,6 +1131,18 @@ def fit(
         chunk,
         method,
     )
+    if moved and len(samples):
+        # One draw per kind of surface and replicate, drawn for both kinds always
+        # (a seed gives the silicon draws whether or not the CBD's is given).
+        z = np.random.default_rng([seed, 1]).standard_normal((len(samples), len(SURFACES)))
+        shifted = samples[list(PARAMETER_NAMES)].to_numpy(copy=True)
+        for k, kind in enumerate(SURFACES):
+            if kind in moved:
+                shifted += surface_shifts(
+                    best, moved[kind]["outward"], moved[kind]["inward"], z[:, k]
+                )
+                samples[f"surface_z_{kind}"] = z[:, k]
+        samples[list(PARAMETER_NAMES)] = np.clip(shifted, LOWER, UPPER)
     values = samples[list(PARAMETER_NAMES)].to_numpy()
     if len(samples):
         pct = np.percentile(values, [50, 16, 84], axis=0)
@@ -1098,7 +1164,154 @@ def fit(
         method=method,
         section_rows=_describe_section_rows(data),
         blunders=_describe_blunders(data, blunder),
+        surface=_describe_surface(particles, offsets, moved),
     )
+
+
+def surface_offsets(
+    particles: pd.DataFrame,
+    surface_sd_um: float | Mapping[str, float],
+    name: str = "surface_sd_um",
+) -> FloatArray:
+    """Each row's surface-placement uncertainty (:func:`fit`'s ``*_surface_sd_um``), µm.
+
+    ``name`` is the argument's name in messages.
+
+    Returns
+    -------
+    (len(particles),) ndarray
+        The sample's value on 3D rows (a table without ``modality`` is all
+        3D), 0 on 2D rows.
+
+    Raises
+    ------
+    ValueError
+        A negative or non-finite value, a per-sample mapping that lacks a
+        sample of the 3D rows (or a table without ``sample``), or a value not
+        small against the smallest 3D radius.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"sample": ["a", "b", "b"], "modality": ["3d", "3d", "2d"],
+    ...                       "radius_um": [0.5, 0.6, 0.4]})
+    >>> surface_offsets(table, {"a": 0.003, "b": 0.004}).tolist()
+    [0.003, 0.004, 0.0]
+    """
+    n = len(particles)
+    three_d = (
+        particles["modality"].to_numpy() == "3d"
+        if "modality" in particles
+        else np.ones(n, dtype=bool)
+    )
+    if isinstance(surface_sd_um, Mapping):
+        given = {str(k): float(v) for k, v in surface_sd_um.items()}
+        if "sample" not in particles:
+            raise ValueError(
+                f"{name} is given per sample, but the particle table has no 'sample' column"
+            )
+        names = particles["sample"].astype(str)
+        missing = sorted(set(names[three_d]) - set(given))
+        if missing:
+            raise ValueError(
+                f"{name} has no value for sample(s) {', '.join(missing)} "
+                f"(given: {', '.join(sorted(given)) or 'none'})"
+            )
+        values = names.map(given).fillna(0.0).to_numpy(dtype=np.float64)
+    else:
+        values = np.full(n, float(surface_sd_um))
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        raise ValueError(f"{name} must be finite and >= 0 µm; got {values[bad][0]!r}")
+    values = np.where(three_d, values, 0.0)
+    radius = particles["radius_um"].to_numpy(dtype=np.float64)
+    large = values > radius / 2
+    if large.any():
+        i = int(np.flatnonzero(large)[0])
+        raise ValueError(
+            f"{name} = {values[i]:g} µm is not small against a 3D radius of "
+            f"{radius[i]:g} µm (row {i}); it is the uncertainty of a surface's place, "
+            "a fraction of a voxel"
+        )
+    return np.asarray(values)
+
+
+def moved_surfaces(
+    particles: pd.DataFrame, silicon_um: ArrayLike = 0.0, cbd_um: ArrayLike = 0.0
+) -> pd.DataFrame:
+    """The particle table as measured with each row's surfaces moved outward.
+
+    Parameters
+    ----------
+    particles : DataFrame
+        ``radius_um`` and ``gap_mean_um``, µm.
+    silicon_um, cbd_um : float or (len(particles),) array
+        Outward move (away from the particle's centre; negative: inward) of
+        each row's silicon surface and of the CBD's surface across its gap, µm.
+
+    Returns
+    -------
+    DataFrame
+        A copy with ``radius_um`` + silicon and ``gap_mean_um`` − silicon +
+        CBD (at least 0, like a measured distance).
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"radius_um": [0.5], "gap_mean_um": [0.1]})
+    >>> moved = moved_surfaces(table, silicon_um=0.01, cbd_um=0.003)
+    >>> [round(v, 6) for v in moved.iloc[0]]
+    [0.51, 0.093]
+    """
+    silicon = np.asarray(silicon_um, dtype=np.float64)
+    moved = particles.copy()
+    moved["radius_um"] = particles["radius_um"].to_numpy(dtype=np.float64) + silicon
+    gap = particles["gap_mean_um"].to_numpy(dtype=np.float64) - silicon + np.asarray(cbd_um)
+    moved["gap_mean_um"] = np.clip(gap, 0.0, None)
+    return moved
+
+
+def surface_shifts(
+    best: FloatArray, outward: FloatArray, inward: FloatArray, z: FloatArray
+) -> FloatArray:
+    """Parameter shifts of replicates whose surfaces lie z standard uncertainties out, (B, 4).
+
+    Linear on each side of the estimate ``best`` (4,): z > 0 towards the
+    estimate with every surface moved out by one uncertainty (``outward``),
+    z < 0 towards ``inward``; a staircase objective may answer unevenly.
+
+    Examples
+    --------
+    >>> best, out, inw = np.zeros(4), np.array([1.0, 0, 0, 0]), np.array([-2.0, 0, 0, 0])
+    >>> surface_shifts(best, out, inw, np.array([0.5, -0.5]))[:, 0].tolist()
+    [0.5, -1.0]
+    """
+    z = np.asarray(z, dtype=np.float64)[:, None]
+    return np.asarray(np.where(z > 0, z * (outward - best), -z * (inward - best)))
+
+
+def _describe_surface(
+    particles: pd.DataFrame,
+    offsets: Mapping[str, FloatArray],
+    moved: Mapping[str, Mapping[str, FloatArray]],
+) -> dict[str, Any]:
+    """The surface-placement uncertainties held by the intervals (:attr:`FitResult.surface`)."""
+    samples = (
+        particles["sample"].astype(str).to_numpy()
+        if "sample" in particles
+        else np.full(len(particles), "")
+    )
+    out: dict[str, Any] = {}
+    for kind, sides in moved.items():
+        offset = offsets[kind]
+        out[kind] = {
+            "sd_um": {
+                str(s): float(offset[samples == s].max()) for s in np.unique(samples[offset > 0])
+            },
+            **{
+                side: {n: float(v) for n, v in zip(PARAMETER_NAMES, theta, strict=True)}
+                for side, theta in sides.items()
+            },
+        }
+    return out
 
 
 def _describe_blunders(data: _Data, blunder: NDArray[np.bool_]) -> list[dict[str, Any]]:

@@ -140,3 +140,100 @@ def test_spurious_particles_are_left_out_of_the_fit_and_named() -> None:
     kappa = np.percentile(base.samples["kappa0"], [2.5, 97.5])
     assert kappa[0] <= found.estimate.kappa0 <= kappa[1]
     assert found.sigma_gap_um[(1, "3d")] == pytest.approx(base.sigma_gap_um[(1, "3d")], rel=0.2)
+
+
+def _surface_campaign() -> tuple[pd.DataFrame, pd.DataFrame]:
+    sim = simulate_campaign(PAPER_PARAMETERS, cycles=(0, 1, 3, 10), particles_per_sample=40, seed=4)
+    return sim.particles, sim.capacity[["cycle", "retention"]]
+
+
+def test_surfaces_moved_by_the_fit_are_tables_measured_with_moved_surfaces() -> None:
+    """fit()'s outward and inward estimates against its own full-data fit of a table whose
+    surfaces the test moved itself (radius + b and gap − b for silicon, gap + c for CBD)."""
+    particles, capacity = _surface_campaign()
+    fixed = {"sigma_gap_um": 0.03, "sigma_retention": 0.01}
+    b, c = 0.01, 0.02
+    result = fit(
+        particles,
+        capacity,
+        n_bootstrap=0,
+        silicon_surface_sd_um=b,
+        cbd_surface_sd_um=c,
+        **fixed,
+    )
+    best = result.estimate.as_array()
+    for side, sign in (("outward", 1.0), ("inward", -1.0)):
+        tables = {
+            "silicon": particles.assign(
+                radius_um=particles["radius_um"] + sign * b,
+                gap_mean_um=(particles["gap_mean_um"] - sign * b).clip(lower=0.0),
+            ),
+            "cbd": particles.assign(
+                gap_mean_um=(particles["gap_mean_um"] + sign * c).clip(lower=0.0)
+            ),
+        }
+        for kind, table in tables.items():
+            direct = fit(table, capacity, n_bootstrap=0, **fixed).estimate.as_array()
+            moved = np.array([result.surface[kind][side][n] for n in fitting.PARAMETER_NAMES])
+            assert set(result.surface[kind]["sd_um"].values()) == {b if kind == "silicon" else c}
+            # α0, δ0, ζ0 (κ0 sits on a staircase); the fit keeps the full data's weights
+            for i in (0, 2, 3):
+                assert abs(moved[i] - direct[i]) <= 0.15 * abs(moved[i] - best[i]) + 1e-3, (
+                    kind,
+                    side,
+                    fitting.PARAMETER_NAMES[i],
+                )
+
+
+def test_replicates_are_moved_along_the_surface_lines() -> None:
+    """Each replicate is the same replicate without the uncertainty, moved by
+    surface_shifts for its recorded draws, and its intervals are wider."""
+    particles, capacity = _surface_campaign()
+    plain = fit(particles, capacity, n_bootstrap=60, seed=2)
+    held = fit(
+        particles,
+        capacity,
+        n_bootstrap=60,
+        seed=2,
+        silicon_surface_sd_um=0.01,
+        cbd_surface_sd_um=0.02,
+    )
+    names = list(fitting.PARAMETER_NAMES)
+    best = held.estimate.as_array()
+    expected = plain.samples[names].to_numpy()
+    for kind in fitting.SURFACES:
+        line = [
+            np.array([held.surface[kind][side][n] for n in names]) for side in ("outward", "inward")
+        ]
+        expected = expected + fitting.surface_shifts(
+            best, *line, held.samples[f"surface_z_{kind}"].to_numpy()
+        )
+    np.testing.assert_allclose(
+        held.samples[names].to_numpy(), np.clip(expected, fitting.LOWER, fitting.UPPER)
+    )
+    assert np.std(held.samples["surface_z_silicon"]) == pytest.approx(1.0, abs=0.3)
+    for name in ("alpha0", "delta0"):
+        plain_width, held_width = (
+            r.parameters[name][2] - r.parameters[name][1] for r in (plain, held)
+        )
+        assert held_width > plain_width
+    # none given: no draws, nothing recorded
+    assert plain.surface == {} and "surface_z_silicon" not in plain.samples
+
+
+def test_surface_uncertainties_are_checked() -> None:
+    particles, _ = _surface_campaign()
+    with pytest.raises(ValueError, match="silicon_surface_sd_um must be finite and >= 0"):
+        fit(particles, n_bootstrap=0, silicon_surface_sd_um=-0.01)
+    with pytest.raises(ValueError, match="cbd_surface_sd_um has no value for sample.*c10"):
+        fit(particles, n_bootstrap=0, cbd_surface_sd_um={"c00": 0.01, "c01": 0.01, "c03": 0.01})
+    with pytest.raises(ValueError, match="not small against a 3D radius"):
+        fit(particles, n_bootstrap=0, silicon_surface_sd_um=1.0)
+    no_sample = particles.drop(columns="sample")
+    with pytest.raises(ValueError, match="per sample, but the particle table has no 'sample'"):
+        fit(no_sample, n_bootstrap=0, silicon_surface_sd_um={"c00": 0.01})
+    # 2D rows are not moved: a per-sample mapping need not name their samples
+    sections = particles.assign(modality=np.where(particles["sample"] == "c03", "2d", "3d"))
+    offsets = fitting.surface_offsets(sections, {"c00": 0.01, "c01": 0.01, "c10": 0.02})
+    assert offsets[sections["sample"].to_numpy() == "c03"].max() == 0.0
+    assert offsets[sections["sample"].to_numpy() == "c10"].min() == 0.02
