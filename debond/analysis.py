@@ -10,6 +10,7 @@ retention.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from debond.model import (
     read_cycling,
     silicon_retention,
 )
+from debond.model.fitting import SURFACES
 from debond.outputs import write_fit
 from debond.pipeline.sem import usable_sections
 from debond.pipeline.stereology import SizeDistribution, unfold_radii, unfold_radii_bootstrap
@@ -38,21 +40,50 @@ __all__ = [
     "capacity_population",
     "fit_campaign",
     "fit_inputs",
+    "image_caveat",
     "section_population",
     "section_sizes",
+    "surface_uncertainties",
     "synthetic_truth",
     "table_warnings",
 ]
 
-#: What an interval from gaps measured on images does not hold (README, "Accuracy":
-#: 20 campaigns of the digital twin run through every stage and fitted).
-IMAGE_DERIVED_CAVEAT = (
-    "The intervals hold the fit's statistical error only. Gaps measured on images also carry "
-    "the measurement's systematic error: on 20 campaigns of the digital twin, α0 came out "
-    "about 0.03 (4 %) high, 1.3 times its 16–84 % half-width, and that interval held the true "
-    'α0 in 35 % of them (δ0 50 %, ζ0 55 %; README, "Accuracy"). Read α0\'s interval as '
-    "too narrow."
+#: What an interval from gaps measured on images holds, or misses without the
+#: surface-placement uncertainties (README, "Accuracy": 20 campaigns of the
+#: digital twin run through every stage and fitted; the 15 scans of
+#: debond.scans.VARIANTS for the offsets).
+SURFACES_HELD_CAVEAT = (
+    "The intervals hold the uncertainty of where the images place the silicon and CBD "
+    "surfaces ([fit] silicon_surface_sd_voxels = {silicon:g}, cbd_surface_sd_voxels = "
+    "{cbd:g} voxel; the defaults are the root mean square of the offsets measured on 15 "
+    "test scans made apart from the digital twin). On 20 campaigns of the twin, whose "
+    "surfaces the segmentation places within 0.06 voxel, the default intervals held the "
+    "truth in 95–100 % of them at 16–84 % (nominal 68 %): wider than the twin needs. A "
+    "campaign whose placement has been measured (a phantom, a twin of its own scans) may "
+    'set smaller values (README, "Accuracy").'
 )
+STATISTICAL_ONLY_CAVEAT = (
+    "The intervals hold the fit's statistical error only ([fit] silicon_surface_sd_voxels "
+    "= {silicon:g}, cbd_surface_sd_voxels = {cbd:g} voxel). Gaps measured on images also "
+    "carry the systematic error of where the surfaces are placed: on 20 campaigns of the "
+    "digital twin, α0 came out about 0.03 (4 %) high, 1.3 times its 16–84 % half-width, and "
+    "that interval held the true α0 in 35 % of them (δ0 50 %, ζ0 55 %; README, "
+    '"Accuracy"). Read the intervals as too narrow.'
+)
+
+
+def image_caveat(settings: Mapping[str, Any]) -> str:
+    """What the intervals of a campaign's image-derived table hold, per its ``[fit]`` section.
+
+    Examples
+    --------
+    >>> image_caveat({"silicon_surface_sd_voxels": 0.0, "cbd_surface_sd_voxels": 0.4})[:48]
+    "The intervals hold the fit's statistical error o"
+    """
+    values = {kind: float(settings[f"{kind}_surface_sd_voxels"]) for kind in SURFACES}
+    held = all(v > 0 for v in values.values())
+    return (SURFACES_HELD_CAVEAT if held else STATISTICAL_ONLY_CAVEAT).format(**values)
+
 
 #: Size classes per bin of the unfolded distribution given to the capacity term
 #: (the radius is uniform within a bin; its survival is not).
@@ -188,6 +219,44 @@ def fit_inputs(campaign: Campaign) -> FitInputs:
     )
 
 
+def surface_uncertainties(
+    campaign: Campaign, settings: Mapping[str, Any], particles: pd.DataFrame, table: Path
+) -> dict[str, dict[str, float]]:
+    """:func:`debond.model.fit`'s surface-placement uncertainties of a campaign, µm.
+
+    ``[fit] silicon_surface_sd_voxels`` and ``cbd_surface_sd_voxels`` times
+    each sample's voxel edge, for the samples with a volume (their 3D rows;
+    SEM rows are not moved).
+
+    Returns
+    -------
+    dict
+        Per kind of surface (:data:`debond.model.fitting.SURFACES`): sample id → µm.
+
+    Raises
+    ------
+    ValueError
+        3D rows of the particle table (`table`, for the message) whose sample
+        the campaign does not list with a volume.
+    """
+    voxels = {s.id: s.voxel_um for s in campaign.samples if s.has_volume}
+    rows = particles[particles["modality"] == "3d"] if "modality" in particles else particles
+    unknown = sorted(set(rows["sample"].astype(str)) - set(voxels))
+    if unknown:
+        raise ValueError(
+            f"{table}: 3D rows of sample(s) {', '.join(unknown)}, which {campaign.path} does "
+            f"not list with a volume (its samples with one: {', '.join(voxels) or 'none'}); "
+            "run `debond run` again after changing the samples"
+        )
+    return {
+        kind: {
+            sample: float(settings[f"{kind}_surface_sd_voxels"]) * voxel
+            for sample, voxel in voxels.items()
+        }
+        for kind in SURFACES
+    }
+
+
 @dataclass(frozen=True)
 class CampaignFit:
     """A fitted campaign and the files written.
@@ -206,7 +275,7 @@ class CampaignFit:
     warnings : list of dict
         About the particle table (:func:`table_warnings`); also in ``fit.json``.
     caveats : list of str
-        What the intervals do not hold (:data:`IMAGE_DERIVED_CAVEAT` for a
+        What the intervals hold and do not (:func:`image_caveat` for a
         campaign's image-derived table); also in ``fit.json``.
     """
 
@@ -354,6 +423,7 @@ def fit_campaign(
     seed: int | None = None,
     output: Path | None = None,
     method: str = "parametric",
+    surface_sd_voxels: Mapping[str, float] | None = None,
 ) -> CampaignFit:
     """Fit the model to a run campaign and write ``fit.json``, ``bootstrap.parquet`` and figures.
 
@@ -367,6 +437,9 @@ def fit_campaign(
         campaign's ``tables/`` and ``figures/``.
     method : {"parametric", "particles"}
         How the bootstrap draws its replicates (:func:`debond.model.fit`).
+    surface_sd_voxels : mapping, optional
+        Override ``[fit] silicon_surface_sd_voxels`` and ``cbd_surface_sd_voxels``
+        (keys ``"silicon"``, ``"cbd"``; voxels).
 
     Returns
     -------
@@ -380,6 +453,8 @@ def fit_campaign(
         run``), or bad data.
     """
     settings = campaign.stage_parameters("fit")
+    for kind, value in (surface_sd_voxels or {}).items():
+        settings[f"{kind}_surface_sd_voxels"] = value
     try:
         inputs = fit_inputs(campaign)
     except FileNotFoundError as error:
@@ -393,6 +468,7 @@ def fit_campaign(
         )
     except ValueError as error:
         raise ValueError(f"{campaign.path}: fit.{error} ({table})") from None
+    surface = surface_uncertainties(campaign, settings, particles, table)
     result = fit(
         particles,
         capacity,
@@ -404,6 +480,8 @@ def fit_campaign(
         population=population,
         method=method,
         section_sizes=section_sizes(particles),
+        silicon_surface_sd_um=surface["silicon"],
+        cbd_surface_sd_um=surface["cbd"],
     )
     truth = synthetic_truth(campaign.folder)
     tables = output or campaign.tables_dir
@@ -416,8 +494,8 @@ def fit_campaign(
         figures,
         truth=truth,
         warnings=inputs.warnings,
-        caveats=[IMAGE_DERIVED_CAVEAT],
+        caveats=[image_caveat(settings)],
     )
     return CampaignFit(
-        result, particles, capacity, truth, files, inputs.warnings, [IMAGE_DERIVED_CAVEAT]
+        result, particles, capacity, truth, files, inputs.warnings, [image_caveat(settings)]
     )

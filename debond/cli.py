@@ -235,6 +235,21 @@ def fit_command(
             "unfolded from the 2D rows' section radii) or auto (sections where there are any)."
         ),
     ] = "auto",
+    silicon_surface_sd_um: Annotated[
+        float,
+        typer.Option(
+            help="With a table: standard uncertainty of where the images place the silicon "
+            "surface of the 3D rows, µm (a campaign takes [fit] silicon_surface_sd_voxels "
+            "times each sample's voxel). 0: none."
+        ),
+    ] = 0.0,
+    cbd_surface_sd_um: Annotated[
+        float,
+        typer.Option(
+            help="With a table: the same for the CBD's surface across the gap, µm "
+            "(a campaign: [fit] cbd_surface_sd_voxels). 0: none."
+        ),
+    ] = 0.0,
 ) -> None:
     """Fit α0, κ0, δ0, ζ0 to particle gaps and capacity data, with bootstrap.
 
@@ -298,6 +313,8 @@ def fit_command(
             material=Material(volumetric_expansion, half_cycle_hours),
             population=population_for(particles, capacity_population, replicates, seed),
             section_sizes=section_sizes(particles),
+            silicon_surface_sd_um=silicon_surface_sd_um,
+            cbd_surface_sd_um=cbd_surface_sd_um,
         )
     except (ValueError, FileNotFoundError, CampaignError) as error:
         raise _fail(str(error)) from error

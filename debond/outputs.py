@@ -45,8 +45,10 @@ def write_json(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 #: ``bootstrap_method`` (the intervals of versions 1 and 2 are the
 #: uncalibrated particle resample's: :func:`earlier_intervals_note`); 4 added
 #: ``section_rows`` (how the 2D rows were fitted), ``blunders`` (the rows
-#: left out of the fit) and ``caveats`` (what the intervals do not hold).
-FIT_JSON_VERSION = 4
+#: left out of the fit) and ``caveats`` (what the intervals do not hold); 5
+#: added ``surface`` (the surface-placement uncertainties the intervals hold,
+#: :attr:`FitResult.surface`) and the bootstrap's ``surface_z_*`` columns.
+FIT_JSON_VERSION = 5
 
 
 def earlier_intervals_note(document: Mapping[str, Any]) -> str:
@@ -245,6 +247,37 @@ def parameter_table(
             f"capacity term: {population['source']}, {population['particles']:.0f} particles, "
             f"volume-weighted radius {population['volume_weighted_radius_um']:.3f} µm"
         )
+    if sentence := surface_sentence(result.surface):
+        lines.append(sentence)
     for warning in diagnose(result, particles):
         lines.append(f"WARNING: {warning['message']}")
     return "\n".join(lines)
+
+
+def surface_sentence(surface: Mapping[str, Any]) -> str:
+    """The surface-placement uncertainties a fit's intervals hold, in words ('' if none).
+
+    Parameters
+    ----------
+    surface : mapping
+        :attr:`FitResult.surface`, or ``fit.json``'s ``surface``.
+
+    Examples
+    --------
+    >>> surface_sentence({"silicon": {"sd_um": {"a": 0.015, "b": 0.012}}})
+    'Intervals hold the surface placement: silicon ±0.012–0.015 µm (1 SD, shared by a table)'
+    >>> surface_sentence({})
+    ''
+    """
+    parts = []
+    for kind, name in (("silicon", "silicon"), ("cbd", "CBD")):
+        values = list(surface.get(kind, {}).get("sd_um", {}).values())
+        if values:
+            low, high = min(values), max(values)
+            span = f"{low:.2g}" if np.isclose(low, high) else f"{low:.2g}–{high:.2g}"
+            parts.append(f"{name} ±{span} µm")
+    if not parts:
+        return ""
+    return (
+        "Intervals hold the surface placement: " + ", ".join(parts) + " (1 SD, shared by a table)"
+    )

@@ -69,7 +69,7 @@ from debond.analysis import fit_inputs
 from debond.campaign import Campaign, Sample
 from debond.model import PARAMETER_NAMES, Parameters
 from debond.model.figures import save_figure
-from debond.outputs import capacity_classes, earlier_intervals_note, paper_rows
+from debond.outputs import capacity_classes, earlier_intervals_note, paper_rows, surface_sentence
 from debond.pipeline.segment import PHASE_NAMES
 from debond.storage import IncompleteArray, find_array, open_store, open_volume
 from debond.storage.tables import (
@@ -1106,7 +1106,8 @@ def _fit_sections(
     )
     parameters = f"""<h2>Fitted parameters</h2>
 <p>Bootstrap median with the 16th and 84th percentiles, {fitted.bootstrap} replicates.
-{html.escape(_population_sentence(fitted.document))}</p>
+{html.escape(_population_sentence(fitted.document))}
+{html.escape(surface_sentence(fitted.document.get("surface", {})))}</p>
 {_table(header, parameter_rows)}
 {caveats}"""
     return parameters, f"<h2>Figures</h2>\n{figures}"

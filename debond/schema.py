@@ -114,6 +114,10 @@ class MaterialSection(Section):
 MAX_PRIOR_RADIUS_UM = 100.0
 #: Smallest radius of a size prior in voxels of a sample (a smaller one cannot be imaged).
 MIN_PRIOR_RADIUS_VOXELS = 1.5
+#: Default standard uncertainties of where the segmentation places the silicon
+#: surface and the CBD's, voxels ([fit]; see FitSection).
+SILICON_SURFACE_SD_VOXELS = 0.26
+CBD_SURFACE_SD_VOXELS = 0.40
 
 PhaseCode = Annotated[int, Field(ge=0)]
 
@@ -332,6 +336,24 @@ class FitSection(Section):
         "auto",
         "Particles of the capacity term: the 3D particles, or the 3D size distribution "
         "unfolded from the SEM sections (auto: the sections where there are any).",
+    )
+    # Defaults: the root mean square of the offsets measured on the 15 scans of
+    # debond.scans.VARIANTS (benchmarks/family.py; README, "Accuracy").
+    silicon_surface_sd_voxels: float = param(
+        SILICON_SURFACE_SD_VOXELS,
+        "Standard uncertainty of where the segmentation places a particle's silicon "
+        "surface, in the sample's voxels; the intervals hold it (0: none).",
+        "voxel",
+        ge=0,
+        le=2,
+    )
+    cbd_surface_sd_voxels: float = param(
+        CBD_SURFACE_SD_VOXELS,
+        "Standard uncertainty of where the segmentation places the CBD's surface across "
+        "a particle's gap, in the sample's voxels; the intervals hold it (0: none).",
+        "voxel",
+        ge=0,
+        le=2,
     )
 
 

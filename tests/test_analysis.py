@@ -6,10 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from debond.analysis import CLASSES_PER_BIN, capacity_population, section_population
+from debond.analysis import (
+    CLASSES_PER_BIN,
+    capacity_population,
+    image_caveat,
+    section_population,
+)
 from debond.model import PAPER_PARAMETERS
 from debond.model.synthetic import draw_radii, simulate_campaign
 from debond.pipeline.stereology import sample_sections, unfold_radii
+from debond.schema import CBD_SURFACE_SD_VOXELS, SILICON_SURFACE_SD_VOXELS, FitSection
 
 
 def _sections(rng: np.random.Generator, n: int, sample: str) -> pd.DataFrame:
@@ -86,3 +92,15 @@ def test_capacity_population_choices(table: pd.DataFrame) -> None:
         capacity_population(table, "all", 10, 0)
     bare = three_d_only.drop(columns=["modality"])
     assert section_population(bare, 10, 0) is None
+
+
+def test_the_image_caveat_says_what_the_intervals_hold() -> None:
+    """[fit]'s surface uncertainties held (the defaults), or not (either set to 0)."""
+    defaults = FitSection().model_dump()
+    held = image_caveat(defaults)
+    assert "hold the uncertainty of where the images place" in held
+    assert f"silicon_surface_sd_voxels = {SILICON_SURFACE_SD_VOXELS:g}" in held
+    assert f"cbd_surface_sd_voxels = {CBD_SURFACE_SD_VOXELS:g}" in held
+    for kind in ("silicon", "cbd"):
+        none = image_caveat({**defaults, f"{kind}_surface_sd_voxels": 0.0})
+        assert "statistical error only" in none and "too narrow" in none

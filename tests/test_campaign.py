@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 from debond.campaign import CampaignError, load_campaign
 from debond.campaign_file import campaign_toml, dump_campaign
 from debond.model import Material
-from debond.schema import REQUIRED, CampaignFile, parameter_table
+from debond.schema import (
+    CBD_SURFACE_SD_VOXELS,
+    REQUIRED,
+    SILICON_SURFACE_SD_VOXELS,
+    CampaignFile,
+    parameter_table,
+)
 from debond.stages import REGISTRY
 from debond.storage import StoreFormatError, open_store
 
@@ -107,6 +113,8 @@ def test_stage_parameters_are_plain_dicts_with_every_default(tmp_path: Path) -> 
         "sigma_gap_um": None,
         "sigma_retention": None,
         "capacity_population": "auto",
+        "silicon_surface_sd_voxels": SILICON_SURFACE_SD_VOXELS,
+        "cbd_surface_sd_voxels": CBD_SURFACE_SD_VOXELS,
     }
     for stage in REGISTRY.names:
         assert isinstance(campaign.stage_parameters(stage), dict)

@@ -15,6 +15,7 @@ from typer.testing import CliRunner, Result
 from debond.cli import app
 from debond.model import PAPER_PARAMETERS, Material, capacity_retention, gaps
 from debond.model.synthetic import simulate_campaign, simulate_cycling
+from debond.schema import SILICON_SURFACE_SD_VOXELS
 from debond.storage.tables import PARTICLES_SCHEMA, write_table
 
 runner = CliRunner()
@@ -186,20 +187,34 @@ def test_fit_of_a_campaign_reads_its_tables_cycling_and_settings(tmp_path: Path)
     cycling = simulate_cycling(drawn.capacity["retention_true"].to_numpy(), 2.0, seed=3)
     cycling.to_csv(tmp_path / "echem" / "cycling.csv", index=False)
     (tmp_path / "raw.h5").write_bytes(b"")
+    samples = "".join(
+        f"[[sample]]\nid = '{s}'\ncycles = {c}\ntxm = 'raw.h5'\nvoxel_size_um = 0.03\n"
+        for s, c in drawn.particles.groupby("sample")["cycles"].first().items()
+    )
     (tmp_path / "c.toml").write_text(
         "[campaign]\nname = 'c'\nstore = 's.zarr'\n"
-        "[[sample]]\nid = 'a'\ncycles = 1\ntxm = 'raw.h5'\nvoxel_size_um = 0.03\n"
-        "[electrochemistry]\ncycling = 'echem/cycling.csv'\nelectrode_mass_mg = 2.0\n"
-        "[fit]\nbootstrap = 40\nseed = 5\n"
+        + samples
+        + "[electrochemistry]\ncycling = 'echem/cycling.csv'\nelectrode_mass_mg = 2.0\n"
+        "[fit]\nbootstrap = 40\nseed = 5\ncbd_surface_sd_voxels = 0\n"
     )
     result = runner.invoke(app, ["fit", str(tmp_path / "c.toml")])
     assert result.exit_code == 0, result.output
+    # [fit]'s surface uncertainties in voxels, times the samples' voxel edge
+    surface = json.loads((tables / "fit.json").read_text())["surface"]
+    assert set(surface) == {"silicon"}
+    assert surface["silicon"]["sd_um"] == pytest.approx(
+        dict.fromkeys(drawn.particles["sample"].unique(), SILICON_SURFACE_SD_VOXELS * 0.03)
+    )
+    assert "Intervals hold the surface placement: silicon ±" in result.output
+    bootstrap = pd.read_parquet(tables / "bootstrap.parquet")
+    assert "surface_z_silicon" in bootstrap and "surface_z_cbd" not in bootstrap
     assert "fitting" in result.output and "40 bootstrap replicates" in result.output
     document = json.loads((tables / "fit.json").read_text())
     assert document["bootstrap"] == 40
-    assert len(pd.read_parquet(tables / "bootstrap.parquet")) == 40
+    assert len(bootstrap) == 40
     # a campaign's gaps come from images: what its intervals do not hold is said
-    assert document["caveats"] and "systematic error" in document["caveats"][0]
+    # cbd_surface_sd_voxels = 0: the intervals are the fit's statistical ones
+    assert document["caveats"] and "statistical error only" in document["caveats"][0]
     assert f"NOTE: {document['caveats'][0]}" in result.output
     assert document["warnings"] == [] or "systematic" not in str(document["warnings"])
     assert (tmp_path / "figures" / "gap_vs_radius.png").is_file()

@@ -205,6 +205,9 @@ def test_the_report_embeds_every_figure_and_the_parameter_table(campaign_file: P
     assert f"The capacity term sums over {population['source']}: " in page
     # the image-derived caveat beside the parameters, not in the warning banner
     assert recorded["caveats"] and html.escape(recorded["caveats"][0]) in page
+    # the surface-placement uncertainties the intervals hold, per kind, in µm
+    assert set(recorded["surface"]) == {"silicon", "cbd"}
+    assert "Intervals hold the surface placement: silicon ±" in page
     assert "should not be read as a result" not in page or recorded["warnings"]
     loaded = _figures_loaded(folder / "report.html")
     if loaded is None:
