@@ -24,18 +24,21 @@ particles with their true radii and gaps (``truth/particles.parquet``, matched
 by centroid), both with the same capacity series; ``--table true-spheres``
 fits the measured table with each SEM row's converted radius and gap replaced
 by those of the true sphere its section cuts (``truth/sections.parquet``).
+``--surface`` sets the surface-placement uncertainties the fit holds (voxels;
+default ``[fit]``'s, which ``debond fit`` uses; none for ``truth-matched``).
 
 Usage
 -----
 ``python benchmarks/image_coverage.py [--campaigns 20] [--preset demo]
 [--bootstrap 200] [--workers 2] [--method parametric|particles]
-[--table measured|3d|truth-matched|true-spheres] [--records FILE] [--kept DIR] [--summarise]``.
+[--table measured|3d|truth-matched|true-spheres] [--surface SILICON,CBD]
+[--records FILE] [--kept DIR] [--summarise]``.
 A run campaign keeps what a refit needs (:data:`KEPT`) under ``--kept``
 (default ``benchmarks/results/image_coverage_campaigns``): other methods and
 tables are fitted without running the pipeline again. Each outcome is appended
 to ``--records`` (default ``benchmarks/results/image_coverage_records.jsonl``)
 as it is fitted, and a run resumes after the campaigns already there. The
-result goes to ``benchmarks/results/image_coverage_<method>_<table>.json``.
+result goes to ``benchmarks/results/image_coverage_<method>_<table>_surface<S>-<C>.json``.
 """
 
 from __future__ import annotations
@@ -58,13 +61,16 @@ from debond.analysis import (
     campaign_capacity,
     capacity_population,
     fit_campaign,
+    surface_uncertainties,
     synthetic_truth,
 )
 from debond.campaign import load_campaign
 from debond.cluster import cluster
 from debond.model import PARAMETER_NAMES, diagnostics, fit, fitting
+from debond.model.fitting import SURFACES
 from debond.particles import convert_sections
 from debond.runner import run_campaign
+from debond.schema import CBD_SURFACE_SD_VOXELS, SILICON_SURFACE_SD_VOXELS
 from debond.storage.tables import usable_rows
 from debond.synth import write_campaign
 
@@ -150,22 +156,39 @@ def table_rows(folder: Path, campaign: Any, table: str) -> pd.DataFrame:
 
 
 def fit_outcome(
-    folder: Path, size: str, k: int, bootstrap: int, method: str, table: str = "measured"
+    folder: Path,
+    size: str,
+    k: int,
+    bootstrap: int,
+    method: str,
+    table: str,
+    surface: dict[str, float],
 ) -> dict[str, Any]:
     """Fit the run campaign in `folder` (the k-th); which intervals hold the truth.
 
     ``table="measured"`` fits it as ``debond fit CAMPAIGN.toml`` does; the other
     tables (:func:`table_rows`) are fitted with the campaign's capacity series and
-    the capacity population ``debond fit`` would choose for them.
+    the capacity population ``debond fit`` would choose for them. ``surface``
+    gives the surface-placement uncertainties (``"silicon"``, ``"cbd"``: voxels;
+    :func:`fit_campaign`), 0 for the true radii and gaps of ``truth-matched``.
     """
     started = time.perf_counter()
     campaign = load_campaign(folder / "campaign.toml", check_files=False)  # raw data removed
     if table == "measured":
         fitted = fit_campaign(
-            campaign, bootstrap=bootstrap, seed=k, output=folder / "fit", method=method
+            campaign,
+            bootstrap=bootstrap,
+            seed=k,
+            output=folder / "fit",
+            method=method,
+            surface_sd_voxels=surface,
         )
     else:
         rows = table_rows(folder, campaign, table)
+        settings = campaign.stage_parameters("fit")
+        for kind, value in surface.items():
+            settings[f"{kind}_surface_sd_voxels"] = value if table != "truth-matched" else 0.0
+        surface_um = surface_uncertainties(campaign, settings, rows, folder / "campaign.toml")
         result = fit(
             rows,
             campaign_capacity(campaign),
@@ -174,6 +197,8 @@ def fit_outcome(
             material=campaign.material,
             method=method,
             population=capacity_population(rows, "auto", bootstrap, k),
+            silicon_surface_sd_um=surface_um["silicon"],
+            cbd_surface_sd_um=surface_um["cbd"],
         )
         fitted = CampaignFit(result, rows, None, synthetic_truth(folder), {})
     if fitted.truth is None:
@@ -189,6 +214,7 @@ def fit_outcome(
         "seed": FIRST_SEED + k,
         "method": method,
         "table": table,
+        "surface": [surface["silicon"], surface["cbd"]],
         "seconds": time.perf_counter() - started,
         "particles": len(particles),
         "unconverged": 1.0 - float(fitted.result.samples["converged"].mean()),
@@ -245,15 +271,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="where the run campaigns are kept (tables and truth, for refits)",
     )
     parser.add_argument(
+        "--surface",
+        type=lambda text: [float(v) for v in text.split(",")],
+        default=[SILICON_SURFACE_SD_VOXELS, CBD_SURFACE_SD_VOXELS],
+        metavar="SILICON,CBD",
+        help="surface-placement uncertainties the fit holds, voxels (default: [fit]'s)",
+    )
+    parser.add_argument(
         "--summarise", action="store_true", help="only summarise the campaigns already recorded"
     )
     args = parser.parse_args(argv)
+    if len(args.surface) != 2 or min(args.surface) < 0:
+        parser.error(f"--surface takes two values >= 0, silicon and CBD; got {args.surface}")
+    surface = dict(zip(SURFACES, args.surface, strict=True))
     size = f"images-{args.preset}"
-    wanted = (size, args.method, args.table)
+    wanted = (size, args.method, args.table, args.surface)
     done = {
         r["data_set"]: r
         for r in read_records(args.records)
-        if (r["size"], r["method"], r["table"]) == wanted
+        # records from before the surface uncertainties held none
+        if (r["size"], r["method"], r["table"], r.get("surface", [0.0, 0.0])) == wanted
     }
     todo = [] if args.summarise else [k for k in range(args.campaigns) if k not in done]
     kept = {k: args.kept / f"{args.preset}-{FIRST_SEED + k}" for k in todo}
@@ -271,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     flush=True,
                 )
     for k in todo:
-        done[k] = fit_outcome(kept[k], size, k, args.bootstrap, args.method, args.table)
+        done[k] = fit_outcome(kept[k], size, k, args.bootstrap, args.method, args.table, surface)
         append_record(args.records, done[k])
         print(
             f"campaign {k + 1}/{args.campaigns} fitted ({args.method}, {args.table}): "
@@ -304,19 +341,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     print(
         f"{size}: {len(records)} campaigns × {args.bootstrap} replicates "
-        f"({args.method}, table {args.table})"
+        f"({args.method}, table {args.table}, surface uncertainty silicon "
+        f"{surface['silicon']:g}, CBD {surface['cbd']:g} voxel)"
     )
     document = {
         "benchmark": "image_coverage",
         "result": result,
         "summary": {
-            f"{key} ({size}, {args.table}, {args.method})": f"{100 * row['coverage']:.0f} %"
+            f"{key} ({size}, {args.table}, {args.method}, surface {args.surface})": (
+                f"{100 * row['coverage']:.0f} %"
+            )
             for key, row in result["rows"].items()
         },
         "machine": machine_info(),
         "sources": source_digests(fitting, diagnostics),
     }
-    write_result(f"image_coverage_{args.method}_{args.table}", document)
+    document["surface_sd_voxels"] = surface
+    write_result(
+        f"image_coverage_{args.method}_{args.table}_surface{args.surface[0]:g}-{args.surface[1]:g}",
+        document,
+    )
     return document
 
 

@@ -40,7 +40,12 @@ PAPER_PARAMETERS, seed=0)``) with ``--speed-bootstrap`` replicates (default
 Usage
 -----
 ``python benchmarks/interval_coverage.py [--datasets 200] [--bootstrap 200] [--sizes paper,demo]
-[--method parametric] [--speed-bootstrap 10000] [--records FILE [--summarise]]``;
+[--method parametric] [--speed-bootstrap 10000] [--surface-um SILICON,CBD]
+[--records FILE [--summarise]]``;
+``--surface-um`` measures each data set's 3D rows with their surfaces out of place
+by one normal draw of those standard deviations (µm) and gives the fit the same
+(``silicon_surface_sd_um``, ``cbd_surface_sd_um``): the coverage of intervals
+that hold a systematic error they are told;
 with ``--records`` each data set's outcome is kept as it is fitted (a run
 resumes where it stopped; ``--summarise`` prints the table of those done). The
 result goes to
@@ -125,8 +130,15 @@ def sections(cycles: int, count: int, rng: np.random.Generator) -> pd.DataFrame:
     )
 
 
-def data_set(size: str, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The k-th data set of a size: particle table (3D and 2D rows) and capacity series."""
+def data_set(
+    size: str, k: int, surface_um: tuple[float, float] = (0.0, 0.0)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The k-th data set of a size: particle table (3D and 2D rows) and capacity series.
+
+    With ``surface_um`` = (s, c), its 3D rows are measured with the silicon surface
+    b ~ N(0, s²) and the CBD's c' ~ N(0, c²) out of place, one draw each for the data
+    set: radius + b, gap − b + c' (at least 0).
+    """
     spec = SIZES[size]
     sim = simulate_campaign(
         PAPER_PARAMETERS,
@@ -135,6 +147,10 @@ def data_set(size: str, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         particles_per_sample=spec["particles_per_sample"],
     )
     particles = sim.particles.assign(n_rays=64, touches_border=False)
+    if any(surface_um):
+        silicon, cbd = np.random.default_rng([1000 + k, 11]).normal(0.0, surface_um)
+        particles["radius_um"] += silicon
+        particles["gap_mean_um"] = (particles["gap_mean_um"] - silicon + cbd).clip(lower=0.0)
     if spec["sections_per_sample"]:
         rng = np.random.default_rng([1000 + k, 7])
         rows = pd.concat(
@@ -145,10 +161,15 @@ def data_set(size: str, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     return particles, sim.capacity[["cycle", "retention"]]
 
 
-def fit_data_set(size: str, k: int, bootstrap: int, method: str) -> dict[str, Any]:
-    """Fit the k-th data set of a size; which intervals hold the truth, and the time."""
+def fit_data_set(
+    size: str, k: int, bootstrap: int, method: str, surface_um: tuple[float, float] = (0.0, 0.0)
+) -> dict[str, Any]:
+    """Fit the k-th data set of a size; which intervals hold the truth, and the time.
+
+    ``surface_um``: its surfaces' placement uncertainties (:func:`data_set`), which
+    the fit is told (``silicon_surface_sd_um``, ``cbd_surface_sd_um``)."""
     truth = {n: float(getattr(PAPER_PARAMETERS, n)) for n in PARAMETER_NAMES}
-    particles, capacity = data_set(size, k)
+    particles, capacity = data_set(size, k, surface_um)
     started = time.perf_counter()
     population = section_population(particles, bootstrap, k)
     result = fit(
@@ -159,11 +180,13 @@ def fit_data_set(size: str, k: int, bootstrap: int, method: str) -> dict[str, An
         population=population,
         method=method,
         section_sizes=section_sizes(particles),
+        silicon_surface_sd_um=surface_um[0],
+        cbd_surface_sd_um=surface_um[1],
     )
     seconds = time.perf_counter() - started
     found = diagnostics.intervals(result)
     return {
-        "size": size,
+        "size": size_label(size, surface_um),
         "data_set": k,
         "seconds": seconds,
         "unconverged": 1.0 - float(result.samples["converged"].mean()),
@@ -225,8 +248,20 @@ def append_record(path: Path, outcome: dict[str, Any]) -> None:
         stream.write(json.dumps(outcome) + "\n")
 
 
+def size_label(size: str, surface_um: tuple[float, float]) -> str:
+    """A data size's name, with its surfaces' placement uncertainties where there are any."""
+    if not any(surface_um):
+        return size
+    return f"{size}, surfaces ±{surface_um[0]:g}/±{surface_um[1]:g} µm"
+
+
 def coverage(
-    size: str, datasets: int, bootstrap: int, method: str, records: Path | None = None
+    size: str,
+    datasets: int,
+    bootstrap: int,
+    method: str,
+    records: Path | None = None,
+    surface_um: tuple[float, float] = (0.0, 0.0),
 ) -> dict[str, Any]:
     """Coverage over `datasets` data sets of one size.
 
@@ -235,11 +270,12 @@ def coverage(
     long run can be stopped and resumed, or summarised part way).
     """
     found = read_records(records) if records is not None else []
-    done = {r["data_set"]: r for r in found if r["size"] == size}
+    label = size_label(size, surface_um)
+    done = {r["data_set"]: r for r in found if r["size"] == label}
     for k in range(datasets):
         if k in done:
             continue
-        done[k] = fit_data_set(size, k, bootstrap, method)
+        done[k] = fit_data_set(size, k, bootstrap, method, surface_um)
         if records is not None:
             append_record(records, done[k])
     return summarise([done[k] for k in range(datasets)], bootstrap, method)
@@ -261,6 +297,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--method", default="parametric", choices=fitting.BOOTSTRAP_METHODS)
     parser.add_argument("--speed-bootstrap", type=int, default=10_000)
     parser.add_argument(
+        "--surface-um",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=(0.0, 0.0),
+        metavar="SILICON,CBD",
+        help="measure each data set's 3D surfaces this far out of place (one normal draw "
+        "each, standard deviations in µm) and tell the fit",
+    )
+    parser.add_argument(
         "--records", type=Path, help="JSON-lines file of per-data-set outcomes (resumable)"
     )
     parser.add_argument(
@@ -277,12 +321,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         everything = read_records(args.records)
         results = [
             summarise([r for r in everything if r["size"] == s], args.bootstrap, args.method)
-            for s in args.sizes.split(",")
+            for s in (size_label(n, args.surface_um) for n in args.sizes.split(","))
             if any(r["size"] == s for r in everything)
         ]
     else:
         results = [
-            coverage(s, args.datasets, args.bootstrap, args.method, args.records)
+            coverage(s, args.datasets, args.bootstrap, args.method, args.records, args.surface_um)
             for s in args.sizes.split(",")
         ]
     timing = speed(args.speed_bootstrap, args.method) if args.speed_bootstrap else None
@@ -348,10 +392,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine_info(),
         "sources": source_digests(fitting, diagnostics),
     }
-    write_result(
-        "coverage" if args.sizes == "paper,demo" else f"coverage_{args.sizes.replace(',', '_')}",
-        document,
-    )
+    name = "coverage" if args.sizes == "paper,demo" else f"coverage_{args.sizes.replace(',', '_')}"
+    if any(args.surface_um):
+        name += f"_surfaces{args.surface_um[0]:g}-{args.surface_um[1]:g}"
+    write_result(name, document)
     return document
 
 

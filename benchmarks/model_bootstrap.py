@@ -56,7 +56,9 @@ runs on a quiet machine.
 Usage
 -----
 ``python benchmarks/model_bootstrap.py [--bootstrap B] [--repeats R]
-[--reference-fits K] [--x-scale {typical,jac}] [--no-write]``; the result goes
+[--reference-fits K] [--x-scale {typical,jac}] [--surface-um SILICON,CBD] [--no-write]``
+(``--surface-um`` also times ``fit`` holding those surface-placement
+uncertainties, as ``debond fit`` does for a campaign); the result goes
 to ``benchmarks/results/model_bootstrap.json``.
 """
 
@@ -210,6 +212,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="typical",
         help="x_scale of the SciPy reference: fitting.TYPICAL or 'jac'",
     )
+    parser.add_argument(
+        "--surface-um",
+        type=lambda text: [float(v) for v in text.split(",")],
+        default=None,
+        metavar="SILICON,CBD",
+        help="also time fit() holding these surface-placement uncertainties, µm "
+        "(as debond fit does for a campaign)",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not write the JSON file")
     args = parser.parse_args(argv)
     if args.bootstrap < 1 or args.repeats < 1 or args.reference_fits < 1:
@@ -234,6 +244,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     full_only, _ = time_repeats(lambda: run_fit(0), args.repeats)
     batched, result = time_repeats(lambda: run_fit(n_boot), args.repeats)
     rss_batched = max_rss_bytes()
+    surface = None
+    if args.surface_um:
+        # Four more full-data fits (every surface moved out and in), the replicates
+        # moved after their solve: timed apart, outside the comparisons below.
+        silicon, cbd = args.surface_um
+        surface, _ = time_repeats(
+            lambda: fitting.fit(
+                particles,
+                capacity,
+                n_bootstrap=n_boot,
+                seed=seed,
+                silicon_surface_sd_um=silicon,
+                cbd_surface_sd_um=cbd,
+            ),
+            args.repeats,
+        )
 
     # Peak memory of one more run, recording the replicate problems it solves.
     with recorded_solves() as calls:
@@ -320,6 +346,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "batched": {
             "fit_total": batched.as_dict(),
             "fit_full_data_only": full_only.as_dict(),
+            "fit_total_with_surfaces": None if surface is None else surface.as_dict(),
+            "surface_um": args.surface_um,
             "bootstrap_only_median_s": boot_only,
             "per_fit_total_s": per_fit_total,
             "per_fit_bootstrap_only_s": per_fit_boot,
@@ -384,6 +412,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     payload["summary"] = {
         f"fit(), B = {n_boot} (median of {args.repeats})": fmt_seconds(batched.median),
         "full-data fit only": fmt_seconds(full_only.median),
+        **(
+            {}
+            if surface is None
+            else {
+                f"fit(), B = {n_boot}, surfaces {args.surface_um} µm": fmt_seconds(surface.median)
+            }
+        ),
         "per fit, batched (bootstrap only)": fmt_seconds(per_fit_boot),
         f"per fit, SciPy looped (median of {k})": fmt_seconds(per_fit_ref),
         "speed-up per fit (bootstrap only / total)": f"{speedup_boot:.0f}× / {speedup_total:.0f}×",
@@ -429,6 +464,18 @@ def print_report(payload: dict[str, Any]) -> None:
             fmt_seconds(total["median_s"] / b),
         ],
         ["fit(), B = 0 (full-data fit)", fmt_seconds(full["median_s"]), full["repeats"], ""],
+        *(
+            [
+                [
+                    f"fit(), B = {b}, surfaces {batched['surface_um']} µm",
+                    fmt_seconds(batched["fit_total_with_surfaces"]["median_s"]),
+                    batched["fit_total_with_surfaces"]["repeats"],
+                    "",
+                ]
+            ]
+            if batched.get("fit_total_with_surfaces")
+            else []
+        ),
         [
             "bootstrap only (difference)",
             fmt_seconds(batched["bootstrap_only_median_s"]),
