@@ -224,11 +224,13 @@ def diagnose(result: FitResult, particles: pd.DataFrame | None = None) -> list[d
                 f"converge (more than {100 * UNCONVERGED_LIMIT:g} %)",
                 unconverged,
             )
+        # The surfaces' placement moves every parameter at once along two lines.
+        held = " with the surfaces' placement they hold" if result.surface else ""
         for (a, b), rho in _strong_correlations(result.samples).items():
             warn(
                 "inseparable",
                 f"{a} and {b} move together across the replicates (Spearman ρ = {rho:+.2f}): "
-                "the data do not separate them",
+                f"the data do not separate them{held}",
                 rho,
             )
     if result.blunders:
