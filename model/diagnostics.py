@@ -28,6 +28,7 @@ from debond.model.fitting import (
     SIGMA_RETENTION_FLOOR,
     UPPER,
     FitResult,
+    statistical_samples,
 )
 from debond.model.parameters import PARAMETER_NAMES
 from debond.storage.tables import usable_rows
@@ -224,13 +225,14 @@ def diagnose(result: FitResult, particles: pd.DataFrame | None = None) -> list[d
                 f"converge (more than {100 * UNCONVERGED_LIMIT:g} %)",
                 unconverged,
             )
-        # The surfaces' placement moves every parameter at once along two lines.
-        held = " with the surfaces' placement they hold" if result.surface else ""
-        for (a, b), rho in _strong_correlations(result.samples).items():
+        # Judged on the replicates as solved: the surfaces' placement moves every
+        # parameter at once along two lines, a correlation of the systematic error
+        # that the data, however many, would not remove.
+        for (a, b), rho in _strong_correlations(statistical_samples(result)).items():
             warn(
                 "inseparable",
                 f"{a} and {b} move together across the replicates (Spearman ρ = {rho:+.2f}): "
-                f"the data do not separate them{held}",
+                "the data do not separate them",
                 rho,
             )
     if result.blunders:

@@ -1288,6 +1288,33 @@ def surface_shifts(
     return np.asarray(np.where(z > 0, z * (outward - best), -z * (inward - best)))
 
 
+def statistical_samples(result: FitResult) -> pd.DataFrame:
+    """The bootstrap replicates as solved, before the surfaces' moves (:func:`surface_shifts`).
+
+    Where the moves pushed a parameter past its bound (and it was clipped there),
+    the value is approximate.
+
+    Returns
+    -------
+    DataFrame
+        ``result.samples`` with the parameters less each replicate's moves
+        (the same table when the fit held no surface uncertainty).
+    """
+    if not result.surface or not len(result.samples):
+        return result.samples
+    best = result.estimate.as_array()
+    values = result.samples[list(PARAMETER_NAMES)].to_numpy(copy=True)
+    for kind, line in result.surface.items():
+        outward, inward = (
+            np.array([line[side][n] for n in PARAMETER_NAMES]) for side in ("outward", "inward")
+        )
+        z = result.samples[f"surface_z_{kind}"].to_numpy()
+        values -= surface_shifts(best, outward, inward, z)
+    solved = result.samples.copy()
+    solved[list(PARAMETER_NAMES)] = values
+    return solved
+
+
 def _describe_surface(
     particles: pd.DataFrame,
     offsets: Mapping[str, FloatArray],

@@ -211,6 +211,11 @@ def test_replicates_are_moved_along_the_surface_lines() -> None:
     np.testing.assert_allclose(
         held.samples[names].to_numpy(), np.clip(expected, fitting.LOWER, fitting.UPPER)
     )
+    # and the replicates as solved are recovered (the diagnostics judge those)
+    solved = fitting.statistical_samples(held)[names].to_numpy()
+    inside = (expected > fitting.LOWER) & (expected < fitting.UPPER)
+    np.testing.assert_allclose(solved[inside], plain.samples[names].to_numpy()[inside], atol=1e-12)
+    assert fitting.statistical_samples(plain) is plain.samples
     assert np.std(held.samples["surface_z_silicon"]) == pytest.approx(1.0, abs=0.3)
     for name in ("alpha0", "delta0"):
         plain_width, held_width = (
