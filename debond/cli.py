@@ -321,6 +321,14 @@ def fit_command(
     folder = output or source.parent
     files = write_fit(result, particles, series, folder, folder / "figures")
     typer.echo(parameter_table(result))
+    three_d = particles["modality"] == "3d" if "modality" in particles else particles["cycles"] >= 0
+    if not result.surface and three_d.any():
+        typer.echo(
+            "NOTE: the intervals hold the fit's statistical error only. Radii and gaps measured "
+            "on images also carry where the surfaces were placed: give its uncertainty with "
+            "--silicon-surface-sd-um and --cbd-surface-sd-um (README, \"The surfaces' "
+            'placement"; a campaign file sets it in voxels).'
+        )
     typer.echo("wrote " + ", ".join(str(p) for p in files.values()))
 
 

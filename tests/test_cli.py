@@ -74,8 +74,10 @@ def test_fit_takes_a_particle_table_and_a_cycling_csv(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "capacity term: 3d particles" in result.output
+    assert "NOTE: the intervals hold the fit's statistical error only" in result.output
     document = json.loads((tmp_path / "fit.json").read_text())
     assert document["bootstrap"] == 50
+    assert document["surface"] == {}
     assert document["capacity_population"]["source"] == "3d particles"
     refused = runner.invoke(app, ["fit", str(table), "--capacity-population", "sections"])
     assert refused.exit_code == 2
@@ -85,6 +87,19 @@ def test_fit_takes_a_particle_table_and_a_cycling_csv(tmp_path: Path) -> None:
     for name in ("gap_vs_radius", "sensitivity", "bootstrap"):
         assert (tmp_path / "figures" / f"{name}.png").is_file()
         assert (tmp_path / "figures" / f"{name}.pdf").is_file()
+    held = runner.invoke(
+        app,
+        ["fit", str(table), "--bootstrap", "20", "--silicon-surface-sd-um", "0.015"],
+    )
+    assert held.exit_code == 0, held.output
+    assert "Intervals hold the surface placement: silicon ±0.015 µm" in held.output
+    assert "statistical error only" not in held.output
+    surface = json.loads((tmp_path / "fit.json").read_text())["surface"]
+    assert set(surface) == {"silicon"} and set(surface["silicon"]["sd_um"].values()) == {0.015}
+    negative = runner.invoke(app, ["fit", str(table), "--cbd-surface-sd-um", "-1"])
+    assert (
+        negative.exit_code == 2 and "cbd_surface_sd_um must be finite and >= 0" in negative.output
+    )
 
 
 def test_fit_explains_what_is_missing(tmp_path: Path) -> None:
