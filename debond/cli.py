@@ -321,8 +321,9 @@ def fit_command(
     folder = output or source.parent
     files = write_fit(result, particles, series, folder, folder / "figures")
     typer.echo(parameter_table(result))
-    three_d = particles["modality"] == "3d" if "modality" in particles else particles["cycles"] >= 0
-    if not result.surface and three_d.any():
+    # a table without modality is all 3D rows
+    has_3d = "modality" not in particles or bool((particles["modality"] == "3d").any())
+    if not result.surface and has_3d:
         typer.echo(
             "NOTE: the intervals hold the fit's statistical error only. Radii and gaps measured "
             "on images also carry where the surfaces were placed: give its uncertainty with "
