@@ -31,7 +31,7 @@ from debond.model.fitting import SURFACES
 from debond.outputs import write_fit
 from debond.pipeline.sem import usable_sections
 from debond.pipeline.stereology import SizeDistribution, unfold_radii, unfold_radii_bootstrap
-from debond.storage.tables import read_particles, usable_rows
+from debond.storage.tables import read_particles, three_d_rows, usable_rows
 
 __all__ = [
     "CampaignFit",
@@ -240,7 +240,7 @@ def surface_uncertainties(
         the campaign does not list with a volume.
     """
     voxels = {s.id: s.voxel_um for s in campaign.samples if s.has_volume}
-    rows = particles[particles["modality"] == "3d"] if "modality" in particles else particles
+    rows = particles[three_d_rows(particles)]
     unknown = sorted(set(rows["sample"].astype(str)) - set(voxels))
     if unknown:
         raise ValueError(
@@ -484,6 +484,7 @@ def fit_campaign(
         cbd_surface_sd_um=surface["cbd"],
     )
     truth = synthetic_truth(campaign.folder)
+    caveats = [image_caveat(settings)]
     tables = output or campaign.tables_dir
     figures = output / "figures" if output else campaign.folder / "figures"
     files = write_fit(
@@ -494,8 +495,6 @@ def fit_campaign(
         figures,
         truth=truth,
         warnings=inputs.warnings,
-        caveats=[image_caveat(settings)],
+        caveats=caveats,
     )
-    return CampaignFit(
-        result, particles, capacity, truth, files, inputs.warnings, [image_caveat(settings)]
-    )
+    return CampaignFit(result, particles, capacity, truth, files, inputs.warnings, caveats)

@@ -268,7 +268,7 @@ def fit_command(
     from debond.campaign import CampaignError, load_campaign
     from debond.model import Material, check_capacity, fit, read_cycling, silicon_retention
     from debond.outputs import parameter_table, write_fit
-    from debond.storage.tables import read_particles
+    from debond.storage.tables import read_particles, three_d_rows
 
     try:
         if source.suffix == ".toml":
@@ -321,9 +321,7 @@ def fit_command(
     folder = output or source.parent
     files = write_fit(result, particles, series, folder, folder / "figures")
     typer.echo(parameter_table(result))
-    # a table without modality is all 3D rows
-    has_3d = "modality" not in particles or bool((particles["modality"] == "3d").any())
-    if not result.surface and has_3d:
+    if not result.surface and three_d_rows(particles).any():
         typer.echo(
             "NOTE: the intervals hold the fit's statistical error only. Radii and gaps measured "
             "on images also carry where the surfaces were placed: give its uncertainty with "

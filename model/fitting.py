@@ -87,7 +87,7 @@ from debond.model.parameters import (
     Parameters,
 )
 from debond.model.solver import Residuals, least_squares_batched
-from debond.storage.tables import check_particles, usable_rows
+from debond.storage.tables import check_particles, three_d_rows, usable_rows
 
 #: Box bounds of α0, κ0 (µm), δ0 (µm), ζ0 (1/µm).
 LOWER = np.array([1e-3, 0.0, 0.0, 0.0])
@@ -1198,11 +1198,7 @@ def surface_offsets(
     [0.003, 0.004, 0.0]
     """
     n = len(particles)
-    three_d = (
-        particles["modality"].to_numpy() == "3d"
-        if "modality" in particles
-        else np.ones(n, dtype=bool)
-    )
+    three_d = three_d_rows(particles)
     if isinstance(surface_sd_um, Mapping):
         given = {str(k): float(v) for k, v in surface_sd_um.items()}
         if "sample" not in particles:

@@ -194,6 +194,21 @@ def _flag(table: pd.DataFrame, name: str) -> NDArray[np.bool_]:
     return np.asarray(column.astype(object).where(column.notna(), False).astype(bool))
 
 
+def three_d_rows(table: pd.DataFrame) -> NDArray[np.bool_]:
+    """Rows of modality ``"3d"``; a table without ``modality`` is all 3D rows.
+
+    Examples
+    --------
+    >>> three_d_rows(pd.DataFrame({"modality": ["3d", "2d"]})).tolist()
+    [True, False]
+    >>> three_d_rows(pd.DataFrame({"radius_um": [0.5]})).tolist()
+    [True]
+    """
+    if "modality" not in table:
+        return np.ones(len(table), dtype=bool)
+    return np.asarray(table["modality"].to_numpy() == "3d", dtype=bool)
+
+
 def usable_rows(table: pd.DataFrame) -> NDArray[np.bool_]:
     """Rows measured and whole: at least one valid ray, off the image's border, and no
     :data:`NOT_MEASURED` flag.
